@@ -1,0 +1,21 @@
+//! The device layer: one narrow trait between the filesystem and whatever holds its bytes.
+//!
+//! Everything above this module sees a device only as `read_at` / `write_at` / `flush` /
+//! `len_bytes`. Implementations: [`FileDevice`] (an image file or a block device; flush is
+//! fdatasync), [`MemDevice`] (tests), [`CrashDevice`] (records writes and flushes and can
+//! produce the images a power cut could leave), [`FaultyDevice`] (fails chosen operations).
+
+use std::io;
+
+/// A block device as the filesystem sees it. Offsets and lengths are in bytes. Callers in
+/// lfs-core always pass offsets and lengths that are multiples of 4096.
+pub trait Device: Send + Sync {
+    /// Fill `buf` from `offset`. Reading past the end is an error (`InvalidInput`).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`. Not durable until a later `flush` returns Ok.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make every write that completed before this call durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Size of the device in bytes.
+    fn len_bytes(&self) -> u64;
+}

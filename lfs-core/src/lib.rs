@@ -1,0 +1,2 @@
+//! lfs-core: the log-structured filesystem engine.
+pub mod device;
