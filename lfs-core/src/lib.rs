@@ -1,2 +1,3 @@
 //! lfs-core: the log-structured filesystem engine.
 pub mod device;
+pub mod format;
