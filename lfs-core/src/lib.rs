@@ -1,3 +1,16 @@
 //! lfs-core: the log-structured filesystem engine.
+//!
+//! Layered bottom-up; nothing reaches upward:
+//! `format` (pure encode/decode) → `device` (one narrow trait) → `writer` + `log` (segment
+//! buffer, write units, back-end thread) → `imap`, `usage`, `bmap`, `dir` (in-memory maps) →
+//! `fs` (the filesystem API, free of FUSE types; checkpoints and mount) → `mkfs`.
+pub mod bmap;
 pub mod device;
+pub mod error;
 pub mod format;
+pub mod imap;
+pub mod log;
+pub mod usage;
+pub mod writer;
+
+pub use error::{FsError, Result};

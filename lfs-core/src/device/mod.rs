@@ -7,6 +7,17 @@
 
 use std::io;
 
+mod bounds;
+mod crash;
+mod faulty;
+mod file;
+mod mem;
+
+pub use crash::{CrashDevice, CrashOp, CrashState, CrashStateOptions, SECTOR_SIZE};
+pub use faulty::FaultyDevice;
+pub use file::{FileDevice, OpenOptions, DIRECT_ALIGN};
+pub use mem::MemDevice;
+
 /// A block device as the filesystem sees it. Offsets and lengths are in bytes. Callers in
 /// lfs-core always pass offsets and lengths that are multiples of 4096.
 pub trait Device: Send + Sync {

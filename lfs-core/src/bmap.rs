@@ -1,0 +1,603 @@
+//! A file's block map: logical block → block address, through 12 direct pointers and four
+//! indirect trees of height 1..=4 (fan-out 510), as in docs/FORMAT.md.
+//!
+//! Tree nodes are loaded lazily and kept while the inode is cached. Changing a pointer marks
+//! the path to the root dirty; [`BlockMap::flush`] writes dirty nodes bottom-up (a node after
+//! its children, so every pointer on disk refers to something already written). Every block
+//! that stops being referenced is reported to the sink as dead, so segment usage stays exact.
+
+use crate::error::{FsError, Result};
+use crate::format::indirect::{decode_indirect, encode_indirect, FANOUT};
+use crate::format::inode::{NDIRECT, NINDIRECT};
+use crate::format::summary::SummaryEntry;
+use std::collections::BTreeMap;
+
+const F: u64 = FANOUT as u64;
+
+/// Where block writes and deaths go; implemented by the filesystem over the log.
+pub trait Sink {
+    fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>>;
+    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<u64>;
+    /// A block at `addr` is no longer referenced.
+    fn kill(&mut self, addr: u64);
+}
+
+/// Number of logical blocks covered by a node of height `h`.
+fn span(h: u8) -> u64 {
+    F.pow(h as u32)
+}
+
+/// First logical block of the tree of height `h`.
+fn tree_base(h: u8) -> u64 {
+    NDIRECT as u64 + (1..h).map(span).sum::<u64>()
+}
+
+/// One past the largest logical block a file can have.
+pub fn max_lblocks() -> u64 {
+    tree_base(NINDIRECT as u8 + 1)
+}
+
+#[derive(Debug)]
+struct Node {
+    addr: u64,
+    height: u8,
+    first: u64,
+    ptrs: Vec<u64>,
+    children: BTreeMap<usize, Node>,
+    dirty: bool,
+}
+
+impl Node {
+    fn empty(height: u8, first: u64) -> Node {
+        Node {
+            addr: 0,
+            height,
+            first,
+            ptrs: vec![0; FANOUT],
+            children: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+    fn load(sink: &mut dyn Sink, addr: u64, height: u8, first: u64) -> Result<Node> {
+        let b = sink.read_meta(addr)?;
+        let ptrs = decode_indirect(&b, height).map_err(FsError::corrupt("indirect block", addr))?;
+        Ok(Node {
+            addr,
+            height,
+            first,
+            ptrs,
+            children: BTreeMap::new(),
+            dirty: false,
+        })
+    }
+    fn child_span(&self) -> u64 {
+        span(self.height - 1)
+    }
+    /// The child node at `idx`, loaded or created.
+    fn child(
+        &mut self,
+        sink: &mut dyn Sink,
+        idx: usize,
+        create: bool,
+    ) -> Result<Option<&mut Node>> {
+        if !self.children.contains_key(&idx) {
+            let first = self.first + idx as u64 * self.child_span();
+            let p = self.ptrs[idx];
+            let node = if p != 0 {
+                Node::load(sink, p, self.height - 1, first)?
+            } else if create {
+                Node::empty(self.height - 1, first)
+            } else {
+                return Ok(None);
+            };
+            self.children.insert(idx, node);
+        }
+        Ok(self.children.get_mut(&idx))
+    }
+}
+
+#[derive(Debug)]
+pub struct BlockMap {
+    ino: u64,
+    version: u32,
+    direct: [u64; NDIRECT],
+    root_addrs: [u64; NINDIRECT],
+    roots: [Option<Node>; NINDIRECT],
+    /// Nodes marked dirty and not yet written.
+    pub dirty_nodes: u64,
+    /// Data and indirect blocks owned (for st_blocks).
+    pub blocks: u64,
+}
+
+enum Loc {
+    Direct(usize),
+    Tree(u8, u64),
+}
+
+fn locate(l: u64) -> Option<Loc> {
+    if l < NDIRECT as u64 {
+        return Some(Loc::Direct(l as usize));
+    }
+    (1..=NINDIRECT as u8).find_map(|h| {
+        let base = tree_base(h);
+        (l >= base && l < base + span(h)).then(|| Loc::Tree(h, l - base))
+    })
+}
+
+impl BlockMap {
+    pub fn new(
+        ino: u64,
+        version: u32,
+        direct: [u64; NDIRECT],
+        indirect: [u64; NINDIRECT],
+        blocks: u64,
+    ) -> BlockMap {
+        BlockMap {
+            ino,
+            version,
+            direct,
+            root_addrs: indirect,
+            roots: Default::default(),
+            dirty_nodes: 0,
+            blocks,
+        }
+    }
+
+    /// Pointers as they should be stored in the inode. Valid after `flush`.
+    pub fn pointers(&self) -> ([u64; NDIRECT], [u64; NINDIRECT]) {
+        (self.direct, self.root_addrs)
+    }
+
+    fn root(&mut self, sink: &mut dyn Sink, h: u8, create: bool) -> Result<Option<&mut Node>> {
+        let i = (h - 1) as usize;
+        if self.roots[i].is_none() {
+            let a = self.root_addrs[i];
+            if a != 0 {
+                self.roots[i] = Some(Node::load(sink, a, h, tree_base(h))?);
+            } else if create {
+                self.roots[i] = Some(Node::empty(h, tree_base(h)));
+                self.blocks += 1;
+            } else {
+                return Ok(None);
+            }
+        }
+        Ok(self.roots[i].as_mut())
+    }
+
+    /// The address of logical block `l` (0 = hole).
+    pub fn get(&mut self, sink: &mut dyn Sink, l: u64) -> Result<u64> {
+        match locate(l) {
+            None => Ok(0),
+            Some(Loc::Direct(i)) => Ok(self.direct[i]),
+            Some(Loc::Tree(h, off)) => {
+                let Some(mut node) = self.root(sink, h, false)? else {
+                    return Ok(0);
+                };
+                let mut o = off;
+                loop {
+                    let cs = node.child_span();
+                    let idx = (o / cs) as usize;
+                    if node.height == 1 {
+                        return Ok(node.ptrs[idx]);
+                    }
+                    o %= cs;
+                    match node.child(sink, idx, false)? {
+                        Some(c) => node = c,
+                        None => return Ok(0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Point logical block `l` at `addr` (0 makes a hole); returns the old address. The
+    /// caller reports the old address dead.
+    pub fn set(&mut self, sink: &mut dyn Sink, l: u64, addr: u64) -> Result<u64> {
+        let loc = locate(l).ok_or(FsError::FileTooBig)?;
+        let old = match loc {
+            Loc::Direct(i) => std::mem::replace(&mut self.direct[i], addr),
+            Loc::Tree(h, off) => {
+                let mut created = 0u64;
+                let mut newly_dirty = 0u64;
+                let old = {
+                    let blocks_before = self.blocks;
+                    let create = addr != 0;
+                    let Some(mut node) = self.root(sink, h, create)? else {
+                        return Ok(0);
+                    };
+                    created += 0;
+                    let mut o = off;
+                    loop {
+                        if !node.dirty {
+                            node.dirty = true;
+                            newly_dirty += 1;
+                        }
+                        let cs = node.child_span();
+                        let idx = (o / cs) as usize;
+                        if node.height == 1 {
+                            break std::mem::replace(&mut node.ptrs[idx], addr);
+                        }
+                        o %= cs;
+                        let had = node.ptrs[idx] != 0 || node.children.contains_key(&idx);
+                        match node.child(sink, idx, create)? {
+                            Some(c) => {
+                                if !had {
+                                    created += 1;
+                                }
+                                node = c;
+                            }
+                            None => {
+                                let _ = blocks_before;
+                                break 0;
+                            }
+                        }
+                    }
+                };
+                self.blocks += created;
+                self.dirty_nodes += newly_dirty;
+                old
+            }
+        };
+        match (old != 0, addr != 0) {
+            (false, true) => self.blocks += 1,
+            (true, false) => self.blocks = self.blocks.saturating_sub(1),
+            _ => {}
+        }
+        Ok(old)
+    }
+
+    /// Make logical blocks `[from, to)` holes, reporting every freed data and indirect block
+    /// dead. Nodes left empty are freed at the next flush.
+    pub fn clear_range(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<()> {
+        for i in 0..NDIRECT {
+            let l = i as u64;
+            if l >= from && l < to && self.direct[i] != 0 {
+                sink.kill(self.direct[i]);
+                self.direct[i] = 0;
+                self.blocks = self.blocks.saturating_sub(1);
+            }
+        }
+        for h in 1..=NINDIRECT as u8 {
+            let base = tree_base(h);
+            let end = base + span(h);
+            if to <= base || from >= end {
+                continue;
+            }
+            let i = (h - 1) as usize;
+            if from <= base && to >= end {
+                // The whole tree goes.
+                if self.root(sink, h, false)?.is_some() {
+                    if let Some(mut root) = self.roots[i].take() {
+                        let mut freed = 0;
+                        let mut undirty = 0;
+                        free_subtree(sink, &mut root, &mut freed, &mut undirty)?;
+                        self.blocks = self.blocks.saturating_sub(freed);
+                        self.dirty_nodes = self.dirty_nodes.saturating_sub(undirty);
+                    }
+                    self.root_addrs[i] = 0;
+                }
+                continue;
+            }
+            let (mut freed, mut newly_dirty, mut undirty) = (0, 0, 0);
+            if let Some(root) = self.root(sink, h, false)? {
+                clear_in(
+                    sink,
+                    root,
+                    from,
+                    to,
+                    &mut freed,
+                    &mut newly_dirty,
+                    &mut undirty,
+                )?;
+            }
+            self.blocks = self.blocks.saturating_sub(freed);
+            self.dirty_nodes =
+                self.dirty_nodes + newly_dirty - undirty.min(self.dirty_nodes + newly_dirty);
+        }
+        Ok(())
+    }
+
+    /// Write dirty nodes bottom-up. Empty nodes are freed instead of written.
+    pub fn flush(&mut self, sink: &mut dyn Sink) -> Result<()> {
+        for i in 0..NINDIRECT {
+            let Some(root) = self.roots[i].as_mut() else {
+                continue;
+            };
+            if !root.dirty {
+                continue;
+            }
+            let mut written = 0;
+            let mut freed = 0;
+            let addr = flush_node(sink, root, self.ino, self.version, &mut written, &mut freed)?;
+            self.dirty_nodes = self.dirty_nodes.saturating_sub(written + freed);
+            self.blocks = self.blocks.saturating_sub(freed);
+            self.root_addrs[i] = addr;
+            if addr == 0 {
+                self.roots[i] = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every block this map references: (address, entry it was written with).
+    pub fn for_each_block(
+        &mut self,
+        sink: &mut dyn Sink,
+        f: &mut dyn FnMut(u64, SummaryEntry),
+    ) -> Result<()> {
+        for (i, &a) in self.direct.iter().enumerate() {
+            if a != 0 {
+                f(a, SummaryEntry::data(self.ino, self.version, i as u64));
+            }
+        }
+        let (ino, version) = (self.ino, self.version);
+        for h in 1..=NINDIRECT as u8 {
+            if let Some(root) = self.root(sink, h, false)? {
+                walk(sink, root, ino, version, f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop loaded clean nodes to save memory (dirty paths stay).
+    pub fn shrink(&mut self) {
+        for r in self.roots.iter_mut() {
+            if r.as_ref().is_some_and(|n| !n.dirty) {
+                *r = None;
+            }
+        }
+    }
+}
+
+fn walk(
+    sink: &mut dyn Sink,
+    node: &mut Node,
+    ino: u64,
+    version: u32,
+    f: &mut dyn FnMut(u64, SummaryEntry),
+) -> Result<()> {
+    if node.addr != 0 && !node.dirty {
+        f(
+            node.addr,
+            SummaryEntry::indirect(ino, version, node.height, node.first),
+        );
+    }
+    for idx in 0..FANOUT {
+        if node.height == 1 {
+            if node.ptrs[idx] != 0 {
+                f(
+                    node.ptrs[idx],
+                    SummaryEntry::data(ino, version, node.first + idx as u64),
+                );
+            }
+        } else if let Some(c) = node.child(sink, idx, false)? {
+            walk(sink, c, ino, version, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Free a whole subtree: data blocks and nodes.
+fn free_subtree(
+    sink: &mut dyn Sink,
+    node: &mut Node,
+    freed: &mut u64,
+    undirty: &mut u64,
+) -> Result<()> {
+    for idx in 0..FANOUT {
+        if node.height == 1 {
+            if node.ptrs[idx] != 0 {
+                sink.kill(node.ptrs[idx]);
+                *freed += 1;
+            }
+        } else if let Some(c) = node.child(sink, idx, false)? {
+            free_subtree(sink, c, freed, undirty)?;
+        }
+    }
+    if node.addr != 0 {
+        sink.kill(node.addr);
+    }
+    *freed += 1;
+    if node.dirty {
+        *undirty += 1;
+    }
+    Ok(())
+}
+
+fn clear_in(
+    sink: &mut dyn Sink,
+    node: &mut Node,
+    from: u64,
+    to: u64,
+    freed: &mut u64,
+    newly_dirty: &mut u64,
+    undirty: &mut u64,
+) -> Result<()> {
+    let cs = node.child_span();
+    let lo = from.saturating_sub(node.first) / cs;
+    let hi = (to.saturating_sub(node.first)).div_ceil(cs).min(F);
+    let mut changed = false;
+    for idx in lo as usize..hi as usize {
+        let cfirst = node.first + idx as u64 * cs;
+        let cend = cfirst + cs;
+        if cend <= from || cfirst >= to {
+            continue;
+        }
+        if node.height == 1 {
+            if node.ptrs[idx] != 0 {
+                sink.kill(node.ptrs[idx]);
+                node.ptrs[idx] = 0;
+                *freed += 1;
+                changed = true;
+            }
+            continue;
+        }
+        let whole = cfirst >= from && cend <= to;
+        if whole {
+            if node.child(sink, idx, false)?.is_some() {
+                if let Some(mut c) = node.children.remove(&idx) {
+                    free_subtree(sink, &mut c, freed, undirty)?;
+                }
+                node.ptrs[idx] = 0;
+                changed = true;
+            }
+        } else if let Some(c) = node.child(sink, idx, false)? {
+            clear_in(sink, c, from, to, freed, newly_dirty, undirty)?;
+            changed |= c.dirty;
+        }
+    }
+    if changed && !node.dirty {
+        node.dirty = true;
+        *newly_dirty += 1;
+    }
+    Ok(())
+}
+
+/// Write a dirty node after its dirty children; returns its new address (0 if now empty).
+fn flush_node(
+    sink: &mut dyn Sink,
+    node: &mut Node,
+    ino: u64,
+    version: u32,
+    written: &mut u64,
+    freed: &mut u64,
+) -> Result<u64> {
+    let dirty_children: Vec<usize> = node
+        .children
+        .iter()
+        .filter(|(_, c)| c.dirty)
+        .map(|(i, _)| *i)
+        .collect();
+    for idx in dirty_children {
+        if let Some(c) = node.children.get_mut(&idx) {
+            let a = flush_node(sink, c, ino, version, written, freed)?;
+            node.ptrs[idx] = a;
+            if a == 0 {
+                node.children.remove(&idx);
+            }
+        }
+    }
+    node.dirty = false;
+    if node.ptrs.iter().all(|&p| p == 0) {
+        if node.addr != 0 {
+            sink.kill(node.addr);
+        }
+        node.addr = 0;
+        *freed += 1;
+        return Ok(0);
+    }
+    let data = encode_indirect(node.height, &node.ptrs);
+    let a = sink.append(
+        SummaryEntry::indirect(ino, version, node.height, node.first),
+        &data,
+    )?;
+    if node.addr != 0 {
+        sink.kill(node.addr);
+    }
+    node.addr = a;
+    *written += 1;
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    #[derive(Default)]
+    struct MemSink {
+        blocks: HashMap<u64, Vec<u8>>,
+        next: u64,
+        live: HashSet<u64>,
+        dead_data: HashSet<u64>,
+    }
+    impl Sink for MemSink {
+        fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
+            self.blocks
+                .get(&addr)
+                .cloned()
+                .ok_or(FsError::Damaged("missing".into()))
+        }
+        fn append(&mut self, _e: SummaryEntry, data: &[u8]) -> Result<u64> {
+            self.next += 1;
+            self.blocks.insert(self.next + 1000, data.to_vec());
+            self.live.insert(self.next + 1000);
+            Ok(self.next + 1000)
+        }
+        fn kill(&mut self, addr: u64) {
+            if addr >= 100_000 || addr < 1000 {
+                assert!(self.dead_data.insert(addr), "data block {addr} freed twice");
+            } else {
+                assert!(self.live.remove(&addr), "double free of node {addr}");
+            }
+        }
+    }
+
+    #[test]
+    fn set_get_flush_reload_across_all_heights() {
+        let mut s = MemSink::default();
+        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+        let ls = [
+            0,
+            11,
+            12,
+            521,
+            522,
+            522 + 510 * 510 - 1,
+            tree_base(3) + 7,
+            tree_base(4) + 123_456_789,
+            max_lblocks() - 1,
+        ];
+        for (i, &l) in ls.iter().enumerate() {
+            assert_eq!(m.set(&mut s, l, 10 + i as u64).expect("set"), 0);
+        }
+        assert!(m.set(&mut s, max_lblocks(), 1).is_err());
+        m.flush(&mut s).expect("flush");
+        assert_eq!(m.dirty_nodes, 0);
+        let (d, r) = m.pointers();
+        let mut m2 = BlockMap::new(5, 1, d, r, m.blocks);
+        for (i, &l) in ls.iter().enumerate() {
+            assert_eq!(m2.get(&mut s, l).expect("get"), 10 + i as u64, "lblock {l}");
+        }
+        assert_eq!(m2.get(&mut s, 13).expect("get"), 0);
+        let mut seen = 0;
+        m2.for_each_block(&mut s, &mut |_, e| {
+            if e.kind == crate::format::summary::BlockKind::Data {
+                seen += 1
+            }
+        })
+        .expect("walk");
+        assert_eq!(seen, ls.len());
+        // Clear everything: every indirect node written must die, nothing twice.
+        m2.clear_range(&mut s, 0, u64::MAX).expect("clear");
+        m2.flush(&mut s).expect("flush");
+        assert!(s.live.is_empty(), "leaked nodes: {:?}", s.live);
+        assert_eq!(m2.pointers(), ([0; NDIRECT], [0; NINDIRECT]));
+    }
+
+    #[test]
+    fn partial_clear_frees_empty_nodes() {
+        let mut s = MemSink::default();
+        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+        for l in 0..2000 {
+            m.set(&mut s, l, 100_000 + l).expect("set");
+        }
+        m.flush(&mut s).expect("flush");
+        let nodes_before = s.live.len();
+        m.clear_range(&mut s, 600, u64::MAX).expect("clear");
+        m.flush(&mut s).expect("flush");
+        for l in [0, 599, 600, 1999] {
+            let want = if l < 600 { 100_000 + l } else { 0 };
+            assert_eq!(m.get(&mut s, l).expect("get"), want);
+        }
+        assert!(
+            s.live.len() < nodes_before,
+            "height-2 subtrees beyond 600 should be gone"
+        );
+        assert_eq!(
+            s.dead_data.len(),
+            1400,
+            "every cleared data block reported dead once"
+        );
+    }
+}

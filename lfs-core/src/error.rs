@@ -1,0 +1,64 @@
+//! The engine's error type. Every variant maps to one errno in lfs-fuse's table; the data in
+//! the variants is for logs and for fsck.
+
+use crate::format::FormatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("file name too long (more than 255 bytes)")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("file too large")]
+    FileTooBig,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("result does not fit the buffer")]
+    Range,
+    #[error("attribute list too long")]
+    TooBig,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("read-only filesystem")]
+    ReadOnly,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("stale file handle (inode {0} no longer exists)")]
+    Stale(u64),
+    #[error("device I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt {what} at block {addr}: {source}")]
+    Corrupt {
+        what: &'static str,
+        addr: u64,
+        source: FormatError,
+    },
+    #[error("filesystem damaged: {0}")]
+    Damaged(String),
+    #[error(
+        "an earlier write or flush failed; the filesystem refuses writes until it is mounted again"
+    )]
+    Poisoned,
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+impl FsError {
+    pub(crate) fn corrupt(what: &'static str, addr: u64) -> impl FnOnce(FormatError) -> FsError {
+        move |source| FsError::Corrupt { what, addr, source }
+    }
+}

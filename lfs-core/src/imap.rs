@@ -1,0 +1,157 @@
+//! The inode map, whole in memory: inode number → where its current copy lives, its version
+//! and flags. Its blocks are written into the log at checkpoints and found again through the
+//! checkpoint's address array.
+
+use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN, TABLE_ENTRIES};
+use crate::format::ROOT_INO;
+
+pub struct Imap {
+    entries: Vec<ImapEntry>,
+    /// Per table block: must be written at the next checkpoint.
+    dirty: Vec<bool>,
+    /// Lowest inode number that may be free.
+    hint: u64,
+    allocated: u64,
+}
+
+impl Imap {
+    pub fn new(nblocks: usize) -> Imap {
+        Imap {
+            entries: vec![ImapEntry::default(); nblocks * TABLE_ENTRIES],
+            dirty: vec![false; nblocks],
+            hint: ROOT_INO + 1,
+            allocated: 0,
+        }
+    }
+
+    /// Install one decoded table block (mount).
+    pub fn load_block(&mut self, index: usize, block: &[ImapEntry]) {
+        let base = index * TABLE_ENTRIES;
+        for (i, e) in block.iter().enumerate() {
+            if let Some(slot) = self.entries.get_mut(base + i) {
+                *slot = *e;
+            }
+        }
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        self.allocated = self.entries.iter().filter(|e| e.allocated()).count() as u64;
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.entries.len() as u64
+    }
+    pub fn allocated_count(&self) -> u64 {
+        self.allocated
+    }
+    pub fn get(&self, ino: u64) -> Option<&ImapEntry> {
+        self.entries.get(ino as usize)
+    }
+
+    pub fn set(&mut self, ino: u64, e: ImapEntry) {
+        if let Some(slot) = self.entries.get_mut(ino as usize) {
+            if slot.allocated() != e.allocated() {
+                if e.allocated() {
+                    self.allocated += 1;
+                } else {
+                    self.allocated -= 1;
+                }
+            }
+            *slot = e;
+            if let Some(d) = self.dirty.get_mut(ino as usize / TABLE_ENTRIES) {
+                *d = true;
+            }
+        }
+    }
+
+    pub fn set_orphan(&mut self, ino: u64, orphan: bool) {
+        if let Some(mut e) = self.get(ino).copied() {
+            if orphan {
+                e.flags |= IMAP_ORPHAN;
+            } else {
+                e.flags &= !IMAP_ORPHAN;
+            }
+            self.set(ino, e);
+        }
+    }
+
+    /// Take the lowest free inode number; returns (ino, version to use).
+    pub fn allocate(&mut self) -> Option<(u64, u32)> {
+        let start = self.hint.max(ROOT_INO + 1) as usize;
+        let found = (start..self.entries.len()).find(|&i| !self.entries[i].allocated())?;
+        let version = self.entries[found].version.wrapping_add(1).max(1);
+        self.set(
+            found as u64,
+            ImapEntry {
+                addr: 0,
+                version,
+                slot: 0,
+                flags: IMAP_ALLOCATED,
+            },
+        );
+        self.hint = found as u64 + 1;
+        Some((found as u64, version))
+    }
+
+    /// Free an inode number, keeping its version so the next user gets a new one.
+    pub fn free(&mut self, ino: u64) {
+        if let Some(e) = self.get(ino).copied() {
+            self.set(
+                ino,
+                ImapEntry {
+                    addr: 0,
+                    version: e.version,
+                    slot: 0,
+                    flags: 0,
+                },
+            );
+            self.hint = self.hint.min(ino);
+        }
+    }
+
+    pub fn dirty_blocks(&self) -> Vec<usize> {
+        self.dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(|(i, _)| i)
+            .collect()
+    }
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.iter().filter(|d| **d).count()
+    }
+    pub fn block(&self, index: usize) -> &[ImapEntry] {
+        let base = index * TABLE_ENTRIES;
+        &self.entries[base..base + TABLE_ENTRIES]
+    }
+    pub fn clear_dirty(&mut self, index: usize) {
+        if let Some(d) = self.dirty.get_mut(index) {
+            *d = false;
+        }
+    }
+    pub fn mark_dirty(&mut self, index: usize) {
+        if let Some(d) = self.dirty.get_mut(index) {
+            *d = true;
+        }
+    }
+
+    /// Inode numbers with the ORPHAN flag (freed at mount).
+    pub fn orphans(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.allocated() && e.flags & IMAP_ORPHAN != 0)
+            .map(|(i, _)| i as u64)
+            .collect()
+    }
+
+    /// Iterate over allocated inodes.
+    pub fn iter_allocated(&self) -> impl Iterator<Item = (u64, &ImapEntry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.allocated())
+            .map(|(i, e)| (i as u64, e))
+    }
+}

@@ -1,0 +1,245 @@
+//! The log: the segment being filled in memory and the write units in it.
+//!
+//! Blocks are appended to the current segment buffer and get their final address at once.
+//! Appends are grouped into *flush groups* (see docs/FORMAT.md): a unit is sealed — its
+//! summary encoded with a checksum of its payload — when it is full, when the segment is full
+//! or when the group ends; every unit of a group but the last carries CONT. A full segment is
+//! handed to the back-end writer in one write; `sync` writes the part of the current segment
+//! not yet written and flushes.
+
+use crate::device::Device;
+use crate::error::{FsError, Result};
+use crate::format::summary::{data_crc, Summary, SummaryEntry, FLAG_CONT, SUMMARY_MAX_ENTRIES};
+use crate::format::superblock::Superblock;
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::usage::UsageTable;
+use crate::writer::BackEnd;
+use std::sync::Arc;
+
+struct OpenUnit {
+    start: u32,
+    entries: Vec<SummaryEntry>,
+}
+
+pub struct Log {
+    sb: Arc<Superblock>,
+    pub backend: BackEnd,
+    seg: u64,
+    next_seg: u64,
+    buf: Vec<u8>,
+    /// Blocks of `buf` in use (sealed units, the open unit and its reserved summary).
+    fill: u32,
+    /// Blocks of `buf` already handed to the writer.
+    written: u32,
+    unit: Option<OpenUnit>,
+    next_seq: u64,
+    generation: u64,
+    in_group: bool,
+    group_flags: u16,
+    /// Units sealed since mount, for statistics.
+    pub units_written: u64,
+    pub segments_written: u64,
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Log {
+    /// Resume writing at `seg:offset` (a checkpoint's log head). `seg` must already be Active
+    /// in `usage`; a successor is chosen now.
+    pub fn open(
+        sb: Arc<Superblock>,
+        dev: Arc<dyn Device>,
+        usage: &mut UsageTable,
+        seg: u64,
+        offset: u32,
+        next_seq: u64,
+        generation: u64,
+    ) -> Result<Log> {
+        let seg_bytes = sb.seg_bytes() as usize;
+        let mut buf = vec![0u8; seg_bytes];
+        if offset > 0 {
+            // Keep the segment's earlier blocks so reads of them can be served from memory.
+            dev.read_at(
+                &mut buf[..offset as usize * BLOCK_SIZE],
+                sb.seg_addr(seg) * BLOCK_BYTES,
+            )?;
+        }
+        let next_seg = usage.pick_clean(seg).ok_or(FsError::NoSpace)?;
+        usage.activate(next_seg, now_ns());
+        Ok(Log {
+            sb,
+            backend: BackEnd::start(dev),
+            seg,
+            next_seg,
+            buf,
+            fill: offset,
+            written: offset,
+            unit: None,
+            next_seq,
+            generation,
+            in_group: false,
+            group_flags: 0,
+            units_written: 0,
+            segments_written: 0,
+        })
+    }
+
+    pub fn head(&self) -> (u64, u32) {
+        (self.seg, self.fill)
+    }
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+    pub fn current_segment(&self) -> u64 {
+        self.seg
+    }
+    pub fn next_segment(&self) -> u64 {
+        self.next_seg
+    }
+    pub fn set_generation(&mut self, g: u64) {
+        self.generation = g;
+    }
+    /// Blocks still free in the current segment.
+    pub fn room_in_segment(&self) -> u64 {
+        (self.sb.seg_blocks - self.fill) as u64
+    }
+
+    pub fn begin_group(&mut self, flags: u16) {
+        debug_assert!(!self.in_group);
+        self.in_group = true;
+        self.group_flags = flags;
+    }
+
+    pub fn end_group(&mut self, usage: &mut UsageTable) {
+        self.seal_unit(false, usage);
+        self.in_group = false;
+        self.group_flags = 0;
+    }
+
+    /// Append one payload block; returns its address. `data` must be one block.
+    pub fn append(
+        &mut self,
+        usage: &mut UsageTable,
+        entry: SummaryEntry,
+        data: &[u8],
+    ) -> Result<u64> {
+        if self.backend.poisoned() {
+            return Err(FsError::Poisoned);
+        }
+        debug_assert_eq!(data.len(), BLOCK_SIZE);
+        let unit_full = self
+            .unit
+            .as_ref()
+            .is_some_and(|u| u.entries.len() >= SUMMARY_MAX_ENTRIES);
+        if unit_full || (self.unit.is_some() && self.fill >= self.sb.seg_blocks) {
+            self.seal_unit(self.in_group, usage);
+        }
+        if self.unit.is_none() {
+            if self.fill + 2 > self.sb.seg_blocks {
+                self.next_segment_now(usage)?;
+            }
+            self.unit = Some(OpenUnit {
+                start: self.fill,
+                entries: Vec::new(),
+            });
+            self.fill += 1;
+        }
+        let off = self.fill as usize * BLOCK_SIZE;
+        let n = data.len().min(BLOCK_SIZE);
+        self.buf[off..off + n].copy_from_slice(&data[..n]);
+        self.buf[off + n..off + BLOCK_SIZE].fill(0);
+        let addr = self.sb.seg_addr(self.seg) + self.fill as u64;
+        self.fill += 1;
+        if let Some(u) = self.unit.as_mut() {
+            u.entries.push(entry);
+        }
+        Ok(addr)
+    }
+
+    fn seal_unit(&mut self, cont: bool, usage: &mut UsageTable) {
+        let Some(u) = self.unit.take() else { return };
+        let start = u.start as usize;
+        let n = u.entries.len();
+        if n == 0 {
+            // Nothing was appended after the summary was reserved; give the block back.
+            self.fill = u.start;
+            return;
+        }
+        let payload = &self.buf[(start + 1) * BLOCK_SIZE..(start + 1 + n) * BLOCK_SIZE];
+        let s = Summary {
+            flags: self.group_flags | if cont { FLAG_CONT } else { 0 },
+            seq: self.next_seq,
+            generation: self.generation,
+            segment: self.seg,
+            offset: u.start,
+            next_segment: self.next_seg,
+            timestamp_ns: now_ns(),
+            data_crc: data_crc(payload.chunks(BLOCK_SIZE)),
+            entries: u.entries,
+        };
+        self.buf[start * BLOCK_SIZE..(start + 1) * BLOCK_SIZE].copy_from_slice(&s.encode());
+        self.next_seq += 1;
+        self.units_written += 1;
+        usage.written(self.seg, s.timestamp_ns);
+    }
+
+    /// The current segment is full: hand it to the writer and move to the successor.
+    fn next_segment_now(&mut self, usage: &mut UsageTable) -> Result<()> {
+        debug_assert!(self.unit.is_none());
+        let new_next = usage.pick_clean(self.next_seg).ok_or(FsError::NoSpace)?;
+        let seg_bytes = self.sb.seg_bytes() as usize;
+        let full = std::mem::replace(&mut self.buf, vec![0u8; seg_bytes]);
+        let from = self.written as usize * BLOCK_SIZE;
+        let to = self.fill as usize * BLOCK_SIZE;
+        let offset = (self.sb.seg_addr(self.seg) + self.written as u64) * BLOCK_BYTES;
+        if to > from {
+            self.backend
+                .write(offset, Arc::new(full), from, to, Some(self.seg))?;
+        }
+        self.segments_written += 1;
+        usage.seal(self.seg);
+        self.seg = self.next_seg;
+        self.next_seg = new_next;
+        usage.activate(new_next, now_ns());
+        self.fill = 0;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Write everything appended so far and make it durable.
+    pub fn sync(&mut self, usage: &mut UsageTable) -> Result<()> {
+        self.seal_unit(false, usage);
+        if self.fill > self.written {
+            let from = self.written as usize * BLOCK_SIZE;
+            let to = self.fill as usize * BLOCK_SIZE;
+            let part = Arc::new(self.buf[from..to].to_vec());
+            let offset = (self.sb.seg_addr(self.seg) + self.written as u64) * BLOCK_BYTES;
+            let len = part.len();
+            self.backend.write(offset, part, 0, len, None)?;
+            self.written = self.fill;
+        }
+        self.backend.flush().map_err(|e| {
+            tracing::error!(error = %e, "sync failed");
+            FsError::Io(e)
+        })
+    }
+
+    /// A block still held in memory (current segment or a segment being written).
+    pub fn read_cached(&self, addr: u64) -> Option<Vec<u8>> {
+        let seg = self.sb.seg_of(addr)?;
+        let off = (addr - self.sb.seg_addr(seg)) as usize;
+        if seg == self.seg {
+            return (off < self.fill as usize)
+                .then(|| self.buf[off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE].to_vec());
+        }
+        let m = self.backend.in_flight.lock().ok()?;
+        let b = m.get(&seg)?;
+        b.get(off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE)
+            .map(|s| s.to_vec())
+    }
+}

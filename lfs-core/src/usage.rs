@@ -1,0 +1,279 @@
+//! The segment usage table and the life of a segment.
+//!
+//! A segment moves Clean → Active (the log is writing it) → Full → Freed (no live bytes left,
+//! or emptied by the cleaner) → Clean. The step Freed → Clean happens only when a checkpoint
+//! that records the segment as clean is durable: until then the previous checkpoint, which a
+//! crash would fall back to, may still need the segment's old contents.
+
+use crate::format::table::{UsageEntry, SEG_CLEAN, SEG_IN_USE, TABLE_ENTRIES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegState {
+    Clean,
+    Active,
+    Full,
+    /// Being emptied by the cleaner; its blocks are still where the maps say.
+    Cleaning,
+    /// Holds nothing live; becomes Clean after the next durable checkpoint.
+    Freed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SegInfo {
+    pub live_bytes: u64,
+    pub state: SegState,
+    pub write_time_ns: u64,
+}
+
+pub struct UsageTable {
+    segs: Vec<SegInfo>,
+    dirty: Vec<bool>,
+    seg_bytes: u64,
+    clean: u64,
+    /// Accounting errors seen (a live count that would go negative); fsck looks deeper.
+    pub underflows: u64,
+}
+
+impl UsageTable {
+    pub fn new(nsegs: u64, seg_bytes: u64) -> UsageTable {
+        let nblocks = (nsegs as usize).div_ceil(TABLE_ENTRIES);
+        UsageTable {
+            segs: vec![
+                SegInfo {
+                    live_bytes: 0,
+                    state: SegState::Clean,
+                    write_time_ns: 0
+                };
+                nsegs as usize
+            ],
+            dirty: vec![true; nblocks],
+            seg_bytes,
+            clean: nsegs,
+            underflows: 0,
+        }
+    }
+
+    pub fn load_block(&mut self, index: usize, entries: &[UsageEntry]) {
+        let base = index * TABLE_ENTRIES;
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(s) = self.segs.get_mut(base + i) {
+                s.live_bytes = e.live_bytes as u64;
+                s.write_time_ns = e.write_time_ns;
+                s.state = if e.state == SEG_IN_USE {
+                    SegState::Full
+                } else {
+                    SegState::Clean
+                };
+            }
+        }
+        if let Some(d) = self.dirty.get_mut(index) {
+            *d = false;
+        }
+        self.clean = self
+            .segs
+            .iter()
+            .filter(|s| s.state == SegState::Clean)
+            .count() as u64;
+    }
+
+    pub fn nsegs(&self) -> u64 {
+        self.segs.len() as u64
+    }
+    pub fn get(&self, seg: u64) -> Option<&SegInfo> {
+        self.segs.get(seg as usize)
+    }
+    pub fn clean_count(&self) -> u64 {
+        self.clean
+    }
+    pub fn seg_bytes(&self) -> u64 {
+        self.seg_bytes
+    }
+
+    fn touch(&mut self, seg: u64) {
+        if let Some(d) = self.dirty.get_mut(seg as usize / TABLE_ENTRIES) {
+            *d = true;
+        }
+    }
+
+    fn set_state(&mut self, seg: u64, state: SegState) {
+        if let Some(s) = self.segs.get_mut(seg as usize) {
+            if s.state == SegState::Clean {
+                self.clean -= 1;
+            }
+            if state == SegState::Clean {
+                self.clean += 1;
+            }
+            s.state = state;
+        }
+        self.touch(seg);
+    }
+
+    pub fn add_live(&mut self, seg: u64, bytes: u64) {
+        if let Some(s) = self.segs.get_mut(seg as usize) {
+            s.live_bytes += bytes;
+        }
+        self.touch(seg);
+    }
+
+    /// `bytes` in `seg` died. A Full segment left with nothing live becomes Freed.
+    pub fn kill(&mut self, seg: u64, bytes: u64) {
+        let Some(s) = self.segs.get_mut(seg as usize) else {
+            return;
+        };
+        if s.live_bytes < bytes {
+            self.underflows += 1;
+            tracing::warn!(
+                seg,
+                live = s.live_bytes,
+                bytes,
+                "segment usage would go negative"
+            );
+            s.live_bytes = 0;
+        } else {
+            s.live_bytes -= bytes;
+        }
+        let empty_full = s.live_bytes == 0 && s.state == SegState::Full;
+        self.touch(seg);
+        if empty_full {
+            self.set_state(seg, SegState::Freed);
+        }
+    }
+
+    /// Clean → Active: the log starts writing `seg`.
+    pub fn activate(&mut self, seg: u64, now_ns: u64) {
+        debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Clean));
+        self.set_state(seg, SegState::Active);
+        if let Some(s) = self.segs.get_mut(seg as usize) {
+            s.live_bytes = 0;
+            s.write_time_ns = now_ns;
+        }
+    }
+
+    /// Record that the log wrote into an Active segment now.
+    pub fn written(&mut self, seg: u64, now_ns: u64) {
+        if let Some(s) = self.segs.get_mut(seg as usize) {
+            s.write_time_ns = now_ns;
+        }
+        self.touch(seg);
+    }
+
+    /// Active → Full (or Freed if nothing in it is live any more).
+    pub fn seal(&mut self, seg: u64) {
+        debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Active));
+        let empty = self.get(seg).is_some_and(|s| s.live_bytes == 0);
+        self.set_state(
+            seg,
+            if empty {
+                SegState::Freed
+            } else {
+                SegState::Full
+            },
+        );
+    }
+
+    /// Mount: the segment the checkpoint's log head is in continues as Active.
+    pub fn resume_active(&mut self, seg: u64) {
+        self.set_state(seg, SegState::Active);
+    }
+
+    /// Checkpoint durable: every segment freed before it was encoded is clean now.
+    pub fn release(&mut self, segs: &[u64]) {
+        for &seg in segs {
+            if self.get(seg).map(|s| s.state) == Some(SegState::Freed) {
+                self.set_state(seg, SegState::Clean);
+            }
+        }
+    }
+
+    pub fn freed(&self) -> Vec<u64> {
+        self.segs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == SegState::Freed)
+            .map(|(i, _)| i as u64)
+            .collect()
+    }
+
+    /// A clean segment to write next, searching upward from `after` so the log sweeps the
+    /// disk in order.
+    pub fn pick_clean(&self, after: u64) -> Option<u64> {
+        let n = self.segs.len() as u64;
+        (1..=n)
+            .map(|d| (after + d) % n)
+            .find(|&s| self.segs[s as usize].state == SegState::Clean)
+    }
+
+    /// The entries of table block `index`, as a checkpoint records them: Freed segments are
+    /// recorded clean (they will be once this checkpoint is durable).
+    pub fn block_entries(&self, index: usize) -> Vec<UsageEntry> {
+        let base = index * TABLE_ENTRIES;
+        (base..base + TABLE_ENTRIES)
+            .map(|i| match self.segs.get(i) {
+                Some(s) => UsageEntry {
+                    live_bytes: s.live_bytes.min(self.seg_bytes) as u32,
+                    state: match s.state {
+                        SegState::Clean | SegState::Freed => SEG_CLEAN,
+                        _ => SEG_IN_USE,
+                    },
+                    write_time_ns: s.write_time_ns,
+                },
+                None => UsageEntry::default(),
+            })
+            .collect()
+    }
+
+    pub fn nblocks(&self) -> usize {
+        self.dirty.len()
+    }
+    pub fn dirty_blocks(&self) -> Vec<usize> {
+        self.dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(|(i, _)| i)
+            .collect()
+    }
+    pub fn clear_dirty(&mut self, index: usize) {
+        if let Some(d) = self.dirty.get_mut(index) {
+            *d = false;
+        }
+    }
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.iter_mut().for_each(|d| *d = true);
+    }
+    pub fn total_live_bytes(&self) -> u64 {
+        self.segs.iter().map(|s| s.live_bytes).sum()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &SegInfo)> {
+        self.segs.iter().enumerate().map(|(i, s)| (i as u64, s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn life_of_a_segment() {
+        let mut u = UsageTable::new(300, 1 << 20);
+        assert_eq!(u.clean_count(), 300);
+        u.activate(5, 10);
+        u.add_live(5, 8192);
+        u.seal(5);
+        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Full));
+        u.kill(5, 4096);
+        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Full));
+        u.kill(5, 4096);
+        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Freed));
+        // Recorded clean by the checkpoint, but not reusable until released.
+        assert_eq!(u.block_entries(0)[5].state, SEG_CLEAN);
+        assert_eq!(u.pick_clean(4), Some(6));
+        assert_eq!(u.clean_count(), 299);
+        u.release(&[5]);
+        assert_eq!(u.clean_count(), 300);
+        assert_eq!(u.pick_clean(4), Some(5));
+        assert_eq!(u.underflows, 0);
+        u.kill(7, 1);
+        assert_eq!(u.underflows, 1);
+    }
+}
