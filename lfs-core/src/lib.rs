@@ -6,11 +6,14 @@
 //! `fs` (the filesystem API, free of FUSE types; checkpoints and mount) → `mkfs`.
 pub mod bmap;
 pub mod device;
+pub mod dir;
 pub mod error;
 pub mod format;
+pub mod fs;
 pub mod imap;
 pub mod log;
 pub mod usage;
 pub mod writer;
 
 pub use error::{FsError, Result};
+pub use fs::{mkfs, Fs, MkfsOptions, MountOptions};

@@ -149,12 +149,13 @@ impl UsageTable {
         }
     }
 
-    /// Record that the log wrote into an Active segment now.
+    /// Record that the log wrote into an Active segment now. This alone does not dirty the
+    /// table block (the time reaches disk with the segment's next real change, at the latest
+    /// when it is sealed), so writing usage blocks at a checkpoint settles.
     pub fn written(&mut self, seg: u64, now_ns: u64) {
         if let Some(s) = self.segs.get_mut(seg as usize) {
             s.write_time_ns = now_ns;
         }
-        self.touch(seg);
     }
 
     /// Active → Full (or Freed if nothing in it is live any more).
@@ -211,8 +212,11 @@ impl UsageTable {
             .map(|i| match self.segs.get(i) {
                 Some(s) => UsageEntry {
                     live_bytes: s.live_bytes.min(self.seg_bytes) as u32,
+                    // An Active segment with nothing live (the log's reserved successor) is
+                    // recorded clean: roll-forward follows the log into it like any clean one.
                     state: match s.state {
                         SegState::Clean | SegState::Freed => SEG_CLEAN,
+                        SegState::Active if s.live_bytes == 0 => SEG_CLEAN,
                         _ => SEG_IN_USE,
                     },
                     write_time_ns: s.write_time_ns,
@@ -236,6 +240,11 @@ impl UsageTable {
     pub fn clear_dirty(&mut self, index: usize) {
         if let Some(d) = self.dirty.get_mut(index) {
             *d = false;
+        }
+    }
+    pub fn mark_dirty(&mut self, index: usize) {
+        if let Some(d) = self.dirty.get_mut(index) {
+            *d = true;
         }
     }
     pub fn mark_all_dirty(&mut self) {

@@ -1,0 +1,438 @@
+//! Checkpoints, mount and mkfs.
+//!
+//! ## The checkpoint, step by step (crash argument in docs/FORMAT.md)
+//! 1. Flush group: all dirty file state.
+//! 2. Dirty inode-map blocks, then dirty segment-usage blocks, into the log (flag CHECKPOINT).
+//!    Usage blocks are not counted in live bytes (counting them would change the table they
+//!    record); a segment holding one the checkpoint points at is *pinned* instead, and one
+//!    in a Freed segment is rewritten so that segment can be released.
+//! 3. Sync: everything the checkpoint points at is durable.
+//! 4. The region for generation g+1 (odd → A, even → B: always the older one), then flush.
+//! 5. Segments freed before step 2 (and not pinned) become Clean.
+
+use super::inode::Inode;
+use super::{CpState, Inner, MountOptions, Stats};
+use crate::device::Device;
+use crate::dir::Dir;
+use crate::error::{FsError, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::inode::{DiskInode, Timespec, S_IFDIR};
+use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CHECKPOINT};
+use crate::format::superblock::{
+    LayoutRequest, Superblock, DEFAULT_BYTES_PER_INODE, DEFAULT_SEG_BYTES,
+};
+use crate::format::table::{
+    decode_imap_block, decode_usage_block, encode_imap_block, encode_usage_block, ImapEntry,
+    IMAP_ALLOCATED,
+};
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
+use crate::imap::Imap;
+use crate::log::{now_ns, Log};
+use crate::usage::{SegState, UsageTable};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct MkfsOptions {
+    pub seg_bytes: u64,
+    pub bytes_per_inode: u64,
+    pub label: String,
+    pub uuid: Option<[u8; 16]>,
+}
+
+impl Default for MkfsOptions {
+    fn default() -> Self {
+        MkfsOptions {
+            seg_bytes: DEFAULT_SEG_BYTES,
+            bytes_per_inode: DEFAULT_BYTES_PER_INODE,
+            label: String::new(),
+            uuid: None,
+        }
+    }
+}
+
+/// What mount found and did.
+#[derive(Debug, Clone, Default)]
+pub struct MountReport {
+    pub generation: u64,
+    /// 'A' or 'B'.
+    pub region: char,
+    /// Why the other region was not used, if it was invalid.
+    pub other_region_error: Option<String>,
+    pub clean_unmount: bool,
+    pub primary_superblock_error: Option<String>,
+    pub orphans_freed: u64,
+    pub elapsed: Duration,
+}
+
+fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut u))
+        .is_ok();
+    if !ok {
+        let seed = now_ns().to_le_bytes();
+        u[..8].copy_from_slice(&seed);
+        u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+    }
+    u
+}
+
+/// The geometry `mkfs` would write on a device of `total_bytes` (for dry runs).
+pub fn plan(total_bytes: u64, opts: &MkfsOptions) -> Result<Superblock> {
+    Superblock::layout(&LayoutRequest {
+        total_bytes,
+        seg_bytes: opts.seg_bytes,
+        bytes_per_inode: opts.bytes_per_inode,
+        label: opts.label.clone(),
+        uuid: opts.uuid.unwrap_or_else(random_uuid),
+        created_ns: now_ns(),
+    })
+    .map_err(|e| FsError::Damaged(e.to_string()))
+}
+
+/// Write a new, empty filesystem on `dev`.
+pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
+    let sb = plan(dev.len_bytes(), opts)?;
+    // Zero both checkpoint regions first, so no region of an earlier filesystem survives.
+    let zeros = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
+    dev.write_at(&zeros, sb.cp_a * BLOCK_BYTES)?;
+    dev.write_at(&zeros, sb.cp_b * BLOCK_BYTES)?;
+    let sbb = sb.encode();
+    dev.write_at(&sbb, 0)?;
+    dev.write_at(&sbb, sb.backup_addr() * BLOCK_BYTES)?;
+    dev.flush()?;
+    let sb = Arc::new(sb);
+    let mut usage = UsageTable::new(sb.nsegs, sb.seg_bytes());
+    usage.activate(0, now_ns());
+    let mut inner = Inner::assemble(
+        sb.clone(),
+        dev,
+        Imap::new(sb.imap_blocks as usize),
+        usage,
+        CpState {
+            generation: 0,
+            imap_addrs: vec![0; sb.imap_blocks as usize],
+            usage_addrs: vec![0; sb.usage_blocks as usize],
+        },
+        MountOptions::default(),
+    );
+    inner.st.log = Some(Log::open(
+        sb.clone(),
+        inner.st.dev.clone(),
+        &mut inner.st.usage,
+        0,
+        0,
+        1,
+        0,
+    )?);
+    let t = Timespec::now();
+    inner.imap.set(
+        ROOT_INO,
+        ImapEntry {
+            addr: 0,
+            version: 1,
+            slot: 0,
+            flags: IMAP_ALLOCATED,
+        },
+    );
+    let mut root = Inode::new(DiskInode {
+        ino: ROOT_INO,
+        version: 1,
+        mode: S_IFDIR | 0o755,
+        nlink: 2,
+        parent: ROOT_INO,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        ..Default::default()
+    });
+    root.dir = Some(Dir::default());
+    inner.inodes.insert(ROOT_INO, root);
+    inner.touch(ROOT_INO);
+    // Two checkpoints, so both regions are valid from the start.
+    inner.checkpoint_with(false)?;
+    inner.checkpoint_with(true)?;
+    if let Some(mut log) = inner.st.log.take() {
+        log.backend.stop();
+    }
+    Ok((*sb).clone())
+}
+
+fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
+    let mut b = vec![0u8; BLOCK_SIZE];
+    dev.read_at(&mut b, 0)?;
+    let primary = Superblock::decode(&b);
+    let err = match primary {
+        Ok(sb) => return Ok((sb, None)),
+        Err(e) => e,
+    };
+    // Not ours at all (no magic): say so rather than trying the backup of something else.
+    if matches!(err, crate::format::FormatError::BadMagic { .. })
+        && b.iter().take(4).any(|&c| c != 0)
+    {
+        return Err(FsError::Damaged(format!("not an LFS filesystem ({err})")));
+    }
+    let len = dev.len_bytes();
+    if len >= 2 * BLOCK_BYTES {
+        dev.read_at(&mut b, (len / BLOCK_BYTES - 1) * BLOCK_BYTES)?;
+        if let Ok(sb) = Superblock::decode(&b) {
+            tracing::warn!(error = %err, "primary superblock damaged; using the backup");
+            return Ok((sb, Some(err.to_string())));
+        }
+    }
+    Err(FsError::Corrupt {
+        what: "superblock",
+        addr: 0,
+        source: err,
+    })
+}
+
+fn read_region(
+    dev: &dyn Device,
+    sb: &Superblock,
+    addr: u64,
+) -> std::result::Result<Checkpoint, String> {
+    let mut b = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
+    dev.read_at(&mut b, addr * BLOCK_BYTES)
+        .map_err(|e| e.to_string())?;
+    Checkpoint::decode(&b, sb).map_err(|e| e.to_string())
+}
+
+impl Inner {
+    fn assemble(
+        sb: Arc<Superblock>,
+        dev: Arc<dyn Device>,
+        imap: Imap,
+        usage: UsageTable,
+        cp: CpState,
+        opts: MountOptions,
+    ) -> Inner {
+        Inner {
+            st: Store::new(sb, dev, usage, opts.cache_blocks),
+            imap,
+            inodes: HashMap::new(),
+            tombstones: Vec::new(),
+            dirty_inodes: BTreeSet::new(),
+            dirty_blocks: 0,
+            dirty_nodes: 0,
+            cp,
+            opts,
+            appended_at_cp: 0,
+            last_cp: Instant::now(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn mount(
+        dev: Arc<dyn Device>,
+        opts: MountOptions,
+    ) -> Result<(Inner, super::MountReport)> {
+        let t0 = Instant::now();
+        let (sb, sb_err) = read_superblock(dev.as_ref())?;
+        if dev.len_bytes() < sb.total_blocks * BLOCK_BYTES {
+            return Err(FsError::Damaged(format!(
+                "device is {} bytes but the filesystem needs {}",
+                dev.len_bytes(),
+                sb.total_blocks * BLOCK_BYTES
+            )));
+        }
+        let a = read_region(dev.as_ref(), &sb, sb.cp_a);
+        let b = read_region(dev.as_ref(), &sb, sb.cp_b);
+        // Generations are never equal (each checkpoint writes g+1 to the other region); if a
+        // damaged image shows them equal, A is taken.
+        let (cp, region, other_err) = match (a, b) {
+            (Ok(a), Ok(b)) if b.generation > a.generation => (b, 'B', None),
+            (Ok(a), Ok(_)) => (a, 'A', None),
+            (Ok(a), Err(e)) => (a, 'A', Some(e)),
+            (Err(e), Ok(b)) => (b, 'B', Some(e)),
+            (Err(ea), Err(eb)) => {
+                return Err(FsError::Damaged(format!(
+                    "no valid checkpoint (region A: {ea}; region B: {eb})"
+                )))
+            }
+        };
+        if let Some(e) = &other_err {
+            tracing::warn!(region = %if region == 'A' { 'B' } else { 'A' }, error = %e, "checkpoint region invalid; using the other");
+        }
+        let sb = Arc::new(sb);
+        let mut inner = Inner::assemble(
+            sb.clone(),
+            dev.clone(),
+            Imap::new(sb.imap_blocks as usize),
+            UsageTable::new(sb.nsegs, sb.seg_bytes()),
+            CpState {
+                generation: cp.generation,
+                imap_addrs: cp.imap_addrs.clone(),
+                usage_addrs: cp.usage_addrs.clone(),
+            },
+            opts.clone(),
+        );
+        for (i, &addr) in cp.imap_addrs.iter().enumerate() {
+            if addr == 0 {
+                continue;
+            }
+            let blk = inner.st.read_block(addr)?;
+            let entries = decode_imap_block(&blk, i as u32)
+                .map_err(FsError::corrupt("inode map block", addr))?;
+            inner.imap.load_block(i, &entries);
+        }
+        for (i, &addr) in cp.usage_addrs.iter().enumerate() {
+            let blk = inner.st.read_block(addr)?;
+            let entries = decode_usage_block(&blk, i as u32, sb.seg_bytes())
+                .map_err(FsError::corrupt("segment usage block", addr))?;
+            inner.st.usage.load_block(i, &entries);
+        }
+        if !inner.imap.get(ROOT_INO).is_some_and(|e| e.allocated()) {
+            return Err(FsError::Damaged(
+                "the root directory is not allocated".into(),
+            ));
+        }
+        inner.st.usage.resume_active(cp.head_segment);
+        let mut report = super::MountReport {
+            generation: cp.generation,
+            region,
+            other_region_error: other_err,
+            clean_unmount: cp.clean_unmount,
+            primary_superblock_error: sb_err,
+            ..Default::default()
+        };
+        if !opts.read_only {
+            inner.st.log = Some(Log::open(
+                sb.clone(),
+                dev,
+                &mut inner.st.usage,
+                cp.head_segment,
+                cp.head_offset,
+                cp.next_seq,
+                cp.generation,
+            )?);
+            for ino in inner.imap.orphans() {
+                inner.load(ino)?;
+                inner.free_inode(ino)?;
+                report.orphans_freed += 1;
+            }
+            // A new generation before any other write: units a crash left past the end of
+            // the log carry the old one and can never be taken for new ones.
+            inner.checkpoint_with(false)?;
+        }
+        report.elapsed = t0.elapsed();
+        tracing::info!(
+            region = %report.region, generation = report.generation, clean = report.clean_unmount,
+            orphans = report.orphans_freed, ms = report.elapsed.as_millis() as u64, "mounted"
+        );
+        Ok((inner, report))
+    }
+
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        self.checkpoint_with(false)
+    }
+
+    pub(crate) fn checkpoint_with(&mut self, clean: bool) -> Result<()> {
+        if self.st.log.is_none() {
+            return Err(FsError::ReadOnly);
+        }
+        self.flush_all()?;
+        let sb = self.st.sb.clone();
+        self.st.begin_group(FLAG_CHECKPOINT)?;
+        let res = self.write_tables();
+        self.st.end_group()?;
+        let to_release = res?;
+        self.st.sync()?;
+        let log = self.st.log.as_mut().ok_or(FsError::ReadOnly)?;
+        let (mut hs, mut ho) = log.head();
+        if ho + 2 > sb.seg_blocks {
+            (hs, ho) = (log.next_segment(), 0);
+        }
+        let generation = self.cp.generation + 1;
+        let c = Checkpoint {
+            generation,
+            timestamp_ns: now_ns(),
+            clean_unmount: clean,
+            head_segment: hs,
+            head_offset: ho,
+            next_seq: log.next_seq(),
+            next_ino: 0,
+            imap_addrs: self.cp.imap_addrs.clone(),
+            usage_addrs: self.cp.usage_addrs.clone(),
+        };
+        let region = if generation % 2 == 1 {
+            sb.cp_a
+        } else {
+            sb.cp_b
+        };
+        let bytes = Arc::new(c.encode(&sb));
+        let len = bytes.len();
+        log.backend
+            .write(region * BLOCK_BYTES, bytes, 0, len, None)?;
+        log.backend.flush()?;
+        log.set_generation(generation);
+        self.cp.generation = generation;
+        let pinned: HashSet<u64> = self
+            .cp
+            .usage_addrs
+            .iter()
+            .filter_map(|&a| sb.seg_of(a))
+            .collect();
+        let release: Vec<u64> = to_release
+            .into_iter()
+            .filter(|s| !pinned.contains(s))
+            .collect();
+        self.st.usage.release(&release);
+        self.appended_at_cp = self.st.blocks_appended;
+        self.last_cp = Instant::now();
+        self.stats.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Step 2: write dirty imap and usage blocks; returns the segments to release.
+    fn write_tables(&mut self) -> Result<Vec<u64>> {
+        let sb = self.st.sb.clone();
+        for idx in self.imap.dirty_blocks() {
+            let bytes = encode_imap_block(idx as u32, self.imap.block(idx));
+            let addr = self.st.append_counted(
+                SummaryEntry::table(BlockKind::Imap, idx as u64),
+                &bytes,
+                BLOCK_BYTES,
+            )?;
+            let old = std::mem::replace(&mut self.cp.imap_addrs[idx], addr);
+            if old != 0 {
+                self.st.kill_bytes(old, BLOCK_BYTES);
+            }
+            self.imap.clear_dirty(idx);
+        }
+        for (idx, &addr) in self.cp.usage_addrs.iter().enumerate() {
+            let state = sb
+                .seg_of(addr)
+                .and_then(|s| self.st.usage.get(s))
+                .map(|s| s.state);
+            if addr == 0 || matches!(state, Some(SegState::Freed) | Some(SegState::Cleaning)) {
+                self.st.usage.mark_dirty(idx);
+            }
+        }
+        let to_release = self.st.usage.freed();
+        // Appending may activate a segment and so dirty a block again; a few rounds settle it
+        // (the recorded state of such a segment does not change: see UsageTable::block_entries).
+        for _ in 0..4 {
+            let dirty = self.st.usage.dirty_blocks();
+            if dirty.is_empty() {
+                break;
+            }
+            for idx in dirty {
+                self.st.usage.clear_dirty(idx);
+                let bytes = encode_usage_block(idx as u32, &self.st.usage.block_entries(idx));
+                let addr = self.st.append_counted(
+                    SummaryEntry::table(BlockKind::Usage, idx as u64),
+                    &bytes,
+                    0,
+                )?;
+                self.cp.usage_addrs[idx] = addr;
+            }
+        }
+        Ok(to_release)
+    }
+}

@@ -1,0 +1,275 @@
+//! File contents: read, write, truncate, fallocate. Writes go into dirty blocks held by the
+//! inode; they reach the log at writeback, flush or checkpoint.
+
+use super::inode::now;
+use super::{Inner, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use crate::error::{FsError, Result};
+use crate::format::inode::{FileKind, MAX_FILE_SIZE};
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+
+impl Inner {
+    /// The current contents of logical block `l` of `ino` (zeros for a hole).
+    fn block_contents(&mut self, ino: u64, l: u64) -> Result<Vec<u8>> {
+        let Inner { inodes, st, .. } = self;
+        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        if let Some(b) = i.data.get(&l) {
+            return Ok(b.clone());
+        }
+        let addr = i.bmap.get(st, l)?;
+        if addr == 0 {
+            return Ok(vec![0u8; BLOCK_SIZE]);
+        }
+        Ok(st.read_block(addr)?.as_ref().clone())
+    }
+
+    /// Bytes `[offset, offset+len)` clipped to nothing; no size check.
+    pub(crate) fn read_raw(&mut self, ino: u64, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let l = pos / BLOCK_BYTES;
+            let within = (pos % BLOCK_BYTES) as usize;
+            let n = ((BLOCK_BYTES - within as u64).min(end - pos)) as usize;
+            let Inner { inodes, st, .. } = self;
+            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            if let Some(b) = i.data.get(&l) {
+                out.extend_from_slice(&b[within..within + n]);
+            } else {
+                let addr = i.bmap.get(st, l)?;
+                if addr == 0 {
+                    out.resize(out.len() + n, 0);
+                } else {
+                    let b = st.read_block(addr)?;
+                    out.extend_from_slice(&b[within..within + n]);
+                }
+            }
+            pos += n as u64;
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn read(&mut self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        match i.kind() {
+            FileKind::Directory => return Err(FsError::IsDir),
+            FileKind::Regular | FileKind::Symlink => {}
+            _ => return Err(FsError::Invalid("not a regular file")),
+        }
+        let fsize = i.d.size;
+        if offset >= fsize {
+            return Ok(Vec::new());
+        }
+        let len = (size as u64).min(fsize - offset);
+        let out = self.read_raw(ino, offset, len)?;
+        // relatime: update atime when it is older than mtime/ctime or a day old.
+        if self.st.log.is_some() {
+            let i = self.inode(ino)?;
+            let t = now();
+            if i.d.atime <= i.d.mtime || i.d.atime <= i.d.ctime || t.sec - i.d.atime.sec >= 86400 {
+                i.d.atime = t;
+                self.touch(ino);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn write(&mut self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let i = self.inode(ino)?;
+        match i.kind() {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid("not a regular file")),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let first = offset / BLOCK_BYTES;
+        let last = (end - 1) / BLOCK_BYTES;
+        let new = (first..=last).filter(|l| !i.data.contains_key(l)).count() as u64;
+        self.check_space(new, false)?;
+        let mut pos = offset;
+        let mut src = data;
+        while !src.is_empty() {
+            let l = pos / BLOCK_BYTES;
+            let within = (pos % BLOCK_BYTES) as usize;
+            let n = (BLOCK_SIZE - within).min(src.len());
+            let Inner { inodes, st, .. } = self;
+            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            if !i.data.contains_key(&l) {
+                let addr = i.bmap.get(st, l)?;
+                let mut b = if addr == 0 || n == BLOCK_SIZE {
+                    vec![0u8; BLOCK_SIZE]
+                } else {
+                    st.read_block(addr)?.as_ref().clone()
+                };
+                if addr != 0 && n < BLOCK_SIZE && b.len() != BLOCK_SIZE {
+                    b.resize(BLOCK_SIZE, 0);
+                }
+                if addr == 0 {
+                    i.new_blocks.insert(l);
+                }
+                i.data.insert(l, b);
+            }
+            if let Some(b) = i.data.get_mut(&l) {
+                b[within..within + n].copy_from_slice(&src[..n]);
+            }
+            pos += n as u64;
+            src = &src[n..];
+        }
+        let t = now();
+        let i = self.inode(ino)?;
+        i.d.size = i.d.size.max(end);
+        i.d.mtime = t;
+        i.d.ctime = t;
+        // A write by anyone clears set-user-ID (the kernel asks for it on FUSE too; this
+        // makes the engine safe on its own).
+        i.d.mode &= !0o4000;
+        self.touch(ino);
+        Ok(data.len() as u32)
+    }
+
+    /// Zero bytes `[from, to)` of the file's blocks that exist (partial blocks only).
+    fn zero_partial(&mut self, ino: u64, from: u64, to: u64) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let l = from / BLOCK_BYTES;
+        debug_assert_eq!(l, (to - 1) / BLOCK_BYTES);
+        let exists = {
+            let Inner { inodes, st, .. } = self;
+            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            i.data.contains_key(&l) || i.bmap.get(st, l)? != 0
+        };
+        if !exists {
+            return Ok(());
+        }
+        let mut b = self.block_contents(ino, l)?;
+        let s = (from % BLOCK_BYTES) as usize;
+        let e = s + (to - from) as usize;
+        b[s..e].fill(0);
+        self.inode(ino)?.data.insert(l, b);
+        Ok(())
+    }
+
+    /// Make `[from, to)` (bytes) read as zeros, freeing whole blocks.
+    fn clear_bytes(&mut self, ino: u64, from: u64, to: u64) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let first_full = from.div_ceil(BLOCK_BYTES);
+        let end_full = to / BLOCK_BYTES;
+        if first_full >= end_full {
+            // Inside one or two partial blocks.
+            let mid = (from / BLOCK_BYTES + 1) * BLOCK_BYTES;
+            self.zero_partial(ino, from, to.min(mid))?;
+            if to > mid {
+                self.zero_partial(ino, mid, to)?;
+            }
+            return Ok(());
+        }
+        self.zero_partial(ino, from, first_full * BLOCK_BYTES)?;
+        self.zero_partial(ino, end_full * BLOCK_BYTES, to)?;
+        let Inner { inodes, st, .. } = self;
+        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let dead: Vec<u64> = i
+            .data
+            .range(first_full..end_full)
+            .map(|(l, _)| *l)
+            .collect();
+        for l in dead {
+            i.data.remove(&l);
+            i.new_blocks.remove(&l);
+        }
+        i.bmap.clear_range(st, first_full, end_full)?;
+        Ok(())
+    }
+
+    pub(crate) fn truncate(&mut self, ino: u64, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let i = self.inode(ino)?;
+        if i.kind() != FileKind::Regular {
+            return Err(FsError::Invalid("not a regular file"));
+        }
+        let old = i.d.size;
+        if size < old {
+            let keep = size.div_ceil(BLOCK_BYTES);
+            self.clear_bytes(ino, size, keep * BLOCK_BYTES)?;
+            let Inner { inodes, st, .. } = self;
+            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            let dead: Vec<u64> = i.data.range(keep..).map(|(l, _)| *l).collect();
+            for l in dead {
+                i.data.remove(&l);
+                i.new_blocks.remove(&l);
+            }
+            i.bmap.clear_range(st, keep, u64::MAX)?;
+        }
+        let t = now();
+        let i = self.inode(ino)?;
+        i.d.size = size;
+        i.d.mtime = t;
+        i.d.ctime = t;
+        self.touch(ino);
+        Ok(())
+    }
+
+    pub(crate) fn fallocate(&mut self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate length is zero"));
+        }
+        let end = offset.checked_add(len).ok_or(FsError::FileTooBig)?;
+        let i = self.inode(ino)?;
+        match i.kind() {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::NotSupported),
+        }
+        let size = i.d.size;
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        if mode & FALLOC_FL_PUNCH_HOLE != 0 {
+            if !keep || mode & !(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) != 0 {
+                return Err(FsError::NotSupported);
+            }
+            self.clear_bytes(ino, offset.min(size), end.min(size))?;
+        } else if mode & FALLOC_FL_ZERO_RANGE != 0 {
+            if mode & !(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE) != 0 {
+                return Err(FsError::NotSupported);
+            }
+            if end > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            self.clear_bytes(ino, offset.min(size), end.min(size))?;
+            if !keep && end > size {
+                self.inode(ino)?.d.size = end;
+            }
+        } else if mode & !FALLOC_FL_KEEP_SIZE == 0 {
+            // A log-structured filesystem cannot reserve places in advance; it checks that
+            // the space exists now and extends the size. Later writes can still meet ENOSPC
+            // if other files take the space first (documented in DESIGN.md).
+            if end > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            let blocks = end.div_ceil(BLOCK_BYTES) - offset / BLOCK_BYTES;
+            self.check_space(blocks, false)?;
+            if !keep && end > size {
+                self.inode(ino)?.d.size = end;
+            }
+        } else {
+            return Err(FsError::NotSupported);
+        }
+        let t = now();
+        let i = self.inode(ino)?;
+        i.d.mtime = t;
+        i.d.ctime = t;
+        self.touch(ino);
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! Cached inodes: loading from the inode map, dirty tracking, freeing, and the flush group
+//! that writes every dirty inode with what it points to, in the order docs/FORMAT.md gives:
+//! data, directory and xattr blocks, then indirect blocks bottom-up, then inode blocks.
+
+use super::{Attr, Inner};
+use crate::bmap::BlockMap;
+use crate::dir::Dir;
+use crate::error::{FsError, Result};
+use crate::format::dir::decode_dir_block;
+use crate::format::inode::{
+    decode_inode_block, encode_inode_block, DiskInode, FileKind, Timespec, INODES_PER_BLOCK,
+    INODE_SIZE,
+};
+use crate::format::summary::SummaryEntry;
+use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
+use crate::format::xattr::{encode_xattrs, Xattrs};
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) struct Inode {
+    pub d: DiskInode,
+    pub bmap: BlockMap,
+    /// Dirty data blocks not yet in the log.
+    pub data: BTreeMap<u64, Vec<u8>>,
+    /// Dirty blocks that are holes on disk (they add to st_blocks once written).
+    pub new_blocks: BTreeSet<u64>,
+    pub dir: Option<Dir>,
+    pub xattrs: Option<Xattrs>,
+    pub xattr_dirty: bool,
+    pub dirty: bool,
+    pub open: u32,
+    /// What this inode contributes to Inner's dirty_blocks / dirty_nodes.
+    counted_blocks: u64,
+    counted_nodes: u64,
+}
+
+impl Inode {
+    pub fn new(d: DiskInode) -> Inode {
+        let xblocks = (d.xattr != 0) as u64;
+        let bmap = BlockMap::new(
+            d.ino,
+            d.version,
+            d.direct,
+            d.indirect,
+            d.blocks.saturating_sub(xblocks),
+        );
+        Inode {
+            d,
+            bmap,
+            data: BTreeMap::new(),
+            new_blocks: BTreeSet::new(),
+            dir: None,
+            xattrs: None,
+            xattr_dirty: false,
+            dirty: false,
+            open: 0,
+            counted_blocks: 0,
+            counted_nodes: 0,
+        }
+    }
+
+    pub fn kind(&self) -> FileKind {
+        self.d.kind().unwrap_or(FileKind::Regular)
+    }
+
+    pub fn attr(&self) -> Attr {
+        let blocks = self.bmap.blocks + (self.d.xattr != 0) as u64 + self.new_blocks.len() as u64;
+        Attr {
+            ino: self.d.ino,
+            generation: self.d.version,
+            size: self.d.size,
+            blocks: blocks * (BLOCK_BYTES / 512),
+            atime: self.d.atime,
+            mtime: self.d.mtime,
+            ctime: self.d.ctime,
+            crtime: self.d.crtime,
+            kind: self.kind(),
+            perm: self.d.mode & 0o7777,
+            nlink: self.d.nlink,
+            uid: self.d.uid,
+            gid: self.d.gid,
+            rdev: self.d.rdev,
+            blksize: BLOCK_SIZE as u32,
+        }
+    }
+
+    fn dirty_block_count(&self) -> u64 {
+        self.data.len() as u64 + self.dir.as_ref().map_or(0, |d| d.dirty_blocks())
+    }
+}
+
+pub(crate) fn now() -> Timespec {
+    Timespec::now()
+}
+
+impl Inner {
+    /// Bring `ino` into the cache.
+    pub(crate) fn load(&mut self, ino: u64) -> Result<()> {
+        if self.inodes.contains_key(&ino) {
+            return Ok(());
+        }
+        let e = self.imap.get(ino).copied().ok_or(FsError::Stale(ino))?;
+        if !e.allocated() {
+            return Err(FsError::Stale(ino));
+        }
+        if e.addr == 0 {
+            return Err(FsError::Damaged(format!(
+                "inode {ino} is allocated but was never written"
+            )));
+        }
+        let b = self.st.read_block(e.addr)?;
+        let slots = decode_inode_block(&b).map_err(FsError::corrupt("inode block", e.addr))?;
+        let d = slots.into_iter().nth(e.slot as usize).ok_or_else(|| {
+            FsError::Damaged(format!(
+                "inode {ino}: slot {} missing in block {}",
+                e.slot, e.addr
+            ))
+        })?;
+        if d.ino != ino || d.version != e.version || d.is_tombstone() {
+            return Err(FsError::Damaged(format!(
+                "inode {ino}: inode map points at the wrong inode (block {}, slot {})",
+                e.addr, e.slot
+            )));
+        }
+        self.inodes.insert(ino, Inode::new(d));
+        Ok(())
+    }
+
+    pub(crate) fn inode(&mut self, ino: u64) -> Result<&mut Inode> {
+        self.load(ino)?;
+        self.inodes.get_mut(&ino).ok_or(FsError::Stale(ino))
+    }
+
+    pub(crate) fn getattr(&mut self, ino: u64) -> Result<Attr> {
+        Ok(self.inode(ino)?.attr())
+    }
+
+    /// Mark an inode dirty and bring the global dirty counters up to date with it.
+    pub(crate) fn touch(&mut self, ino: u64) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.dirty = true;
+            let b = i.dirty_block_count();
+            let n = i.bmap.dirty_nodes;
+            self.dirty_blocks = self.dirty_blocks + b - i.counted_blocks.min(self.dirty_blocks + b);
+            self.dirty_nodes = self.dirty_nodes + n - i.counted_nodes.min(self.dirty_nodes + n);
+            i.counted_blocks = b;
+            i.counted_nodes = n;
+            self.dirty_inodes.insert(ino);
+        }
+    }
+
+    /// Load a directory's entries.
+    pub(crate) fn dir(&mut self, ino: u64) -> Result<&mut Dir> {
+        let inode = self.inodes.get_mut(&ino);
+        let needs_load = match inode {
+            None => true,
+            Some(i) => i.dir.is_none(),
+        };
+        if needs_load {
+            self.load(ino)?;
+            let Inner { inodes, st, .. } = self;
+            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            if i.kind() != FileKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            let nblocks = i.d.size / BLOCK_BYTES;
+            let mut blocks = Vec::with_capacity(nblocks as usize);
+            for l in 0..nblocks {
+                let addr = i.bmap.get(st, l)?;
+                if addr == 0 {
+                    blocks.push(Vec::new());
+                    continue;
+                }
+                let b = st.read_block(addr)?;
+                blocks
+                    .push(decode_dir_block(&b).map_err(FsError::corrupt("directory block", addr))?);
+            }
+            i.dir = Some(Dir::from_blocks(blocks));
+        }
+        let i = self.inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        if i.kind() != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        i.dir.as_mut().ok_or(FsError::NotDir)
+    }
+
+    /// A new inode, cached and dirty.
+    pub(crate) fn new_inode(
+        &mut self,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+        parent: u64,
+    ) -> Result<u64> {
+        let (ino, version) = self.imap.allocate().ok_or(FsError::NoSpace)?;
+        let t = now();
+        let is_dir = mode & crate::format::inode::S_IFMT == crate::format::inode::S_IFDIR;
+        let d = DiskInode {
+            ino,
+            version,
+            mode,
+            nlink: if is_dir { 2 } else { 1 },
+            uid,
+            gid,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev,
+            parent: if is_dir { parent } else { 0 },
+            ..Default::default()
+        };
+        let mut inode = Inode::new(d);
+        if is_dir {
+            inode.dir = Some(Dir::default());
+        }
+        self.inodes.insert(ino, inode);
+        self.touch(ino);
+        Ok(ino)
+    }
+
+    /// The last link is gone: free now, or mark orphan while the file is open.
+    pub(crate) fn drop_link(&mut self, ino: u64) -> Result<()> {
+        let i = self.inode(ino)?;
+        if i.d.nlink > 0 {
+            return Ok(());
+        }
+        if i.open > 0 {
+            self.imap.set_orphan(ino, true);
+            return Ok(());
+        }
+        self.free_inode(ino)
+    }
+
+    pub(crate) fn release(&mut self, ino: u64) -> Result<()> {
+        let Some(i) = self.inodes.get_mut(&ino) else {
+            return Ok(());
+        };
+        i.open = i.open.saturating_sub(1);
+        if i.open == 0 && i.d.nlink == 0 && self.st.log.is_some() {
+            self.free_inode(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Free an inode and every block it owns.
+    pub(crate) fn free_inode(&mut self, ino: u64) -> Result<()> {
+        self.load(ino)?;
+        let Inner { inodes, st, .. } = self;
+        let Some(mut i) = inodes.remove(&ino) else {
+            return Ok(());
+        };
+        i.bmap.clear_range(st, 0, u64::MAX)?;
+        i.bmap.flush(st)?;
+        if i.d.xattr != 0 {
+            st.kill_bytes(i.d.xattr, BLOCK_BYTES);
+        }
+        self.dirty_blocks = self.dirty_blocks.saturating_sub(i.counted_blocks);
+        self.dirty_nodes = self.dirty_nodes.saturating_sub(i.counted_nodes);
+        self.dirty_inodes.remove(&ino);
+        if let Some(e) = self.imap.get(ino).copied() {
+            if e.addr != 0 {
+                self.st.kill_bytes(e.addr, INODE_SIZE as u64);
+                self.tombstones.push((ino, e.version));
+            }
+        }
+        self.imap.free(ino);
+        Ok(())
+    }
+
+    /// Write the dirty data, directory and xattr blocks of `ino` into the log.
+    fn write_blocks(&mut self, ino: u64) -> Result<()> {
+        let Inner { inodes, st, .. } = self;
+        let Some(i) = inodes.get_mut(&ino) else {
+            return Ok(());
+        };
+        let (v, data) = (i.d.version, std::mem::take(&mut i.data));
+        i.new_blocks.clear();
+        for (l, buf) in data {
+            let addr = st.append_counted(SummaryEntry::data(ino, v, l), &buf, BLOCK_BYTES)?;
+            let old = i.bmap.set(st, l, addr)?;
+            if old != 0 {
+                crate::bmap::Sink::kill(st, old);
+            }
+        }
+        if let Some(dir) = i.dir.as_mut() {
+            for (l, blk) in dir.blocks.iter_mut().enumerate() {
+                if !blk.dirty {
+                    continue;
+                }
+                let bytes = crate::format::dir::encode_dir_block(&blk.slots)
+                    .map_err(|e| FsError::Damaged(e.to_string()))?;
+                let addr =
+                    st.append_counted(SummaryEntry::data(ino, v, l as u64), &bytes, BLOCK_BYTES)?;
+                let old = i.bmap.set(st, l as u64, addr)?;
+                if old != 0 {
+                    crate::bmap::Sink::kill(st, old);
+                }
+                blk.dirty = false;
+            }
+            i.d.size = dir.blocks.len() as u64 * BLOCK_BYTES;
+        }
+        if i.xattr_dirty {
+            let x = i.xattrs.clone().unwrap_or_default();
+            let old = i.d.xattr;
+            i.d.xattr = if x.is_empty() {
+                0
+            } else {
+                let bytes = encode_xattrs(&x).map_err(|e| FsError::Damaged(e.to_string()))?;
+                st.append_counted(SummaryEntry::xattr(ino, v), &bytes, BLOCK_BYTES)?
+            };
+            if old != 0 {
+                st.kill_bytes(old, BLOCK_BYTES);
+            }
+            i.xattr_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Write back dirty file data without the inodes (memory pressure). Roll-forward ignores
+    /// such units until an inode that points at them follows.
+    pub(crate) fn writeback(&mut self) -> Result<()> {
+        self.st.begin_group(0)?;
+        let inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+        let res = inos.iter().try_for_each(|&ino| {
+            let r = self.write_blocks(ino);
+            self.touch(ino);
+            r
+        });
+        self.st.end_group()?;
+        res
+    }
+
+    /// Write everything dirty as one flush group (see docs/FORMAT.md).
+    pub(crate) fn flush_all(&mut self) -> Result<()> {
+        if self.dirty_inodes.is_empty() && self.tombstones.is_empty() {
+            return Ok(());
+        }
+        self.st.begin_group(0)?;
+        let res = self.flush_group();
+        self.st.end_group()?;
+        self.stats.flushes += 1;
+        res
+    }
+
+    fn flush_group(&mut self) -> Result<()> {
+        let inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+        for &ino in &inos {
+            self.write_blocks(ino)?;
+        }
+        let mut slots: Vec<DiskInode> = self
+            .tombstones
+            .drain(..)
+            .map(|(ino, v)| DiskInode::tombstone(ino, v))
+            .collect();
+        for &ino in &inos {
+            let Inner { inodes, st, .. } = self;
+            let Some(i) = inodes.get_mut(&ino) else {
+                continue;
+            };
+            i.bmap.flush(st)?;
+            let (direct, indirect) = i.bmap.pointers();
+            i.d.direct = direct;
+            i.d.indirect = indirect;
+            i.d.blocks = i.bmap.blocks + (i.d.xattr != 0) as u64;
+            i.dirty = false;
+            i.counted_blocks = 0;
+            i.counted_nodes = 0;
+            slots.push(i.d.clone());
+        }
+        for chunk in slots.chunks(INODES_PER_BLOCK) {
+            let live =
+                chunk.iter().filter(|d| !d.is_tombstone()).count() as u64 * INODE_SIZE as u64;
+            let addr = self.st.append_counted(
+                SummaryEntry::inode_block(),
+                &encode_inode_block(chunk),
+                live,
+            )?;
+            for (slot, d) in chunk.iter().enumerate() {
+                if d.is_tombstone() {
+                    continue;
+                }
+                let old = self.imap.get(d.ino).copied().unwrap_or_default();
+                if old.addr != 0 {
+                    self.st.kill_bytes(old.addr, INODE_SIZE as u64);
+                }
+                let orphan = old.flags & IMAP_ORPHAN;
+                self.imap.set(
+                    d.ino,
+                    ImapEntry {
+                        addr,
+                        version: d.version,
+                        slot: slot as u8,
+                        flags: IMAP_ALLOCATED | orphan,
+                    },
+                );
+            }
+        }
+        self.dirty_inodes.clear();
+        self.dirty_blocks = 0;
+        self.dirty_nodes = 0;
+        Ok(())
+    }
+}

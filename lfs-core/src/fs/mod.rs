@@ -1,0 +1,427 @@
+//! The filesystem API, by inode number and free of FUSE types.
+//!
+//! [`Fs`] is shared between threads; all state sits behind one mutex (`Inner`), which keeps
+//! every operation atomic with respect to the others and to flushes: a flush group is a
+//! snapshot of whole operations, which is what makes directory operations crash-atomic.
+//! Files here: `inode` (cached inodes, loading and flushing), `ops` (namespace operations),
+//! `data` (read, write, truncate, fallocate), `xattr`, `checkpoint` (checkpoint, mount, mkfs).
+
+mod checkpoint;
+mod data;
+mod inode;
+mod ops;
+mod store;
+mod xattr;
+
+pub use checkpoint::{mkfs, MkfsOptions, MountReport};
+pub use store::Store;
+
+use crate::device::Device;
+use crate::error::{FsError, Result};
+use crate::format::inode::{FileKind, Timespec};
+use crate::format::superblock::Superblock;
+use crate::imap::Imap;
+use inode::Inode;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// rename flags, as Linux numbers them.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+/// setxattr flags.
+pub const XATTR_CREATE: u32 = 1;
+pub const XATTR_REPLACE: u32 = 2;
+/// fallocate modes.
+pub const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
+pub const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
+pub const FALLOC_FL_ZERO_RANGE: u32 = 0x10;
+/// Largest xattr value (as Linux's XATTR_SIZE_MAX).
+pub const XATTR_VALUE_MAX: usize = 65536;
+/// Largest hard-link count.
+pub const LINK_MAX: u32 = 65000;
+/// Longest symlink target.
+pub const SYMLINK_MAX: usize = 4095;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// Blocks kept in the read cache.
+    pub cache_blocks: usize,
+    /// Write a checkpoint when this much time has passed since the last one (see `tick`).
+    pub checkpoint_interval: Duration,
+    /// ...or when this many blocks were appended since the last one.
+    pub checkpoint_blocks: u64,
+    /// Dirty file data (blocks) held in memory before it is written back to the log.
+    pub writeback_blocks: u64,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            cache_blocks: 16384,
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_blocks: 65536,
+            writeback_blocks: 2048,
+        }
+    }
+}
+
+/// Attributes of an inode, as stat reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub generation: u32,
+    pub size: u64,
+    /// 512-byte units, as st_blocks.
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub crtime: Timespec,
+    pub kind: FileKind,
+    /// Permission bits (mode & 0o7777).
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub blksize: u32,
+}
+
+/// Who is asking: owner of new files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeOrNow {
+    Now,
+    At(Timespec),
+}
+
+/// What setattr changes; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    pub ctime: Option<Timespec>,
+}
+
+/// One readdir result; `cookie` resumes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntryOut {
+    pub ino: u64,
+    pub cookie: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub name_max: u32,
+}
+
+/// Counters for benchmarks and the inspector.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub checkpoints: u64,
+    pub flushes: u64,
+    pub units_written: u64,
+    pub segments_written: u64,
+    pub blocks_appended: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub clean_segments: u64,
+    pub live_bytes: u64,
+    pub usage_underflows: u64,
+}
+
+/// Where the current checkpoint came from and what it points at.
+pub(crate) struct CpState {
+    pub generation: u64,
+    pub imap_addrs: Vec<u64>,
+    pub usage_addrs: Vec<u64>,
+}
+
+pub(crate) struct Inner {
+    pub st: Store,
+    pub imap: Imap,
+    pub inodes: HashMap<u64, Inode>,
+    /// Inodes freed since the last flush that had an on-disk copy: (ino, version).
+    pub tombstones: Vec<(u64, u32)>,
+    pub dirty_inodes: BTreeSet<u64>,
+    /// Dirty data and directory blocks, and dirty indirect nodes, over all inodes.
+    pub dirty_blocks: u64,
+    pub dirty_nodes: u64,
+    pub cp: CpState,
+    pub opts: MountOptions,
+    pub appended_at_cp: u64,
+    pub last_cp: Instant,
+    pub stats: Stats,
+}
+
+pub struct Fs {
+    inner: Mutex<Inner>,
+    sb: Arc<Superblock>,
+    read_only: bool,
+    report: MountReport,
+}
+
+impl Fs {
+    /// Mount the filesystem on `dev`.
+    pub fn mount(dev: Arc<dyn Device>, opts: MountOptions) -> Result<Fs> {
+        let read_only = opts.read_only;
+        let (inner, report) = Inner::mount(dev, opts)?;
+        let sb = inner.st.sb.clone();
+        Ok(Fs {
+            inner: Mutex::new(inner),
+            sb,
+            read_only,
+            report,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would leave state half-changed; we never panic on
+        // data, and if it happened anyway the poison is the least of the problems.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For writes: refuse on a read-only mount or after a failed write.
+    fn lock_rw(&self) -> Result<MutexGuard<'_, Inner>> {
+        if self.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let g = self.lock();
+        if g.st.log.as_ref().is_some_and(|l| l.backend.poisoned()) {
+            return Err(FsError::Poisoned);
+        }
+        Ok(g)
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+    pub fn mount_report(&self) -> &MountReport {
+        &self.report
+    }
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        self.lock().getattr(ino)
+    }
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        self.lock().lookup(parent, name)
+    }
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.setattr(ino, set)?;
+        g.after_write()?;
+        Ok(a)
+    }
+    /// Create a regular file, fifo, socket or device node (the type is in `mode`).
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        creds: Creds,
+    ) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.mknod(parent, name, mode, rdev, creds)?;
+        g.after_write()?;
+        Ok(a)
+    }
+    pub fn create(&self, parent: u64, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
+        self.mknod(
+            parent,
+            name,
+            crate::format::inode::S_IFREG | (perm & 0o7777),
+            0,
+            creds,
+        )
+    }
+    pub fn mkdir(&self, parent: u64, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.mkdir(parent, name, perm, creds)?;
+        g.after_write()?;
+        Ok(a)
+    }
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], creds: Creds) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.symlink(parent, name, target, creds)?;
+        g.after_write()?;
+        Ok(a)
+    }
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        self.lock().readlink(ino)
+    }
+    pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.link(ino, parent, name)?;
+        g.after_write()?;
+        Ok(a)
+    }
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.unlink(parent, name)?;
+        g.after_write()
+    }
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.rmdir(parent, name)?;
+        g.after_write()
+    }
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.rename(parent, name, new_parent, new_name, flags)?;
+        g.after_write()
+    }
+    /// Note an open file handle (an unlinked file lives until its last release).
+    pub fn open(&self, ino: u64) -> Result<Attr> {
+        let mut g = self.lock();
+        g.load(ino)?;
+        if let Some(i) = g.inodes.get_mut(&ino) {
+            i.open += 1;
+        }
+        g.getattr(ino)
+    }
+    pub fn release(&self, ino: u64) -> Result<()> {
+        let mut g = self.lock();
+        g.release(ino)
+    }
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.lock().read(ino, offset, size)
+    }
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut g = self.lock_rw()?;
+        let n = g.write(ino, offset, data)?;
+        g.after_write()?;
+        Ok(n)
+    }
+    /// Make the file's data and metadata durable. (Today: a checkpoint; roll-forward will
+    /// make it a single partial-segment write.)
+    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.load(ino)?;
+        g.checkpoint()
+    }
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        self.fsync(ino, false)
+    }
+    pub fn readdir(&self, ino: u64, cookie: u64, max: usize) -> Result<Vec<DirEntryOut>> {
+        self.lock().readdir(ino, cookie, max)
+    }
+    pub fn statfs(&self) -> Result<StatFs> {
+        Ok(self.lock().statfs())
+    }
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.lock().getxattr(ino, name)
+    }
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.lock().listxattr(ino)
+    }
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.setxattr(ino, name, value, flags)?;
+        g.after_write()
+    }
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.removexattr(ino, name)?;
+        g.after_write()
+    }
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.fallocate(ino, offset, len, mode)?;
+        g.after_write()
+    }
+    /// Write a checkpoint now.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.lock_rw()?.checkpoint()
+    }
+    /// Periodic work: a checkpoint when the interval has passed. Call every second or so.
+    pub fn tick(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut g = self.lock_rw()?;
+        if g.last_cp.elapsed() >= g.opts.checkpoint_interval && g.has_changes() {
+            g.checkpoint()?;
+        }
+        Ok(())
+    }
+    pub fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+    /// Final checkpoint and stop the writer. The filesystem must not be used afterwards.
+    pub fn unmount(self) -> Result<()> {
+        let mut g = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !self.read_only {
+            g.checkpoint_with(true)?;
+        }
+        if let Some(mut log) = g.st.log.take() {
+            log.backend.stop();
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    pub(crate) fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        if let Some(l) = &self.st.log {
+            s.units_written = l.units_written;
+            s.segments_written = l.segments_written;
+        }
+        s.blocks_appended = self.st.blocks_appended;
+        s.cache_hits = self.st.cache.hits;
+        s.cache_misses = self.st.cache.misses;
+        s.clean_segments = self.st.usage.clean_count();
+        s.live_bytes = self.st.usage.total_live_bytes();
+        s.usage_underflows = self.st.usage.underflows;
+        s
+    }
+
+    fn has_changes(&self) -> bool {
+        !self.dirty_inodes.is_empty()
+            || !self.tombstones.is_empty()
+            || self.st.blocks_appended > self.appended_at_cp
+    }
+
+    /// After every modifying operation: write back dirty data past the threshold, and
+    /// checkpoint when enough was written since the last one.
+    fn after_write(&mut self) -> Result<()> {
+        if self.dirty_blocks > self.opts.writeback_blocks {
+            self.writeback()?;
+        }
+        if self.st.blocks_appended - self.appended_at_cp > self.opts.checkpoint_blocks {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}

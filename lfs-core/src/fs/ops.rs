@@ -1,0 +1,545 @@
+//! Namespace operations: lookup, create, link, unlink, rmdir, rename, readdir, setattr,
+//! statfs. Each runs under the filesystem lock, so it is atomic with respect to flushes.
+
+use super::inode::now;
+use super::{
+    Attr, Creds, DirEntryOut, Inner, SetAttr, StatFs, TimeOrNow, LINK_MAX, RENAME_EXCHANGE,
+    RENAME_NOREPLACE, SYMLINK_MAX,
+};
+use crate::dir::FIRST_ENTRY_COOKIE;
+use crate::error::{FsError, Result};
+use crate::format::dir::{valid_name, DirEntry};
+use crate::format::inode::{FileKind, S_IFDIR, S_IFLNK, S_IFMT};
+use crate::format::{BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
+
+const S_ISGID: u32 = 0o2000;
+const S_ISUID: u32 = 0o4000;
+
+/// Check a name for a new or looked-up entry.
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(FsError::NameTooLong);
+    }
+    if name == b"." || name == b".." {
+        return Err(FsError::Exists);
+    }
+    if !valid_name(name) {
+        return Err(FsError::Invalid(
+            "file name is empty or contains '/' or NUL",
+        ));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn touch_dir_times(&mut self, dir: u64) {
+        let t = now();
+        if let Some(i) = self.inodes.get_mut(&dir) {
+            i.d.mtime = t;
+            i.d.ctime = t;
+        }
+        self.touch(dir);
+    }
+
+    pub(crate) fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let ino = match name {
+            b"." => {
+                self.dir(parent)?;
+                parent
+            }
+            b".." => {
+                self.dir(parent)?;
+                self.inode(parent)?.d.parent
+            }
+            _ => self
+                .dir(parent)?
+                .get(name)
+                .map(|e| e.ino)
+                .ok_or(FsError::NotFound)?,
+        };
+        self.getattr(ino)
+    }
+
+    /// Add `name → ino` to `parent` (which must not have it).
+    fn add_entry(&mut self, parent: u64, name: &[u8], ino: u64, kind: FileKind) -> Result<()> {
+        self.dir(parent)?.insert(DirEntry {
+            ino,
+            kind,
+            name: name.to_vec(),
+        });
+        self.touch_dir_times(parent);
+        Ok(())
+    }
+
+    /// Common checks before creating `name` in `parent`.
+    fn prepare_create(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let d = self.dir(parent)?;
+        if d.get(name).is_some() {
+            return Err(FsError::Exists);
+        }
+        if self.inode(parent)?.d.nlink == 0 {
+            return Err(FsError::NotFound); // a removed directory
+        }
+        self.check_space(8, true)
+    }
+
+    /// Owner and group of a new inode: the group of a setgid directory is inherited.
+    fn new_owner(&mut self, parent: u64, creds: Creds, mode: &mut u32) -> Result<(u32, u32)> {
+        let p = self.inode(parent)?;
+        if p.d.mode & S_ISGID != 0 {
+            if *mode & S_IFMT == S_IFDIR {
+                *mode |= S_ISGID;
+            }
+            return Ok((creds.uid, p.d.gid));
+        }
+        Ok((creds.uid, creds.gid))
+    }
+
+    pub(crate) fn mknod(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        creds: Creds,
+    ) -> Result<Attr> {
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid("unknown file type"))?;
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(FsError::Invalid("use mkdir or symlink"));
+        }
+        self.prepare_create(parent, name)?;
+        let mut mode = mode;
+        let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
+        let ino = self.new_inode(mode, uid, gid, rdev, parent)?;
+        self.add_entry(parent, name, ino, kind)?;
+        self.getattr(ino)
+    }
+
+    pub(crate) fn mkdir(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        creds: Creds,
+    ) -> Result<Attr> {
+        self.prepare_create(parent, name)?;
+        if self.inode(parent)?.d.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        let mut mode = S_IFDIR | (perm & 0o7777);
+        let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
+        let ino = self.new_inode(mode, uid, gid, 0, parent)?;
+        self.add_entry(parent, name, ino, FileKind::Directory)?;
+        self.inode(parent)?.d.nlink += 1;
+        self.touch(parent);
+        self.getattr(ino)
+    }
+
+    pub(crate) fn symlink(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        creds: Creds,
+    ) -> Result<Attr> {
+        if target.is_empty() || target.len() > SYMLINK_MAX {
+            return Err(if target.is_empty() {
+                FsError::NotFound
+            } else {
+                FsError::NameTooLong
+            });
+        }
+        self.prepare_create(parent, name)?;
+        let mut mode = S_IFLNK | 0o777;
+        let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
+        let ino = self.new_inode(mode, uid, gid, 0, parent)?;
+        {
+            let i = self.inode(ino)?;
+            let mut block = vec![0u8; BLOCK_SIZE];
+            block[..target.len()].copy_from_slice(target);
+            i.data.insert(0, block);
+            i.new_blocks.insert(0);
+            i.d.size = target.len() as u64;
+        }
+        self.touch(ino);
+        self.add_entry(parent, name, ino, FileKind::Symlink)?;
+        self.getattr(ino)
+    }
+
+    pub(crate) fn readlink(&mut self, ino: u64) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        if i.kind() != FileKind::Symlink {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        let size = i.d.size;
+        self.read_raw(ino, 0, size)
+    }
+
+    pub(crate) fn link(&mut self, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+        let i = self.inode(ino)?;
+        if i.kind() == FileKind::Directory {
+            return Err(FsError::NotPermitted);
+        }
+        if i.d.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        if i.d.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        let kind = i.kind();
+        self.prepare_create(parent, name)?;
+        self.add_entry(parent, name, ino, kind)?;
+        let i = self.inode(ino)?;
+        i.d.nlink += 1;
+        i.d.ctime = now();
+        self.touch(ino);
+        self.getattr(ino)
+    }
+
+    pub(crate) fn unlink(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let e = self
+            .dir(parent)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        if e.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        self.dir(parent)?.remove(name);
+        self.touch_dir_times(parent);
+        let i = self.inode(e.ino)?;
+        i.d.nlink = i.d.nlink.saturating_sub(1);
+        i.d.ctime = now();
+        self.touch(e.ino);
+        self.drop_link(e.ino)
+    }
+
+    pub(crate) fn rmdir(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        match name {
+            b"." => return Err(FsError::Invalid("cannot remove '.'")),
+            b".." => return Err(FsError::NotEmpty),
+            _ if name.len() > MAX_NAME_LEN => return Err(FsError::NameTooLong),
+            _ => {}
+        }
+        let e = self
+            .dir(parent)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        if e.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if !self.dir(e.ino)?.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.dir(parent)?.remove(name);
+        self.touch_dir_times(parent);
+        let p = self.inode(parent)?;
+        p.d.nlink = p.d.nlink.saturating_sub(1);
+        let i = self.inode(e.ino)?;
+        i.d.nlink = 0;
+        i.d.ctime = now();
+        self.touch(e.ino);
+        self.drop_link(e.ino)
+    }
+
+    /// Is `ancestor` on the path from `ino` up to the root?
+    fn is_ancestor(&mut self, ancestor: u64, mut ino: u64) -> Result<bool> {
+        for _ in 0..100_000 {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            if ino == ROOT_INO {
+                return Ok(false);
+            }
+            ino = self.inode(ino)?.d.parent;
+        }
+        Err(FsError::Damaged(
+            "directory parent chain does not reach the root".into(),
+        ))
+    }
+
+    pub(crate) fn rename(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(FsError::Invalid("unsupported rename flags"));
+        }
+        if name.len() > MAX_NAME_LEN || new_name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        if name == b"." || name == b".." || new_name == b"." || new_name == b".." {
+            return Err(FsError::Invalid("cannot rename '.' or '..'"));
+        }
+        check_name(new_name)?;
+        let src = self
+            .dir(parent)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let dst = self.dir(new_parent)?.get(new_name).cloned();
+        if flags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            return self.exchange(parent, name, &src, new_parent, new_name, &dst);
+        }
+        if let Some(d) = &dst {
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            if d.ino == src.ino {
+                return Ok(()); // two links to one inode: POSIX says do nothing
+            }
+        }
+        let src_is_dir = src.kind == FileKind::Directory;
+        if src_is_dir && parent != new_parent && self.is_ancestor(src.ino, new_parent)? {
+            return Err(FsError::Invalid("cannot move a directory into itself"));
+        }
+        if let Some(d) = &dst {
+            let dst_is_dir = d.kind == FileKind::Directory;
+            match (src_is_dir, dst_is_dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) if !self.dir(d.ino)?.is_empty() => return Err(FsError::NotEmpty),
+                _ => {}
+            }
+        }
+        if src_is_dir
+            && parent != new_parent
+            && dst.is_none()
+            && self.inode(new_parent)?.d.nlink >= LINK_MAX
+        {
+            return Err(FsError::TooManyLinks);
+        }
+        self.check_space(8, true)?;
+        // Replace or add the target name, then drop the source name.
+        match &dst {
+            Some(d) => {
+                self.dir(new_parent)?.replace(new_name, src.ino, src.kind);
+                self.touch_dir_times(new_parent);
+                let victim = self.inode(d.ino)?;
+                if d.kind == FileKind::Directory {
+                    victim.d.nlink = 0;
+                    let np = self.inode(new_parent)?;
+                    np.d.nlink = np.d.nlink.saturating_sub(1);
+                } else {
+                    victim.d.nlink = victim.d.nlink.saturating_sub(1);
+                }
+                self.inode(d.ino)?.d.ctime = now();
+                self.touch(d.ino);
+            }
+            None => self.add_entry(new_parent, new_name, src.ino, src.kind)?,
+        }
+        self.dir(parent)?.remove(name);
+        self.touch_dir_times(parent);
+        if src_is_dir && parent != new_parent {
+            self.inode(parent)?.d.nlink -= 1;
+            self.inode(new_parent)?.d.nlink += 1;
+            self.inode(src.ino)?.d.parent = new_parent;
+            self.touch(parent);
+            self.touch(new_parent);
+        }
+        self.inode(src.ino)?.d.ctime = now();
+        self.touch(src.ino);
+        if let Some(d) = dst {
+            self.drop_link(d.ino)?;
+        }
+        Ok(())
+    }
+
+    fn exchange(
+        &mut self,
+        p1: u64,
+        n1: &[u8],
+        e1: &DirEntry,
+        p2: u64,
+        n2: &[u8],
+        e2: &DirEntry,
+    ) -> Result<()> {
+        if e1.ino == e2.ino {
+            return Ok(());
+        }
+        let (d1, d2) = (
+            e1.kind == FileKind::Directory,
+            e2.kind == FileKind::Directory,
+        );
+        if p1 != p2 {
+            if d1 && self.is_ancestor(e1.ino, p2)? {
+                return Err(FsError::Invalid("cannot move a directory into itself"));
+            }
+            if d2 && self.is_ancestor(e2.ino, p1)? {
+                return Err(FsError::Invalid("cannot move a directory into itself"));
+            }
+        }
+        self.check_space(8, true)?;
+        self.dir(p1)?.replace(n1, e2.ino, e2.kind);
+        self.dir(p2)?.replace(n2, e1.ino, e1.kind);
+        self.touch_dir_times(p1);
+        self.touch_dir_times(p2);
+        if p1 != p2 {
+            if d1 {
+                self.inode(e1.ino)?.d.parent = p2;
+            }
+            if d2 {
+                self.inode(e2.ino)?.d.parent = p1;
+            }
+            let delta = d1 as i64 - d2 as i64;
+            let a = self.inode(p1)?;
+            a.d.nlink = (a.d.nlink as i64 - delta) as u32;
+            let b = self.inode(p2)?;
+            b.d.nlink = (b.d.nlink as i64 + delta) as u32;
+        }
+        let t = now();
+        for ino in [e1.ino, e2.ino] {
+            self.inode(ino)?.d.ctime = t;
+            self.touch(ino);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn readdir(
+        &mut self,
+        ino: u64,
+        cookie: u64,
+        max: usize,
+    ) -> Result<Vec<DirEntryOut>> {
+        let parent = self.inode(ino)?.d.parent;
+        let mut out = Vec::new();
+        if cookie < 1 {
+            out.push(DirEntryOut {
+                ino,
+                cookie: 1,
+                kind: FileKind::Directory,
+                name: b".".to_vec(),
+            });
+        }
+        if cookie < 2 {
+            out.push(DirEntryOut {
+                ino: parent,
+                cookie: 2,
+                kind: FileKind::Directory,
+                name: b"..".to_vec(),
+            });
+        }
+        let start = cookie.max(FIRST_ENTRY_COOKIE);
+        let d = self.dir(ino)?;
+        for (c, e) in d.entries_from(start) {
+            if out.len() >= max {
+                break;
+            }
+            out.push(DirEntryOut {
+                ino: e.ino,
+                cookie: c,
+                kind: e.kind,
+                name: e.name.clone(),
+            });
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    pub(crate) fn setattr(&mut self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        if let Some(size) = set.size {
+            if self.inode(ino)?.kind() == FileKind::Directory {
+                return Err(FsError::IsDir);
+            }
+            self.truncate(ino, size)?;
+        }
+        let t = now();
+        let i = self.inode(ino)?;
+        if let Some(mode) = set.mode {
+            i.d.mode = (i.d.mode & S_IFMT) | (mode & 0o7777);
+        }
+        let chown = set.uid.is_some_and(|u| u != i.d.uid) || set.gid.is_some_and(|g| g != i.d.gid);
+        if let Some(uid) = set.uid {
+            i.d.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            i.d.gid = gid;
+        }
+        if chown && set.mode.is_none() && i.kind() != FileKind::Directory {
+            // As Linux: a change of owner clears set-user-ID, and set-group-ID when the group
+            // execute bit is set.
+            i.d.mode &= !S_ISUID;
+            if i.d.mode & 0o010 != 0 {
+                i.d.mode &= !S_ISGID;
+            }
+        }
+        let pick = |x: TimeOrNow| match x {
+            TimeOrNow::Now => t,
+            TimeOrNow::At(ts) => ts,
+        };
+        if let Some(a) = set.atime {
+            i.d.atime = pick(a);
+        }
+        if let Some(m) = set.mtime {
+            i.d.mtime = pick(m);
+        }
+        i.d.ctime = set.ctime.unwrap_or(t);
+        self.touch(ino);
+        self.getattr(ino)
+    }
+
+    pub(crate) fn statfs(&self) -> StatFs {
+        let sb = &self.st.sb;
+        let total = sb.nsegs * sb.seg_blocks as u64;
+        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64;
+        let pending = self.pending_blocks();
+        let free = self.st.free_blocks().saturating_sub(pending);
+        StatFs {
+            block_size: BLOCK_SIZE as u32,
+            blocks: total - reserve,
+            blocks_free: free.saturating_sub(reserve / 2),
+            blocks_avail: free.saturating_sub(reserve),
+            files: self.imap.capacity() - 1,
+            files_free: self.imap.capacity() - 1 - self.imap.allocated_count(),
+            name_max: MAX_NAME_LEN as u32,
+        }
+    }
+
+    /// Blocks a flush and checkpoint of everything dirty could need, generously.
+    pub(crate) fn pending_blocks(&self) -> u64 {
+        let data = self.dirty_blocks + self.dirty_nodes;
+        // Nodes the unwritten data will dirty, inode blocks, tombstones, imap and usage
+        // blocks, summaries and the tails of segments the log skips.
+        let nodes = self.dirty_blocks.div_ceil(64) + 4 * self.dirty_inodes.len().min(1024) as u64;
+        let inodes = (self.dirty_inodes.len() + self.tombstones.len()).div_ceil(15) as u64;
+        let tables = self.imap.dirty_count() as u64
+            + 2 * (self.imap.dirty_count() as u64).max(8)
+            + self.st.usage.nblocks() as u64;
+        let body = data + nodes + inodes + tables;
+        body + body / 128 + 4 + 2 * (body / self.st.sb.seg_blocks as u64 + 1)
+    }
+
+    /// Refuse an operation that would add `new_blocks` when the log could not take them and
+    /// still keep its reserve. Metadata operations (`meta`) may use half the reserve, so
+    /// deleting and renaming still work on a full disk; the cleaner uses the rest.
+    pub(crate) fn check_space(&mut self, new_blocks: u64, meta: bool) -> Result<()> {
+        let sb = &self.st.sb;
+        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64 / if meta { 2 } else { 1 };
+        if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+            return Ok(());
+        }
+        if !self.st.usage.freed().is_empty() {
+            // Segments that died entirely come back at the next checkpoint.
+            self.checkpoint()?;
+            if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+                return Ok(());
+            }
+        }
+        Err(FsError::NoSpace)
+    }
+}

@@ -1,0 +1,187 @@
+//! The store: everything below the inode layer that a filesystem operation touches — the
+//! log, the segment usage table and a block cache — behind one struct, so inode code can
+//! borrow it while holding an inode (the bmap `Sink`).
+
+use crate::bmap::Sink;
+use crate::device::Device;
+use crate::error::{FsError, Result};
+use crate::format::summary::{BlockKind, SummaryEntry};
+use crate::format::superblock::Superblock;
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::log::Log;
+use crate::usage::UsageTable;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A FIFO-evicted cache of blocks read from the device, keyed by address. Blocks in a
+/// log-structured filesystem never change in place, so an entry stays right until its
+/// segment is reused, when [`Store::append`] purges that segment.
+pub struct BlockCache {
+    map: HashMap<u64, Arc<Vec<u8>>>,
+    order: VecDeque<u64>,
+    cap: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl BlockCache {
+    pub fn new(cap: usize) -> BlockCache {
+        BlockCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+            hits: 0,
+            misses: 0,
+        }
+    }
+    fn get(&mut self, addr: u64) -> Option<Arc<Vec<u8>>> {
+        let r = self.map.get(&addr).cloned();
+        if r.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        r
+    }
+    fn insert(&mut self, addr: u64, b: Arc<Vec<u8>>) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.map.insert(addr, b).is_none() {
+            self.order.push_back(addr);
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+    fn remove(&mut self, addr: u64) {
+        self.map.remove(&addr);
+    }
+}
+
+pub struct Store {
+    pub sb: Arc<Superblock>,
+    pub dev: Arc<dyn Device>,
+    pub log: Option<Log>,
+    pub usage: UsageTable,
+    pub cache: BlockCache,
+    /// Segment the last append went to; a change means a (re)used segment to purge.
+    last_seg: u64,
+    pub blocks_appended: u64,
+}
+
+impl Store {
+    pub fn new(
+        sb: Arc<Superblock>,
+        dev: Arc<dyn Device>,
+        usage: UsageTable,
+        cache_blocks: usize,
+    ) -> Store {
+        Store {
+            sb,
+            dev,
+            log: None,
+            usage,
+            cache: BlockCache::new(cache_blocks),
+            last_seg: u64::MAX,
+            blocks_appended: 0,
+        }
+    }
+
+    /// Read one block: from the log's memory, the cache, or the device.
+    pub fn read_block(&mut self, addr: u64) -> Result<Arc<Vec<u8>>> {
+        if self.sb.seg_of(addr).is_none() {
+            return Err(FsError::Damaged(format!(
+                "block address {addr} is outside the log"
+            )));
+        }
+        if let Some(b) = self.log.as_ref().and_then(|l| l.read_cached(addr)) {
+            return Ok(Arc::new(b));
+        }
+        if let Some(b) = self.cache.get(addr) {
+            return Ok(b);
+        }
+        let mut b = vec![0u8; BLOCK_SIZE];
+        self.dev.read_at(&mut b, addr * BLOCK_BYTES)?;
+        let b = Arc::new(b);
+        self.cache.insert(addr, b.clone());
+        Ok(b)
+    }
+
+    fn log_mut(&mut self) -> Result<&mut Log> {
+        self.log.as_mut().ok_or(FsError::ReadOnly)
+    }
+
+    /// Append a block counting `live_bytes` toward its segment.
+    pub fn append_counted(
+        &mut self,
+        entry: SummaryEntry,
+        data: &[u8],
+        live_bytes: u64,
+    ) -> Result<u64> {
+        let log = self.log.as_mut().ok_or(FsError::ReadOnly)?;
+        let addr = log.append(&mut self.usage, entry, data)?;
+        let seg = self.sb.seg_of(addr).unwrap_or(0);
+        if seg != self.last_seg {
+            self.last_seg = seg;
+            let base = self.sb.seg_addr(seg);
+            for a in base..base + self.sb.seg_blocks as u64 {
+                self.cache.remove(a);
+            }
+        }
+        if live_bytes > 0 {
+            self.usage.add_live(seg, live_bytes);
+        }
+        self.blocks_appended += 1;
+        Ok(addr)
+    }
+
+    pub fn kill_bytes(&mut self, addr: u64, bytes: u64) {
+        if let Some(seg) = self.sb.seg_of(addr) {
+            self.usage.kill(seg, bytes);
+        }
+    }
+
+    pub fn begin_group(&mut self, flags: u16) -> Result<()> {
+        self.log_mut()?.begin_group(flags);
+        Ok(())
+    }
+    pub fn end_group(&mut self) -> Result<()> {
+        let log = self.log.as_mut().ok_or(FsError::ReadOnly)?;
+        log.end_group(&mut self.usage);
+        Ok(())
+    }
+    pub fn sync(&mut self) -> Result<()> {
+        let log = self.log.as_mut().ok_or(FsError::ReadOnly)?;
+        log.sync(&mut self.usage)
+    }
+
+    /// Blocks the log can still write: clean segments, the reserved successor and the rest
+    /// of the current segment.
+    pub fn free_blocks(&self) -> u64 {
+        let room = self.log.as_ref().map_or(0, |l| l.room_in_segment());
+        let succ = if self.log.is_some() { 1 } else { 0 };
+        (self.usage.clean_count() + succ) * self.sb.seg_blocks as u64 + room
+    }
+}
+
+impl Sink for Store {
+    fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
+        Ok(self.read_block(addr)?.as_ref().clone())
+    }
+    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<u64> {
+        let live = match entry.kind {
+            BlockKind::Usage => 0,
+            _ => BLOCK_BYTES,
+        };
+        self.append_counted(entry, data, live)
+    }
+    fn kill(&mut self, addr: u64) {
+        self.kill_bytes(addr, BLOCK_BYTES);
+    }
+}

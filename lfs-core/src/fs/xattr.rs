@@ -1,0 +1,98 @@
+//! Extended attributes: all of an inode's attributes in one block, loaded on first use.
+
+use super::inode::now;
+use super::{Inner, XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
+use crate::error::{FsError, Result};
+use crate::format::xattr::{
+    decode_xattrs, xattrs_size, Xattrs, XATTR_CAPACITY, XATTR_ENTRY_HEADER,
+};
+use crate::format::MAX_NAME_LEN;
+
+impl Inner {
+    fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
+        self.load(ino)?;
+        let Inner { inodes, st, .. } = self;
+        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        if i.xattrs.is_none() {
+            let x = if i.d.xattr == 0 {
+                Xattrs::new()
+            } else {
+                let b = st.read_block(i.d.xattr)?;
+                decode_xattrs(&b).map_err(FsError::corrupt("xattr block", i.d.xattr))?
+            };
+            i.xattrs = Some(x);
+        }
+        i.xattrs.as_mut().ok_or(FsError::Stale(ino))
+    }
+
+    pub(crate) fn getxattr(&mut self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        check_xattr_name(name)?;
+        self.xattrs(ino)?.get(name).cloned().ok_or(FsError::NoAttr)
+    }
+
+    pub(crate) fn listxattr(&mut self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        Ok(self.xattrs(ino)?.keys().cloned().collect())
+    }
+
+    pub(crate) fn setxattr(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(FsError::TooBig);
+        }
+        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+            return Err(FsError::Invalid("unknown setxattr flags"));
+        }
+        if XATTR_ENTRY_HEADER + name.len() + value.len() > XATTR_CAPACITY {
+            return Err(FsError::NoSpace);
+        }
+        self.check_space(2, true)?;
+        let x = self.xattrs(ino)?;
+        let exists = x.contains_key(name);
+        if flags & XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoAttr);
+        }
+        let old = x.insert(name.to_vec(), value.to_vec());
+        if xattrs_size(x) > XATTR_CAPACITY {
+            // Undo: the set does not fit in the inode's xattr block.
+            match old {
+                Some(v) => x.insert(name.to_vec(), v),
+                None => x.remove(name),
+            };
+            return Err(FsError::NoSpace);
+        }
+        let i = self.inode(ino)?;
+        i.xattr_dirty = true;
+        i.d.ctime = now();
+        self.touch(ino);
+        Ok(())
+    }
+
+    pub(crate) fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
+        check_xattr_name(name)?;
+        self.xattrs(ino)?.remove(name).ok_or(FsError::NoAttr)?;
+        let i = self.inode(ino)?;
+        i.xattr_dirty = true;
+        i.d.ctime = now();
+        self.touch(ino);
+        Ok(())
+    }
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(FsError::Invalid("empty attribute name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(FsError::Range);
+    }
+    Ok(())
+}
