@@ -13,7 +13,7 @@ mod ops;
 mod store;
 mod xattr;
 
-pub use checkpoint::{mkfs, MkfsOptions, MountReport};
+pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
 pub use store::Store;
 
 use crate::device::Device;
