@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, bounded to run well inside CI's limit on 2 cores.
+# Heavier runs: see README ("Longer runs").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=2
