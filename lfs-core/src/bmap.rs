@@ -200,7 +200,6 @@ impl BlockMap {
                 let mut created = 0u64;
                 let mut newly_dirty = 0u64;
                 let old = {
-                    let blocks_before = self.blocks;
                     let create = addr != 0;
                     let Some(mut node) = self.root(sink, h, create)? else {
                         return Ok(0);
@@ -226,10 +225,7 @@ impl BlockMap {
                                 }
                                 node = c;
                             }
-                            None => {
-                                let _ = blocks_before;
-                                break 0;
-                            }
+                            None => break 0,
                         }
                     }
                 };
@@ -525,7 +521,7 @@ mod tests {
             Ok(self.next + 1000)
         }
         fn kill(&mut self, addr: u64) {
-            if addr >= 100_000 || addr < 1000 {
+            if !(1000..100_000).contains(&addr) {
                 assert!(self.dead_data.insert(addr), "data block {addr} freed twice");
             } else {
                 assert!(self.live.remove(&addr), "double free of node {addr}");

@@ -162,6 +162,7 @@ impl Checkpoint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::superblock::{LayoutRequest, DEFAULT_BYTES_PER_INODE};
     use super::*;

@@ -105,6 +105,7 @@ pub fn decode_dir_block(b: &[u8]) -> Result<Vec<Option<DirEntry>>, FormatError> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

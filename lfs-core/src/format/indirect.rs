@@ -33,6 +33,7 @@ pub fn decode_indirect(b: &[u8], height: u8) -> Result<Vec<u64>, FormatError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -290,6 +290,7 @@ pub fn decode_inode_block(b: &[u8]) -> Result<Vec<DiskInode>, FormatError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

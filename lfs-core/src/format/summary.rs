@@ -222,6 +222,7 @@ pub fn data_crc<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

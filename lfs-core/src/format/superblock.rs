@@ -84,7 +84,7 @@ impl Superblock {
                 format!("label longer than {LABEL_MAX} bytes"),
             ));
         }
-        if req.seg_bytes % BLOCK_BYTES != 0 || !req.seg_bytes.is_power_of_two() {
+        if !req.seg_bytes.is_multiple_of(BLOCK_BYTES) || !req.seg_bytes.is_power_of_two() {
             return Err(FormatError::invalid(
                 W,
                 "segment size must be a power of two, at least 64K",
@@ -278,6 +278,7 @@ impl Superblock {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -137,6 +137,7 @@ pub fn decode_usage_block(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

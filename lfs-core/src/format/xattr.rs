@@ -85,6 +85,7 @@ pub fn decode_xattrs(b: &[u8]) -> Result<Xattrs, FormatError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
