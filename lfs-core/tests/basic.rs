@@ -57,6 +57,7 @@ fn create_write_read_remount() {
             b"dir".to_vec()
         ]
     );
+    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
     fs.unmount().unwrap();
 }
 
@@ -123,6 +124,7 @@ fn namespace_operations_and_errors() {
     let fs = remount(fs, &dev);
     assert!(matches!(fs.lookup(ROOT, b"d"), Err(FsError::NotFound)));
     assert_eq!(fs.getattr(ROOT).unwrap().nlink, 2);
+    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
     fs.unmount().unwrap();
 }
 
@@ -162,5 +164,6 @@ fn truncate_and_punch() {
     assert!(got[..1000].iter().all(|&b| b == 0xAB));
     assert!(got[1000..].iter().all(|&b| b == 0));
     assert_eq!(fs.getattr(f.ino).unwrap().size, 20000);
+    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
     fs.unmount().unwrap();
 }

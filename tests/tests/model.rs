@@ -512,6 +512,8 @@ fn run(seed: u64, ops: usize) {
                 fs.unmount().unwrap();
                 fs = Fs::mount(dev.clone(), opts.clone()).unwrap();
                 compare(&fs, &m, ROOT, "");
+                let findings = fs.verify().unwrap();
+                assert!(findings.is_empty(), "{ctx}: {findings:#?}");
                 remounts += 1;
                 (Ok(()), Ok(()))
             }

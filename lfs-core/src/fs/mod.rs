@@ -11,6 +11,7 @@ mod data;
 mod inode;
 mod ops;
 mod store;
+mod verify;
 mod xattr;
 
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
@@ -374,6 +375,11 @@ impl Fs {
             g.checkpoint()?;
         }
         Ok(())
+    }
+    /// Recompute segment usage from scratch and look for blocks claimed twice; returns the
+    /// findings (empty when consistent). Writes a checkpoint first on a read-write mount.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.lock().verify()
     }
     pub fn stats(&self) -> Stats {
         self.lock().stats()
