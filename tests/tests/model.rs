@@ -258,6 +258,7 @@ fn run(seed: u64, ops: usize) {
     let names: Vec<Vec<u8>> = (0..12).map(|i| format!("n{i}").into_bytes()).collect();
     let (mut oks, mut errs, mut remounts) = (0usize, 0usize, 0usize);
     let mut enospc_at = None;
+    let mut skipped = 0usize;
     for step in 0..ops {
         let dirs: Vec<u64> = m
             .inodes
@@ -328,6 +329,7 @@ fn run(seed: u64, ops: usize) {
             }
             18..=37 => {
                 let Some(&f) = pick(&mut rng, &files) else {
+                    skipped += 1;
                     continue;
                 };
                 let big = rng.gen_bool(0.1);
@@ -358,6 +360,7 @@ fn run(seed: u64, ops: usize) {
             }
             38..=43 => {
                 let Some(&f) = pick(&mut rng, &files) else {
+                    skipped += 1;
                     continue;
                 };
                 let size = rng.gen_range(0..40_000u64);
@@ -377,6 +380,7 @@ fn run(seed: u64, ops: usize) {
             }
             44..=47 => {
                 let Some(&f) = pick(&mut rng, &files) else {
+                    skipped += 1;
                     continue;
                 };
                 let off = rng.gen_range(0..30_000u64);
@@ -391,6 +395,7 @@ fn run(seed: u64, ops: usize) {
             }
             48..=52 => {
                 let Some(&f) = pick(&mut rng, &files) else {
+                    skipped += 1;
                     continue;
                 };
                 let want = if m.dir(d).contains_key(&name) {
@@ -467,6 +472,7 @@ fn run(seed: u64, ops: usize) {
             }
             84..=87 => {
                 let Some(&f) = pick(&mut rng, &files) else {
+                    skipped += 1;
                     continue;
                 };
                 let k = format!("user.k{}", rng.gen_range(0..4)).into_bytes();
@@ -542,10 +548,29 @@ fn run(seed: u64, ops: usize) {
             errs += 1;
         }
     }
-    eprintln!("model: seed {seed}: {oks} ok, {errs} expected errors, {remounts} remounts, {} inodes at the end", m.inodes.len());
+    let nfiles = m
+        .inodes
+        .values()
+        .filter(|i| matches!(i.node, Node::File { .. }))
+        .count();
+    let ended = enospc_at
+        .map(|s| format!(", ended by ENOSPC at step {s}"))
+        .unwrap_or_default();
+    eprintln!(
+        "model: seed {seed}: {oks} ok, {errs} expected errors, {skipped} skipped, {remounts} remounts, {} inodes ({nfiles} files) at the end{ended}",
+        m.inodes.len()
+    );
+    let done = oks + errs;
+    assert!(
+        enospc_at.is_none_or(|s| s >= 10_000),
+        "seed {seed}: ENOSPC after only {done} operations"
+    );
     // The test means something only if it did a lot of both.
     assert!(
-        oks > ops / 2 && errs > ops / 50 && (remounts > 0 || ops < 200),
+        done > enospc_at.unwrap_or(ops) * 9 / 10
+            && oks > done / 2
+            && errs > done / 50
+            && (remounts > 0 || done < 200),
         "seed {seed}: too few operations took effect"
     );
     fs.unmount().unwrap();
