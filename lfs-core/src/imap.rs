@@ -2,13 +2,14 @@
 //! and flags. Its blocks are written into the log at checkpoints and found again through the
 //! checkpoint's address array.
 
+use crate::dirty::DirtyBlocks;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN, TABLE_ENTRIES};
 use crate::format::ROOT_INO;
 
 pub struct Imap {
     entries: Vec<ImapEntry>,
     /// Per table block: must be written at the next checkpoint.
-    dirty: Vec<bool>,
+    dirty: DirtyBlocks,
     /// Lowest inode number that may be free.
     hint: u64,
     allocated: u64,
@@ -18,7 +19,7 @@ impl Imap {
     pub fn new(nblocks: usize) -> Imap {
         Imap {
             entries: vec![ImapEntry::default(); nblocks * TABLE_ENTRIES],
-            dirty: vec![false; nblocks],
+            dirty: DirtyBlocks::new(nblocks, false),
             hint: ROOT_INO + 1,
             allocated: 0,
         }
@@ -59,9 +60,7 @@ impl Imap {
                 }
             }
             *slot = e;
-            if let Some(d) = self.dirty.get_mut(ino as usize / TABLE_ENTRIES) {
-                *d = true;
-            }
+            self.dirty.mark(ino as usize / TABLE_ENTRIES);
         }
     }
 
@@ -111,29 +110,20 @@ impl Imap {
     }
 
     pub fn dirty_blocks(&self) -> Vec<usize> {
-        self.dirty
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d)
-            .map(|(i, _)| i)
-            .collect()
+        self.dirty.list()
     }
     pub fn dirty_count(&self) -> usize {
-        self.dirty.iter().filter(|d| **d).count()
+        self.dirty.count()
     }
     pub fn block(&self, index: usize) -> &[ImapEntry] {
         let base = index * TABLE_ENTRIES;
         &self.entries[base..base + TABLE_ENTRIES]
     }
     pub fn clear_dirty(&mut self, index: usize) {
-        if let Some(d) = self.dirty.get_mut(index) {
-            *d = false;
-        }
+        self.dirty.clear(index);
     }
     pub fn mark_dirty(&mut self, index: usize) {
-        if let Some(d) = self.dirty.get_mut(index) {
-            *d = true;
-        }
+        self.dirty.mark(index);
     }
 
     /// Inode numbers with the ORPHAN flag (freed at mount).

@@ -7,6 +7,7 @@
 pub mod bmap;
 pub mod device;
 pub mod dir;
+pub mod dirty;
 pub mod error;
 pub mod format;
 pub mod fs;

@@ -5,6 +5,7 @@
 //! that records the segment as clean is durable: until then the previous checkpoint, which a
 //! crash would fall back to, may still need the segment's old contents.
 
+use crate::dirty::DirtyBlocks;
 use crate::format::table::{UsageEntry, SEG_CLEAN, SEG_IN_USE, TABLE_ENTRIES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct SegInfo {
 
 pub struct UsageTable {
     segs: Vec<SegInfo>,
-    dirty: Vec<bool>,
+    dirty: DirtyBlocks,
     seg_bytes: u64,
     clean: u64,
     /// Accounting errors seen (a live count that would go negative); fsck looks deeper.
@@ -46,7 +47,7 @@ impl UsageTable {
                 };
                 nsegs as usize
             ],
-            dirty: vec![true; nblocks],
+            dirty: DirtyBlocks::new(nblocks, true),
             seg_bytes,
             clean: nsegs,
             underflows: 0,
@@ -66,9 +67,7 @@ impl UsageTable {
                 };
             }
         }
-        if let Some(d) = self.dirty.get_mut(index) {
-            *d = false;
-        }
+        self.dirty.clear(index);
         self.clean = self
             .segs
             .iter()
@@ -90,9 +89,7 @@ impl UsageTable {
     }
 
     fn touch(&mut self, seg: u64) {
-        if let Some(d) = self.dirty.get_mut(seg as usize / TABLE_ENTRIES) {
-            *d = true;
-        }
+        self.dirty.mark(seg as usize / TABLE_ENTRIES);
     }
 
     fn set_state(&mut self, seg: u64, state: SegState) {
@@ -230,25 +227,16 @@ impl UsageTable {
         self.dirty.len()
     }
     pub fn dirty_blocks(&self) -> Vec<usize> {
-        self.dirty
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d)
-            .map(|(i, _)| i)
-            .collect()
+        self.dirty.list()
     }
     pub fn clear_dirty(&mut self, index: usize) {
-        if let Some(d) = self.dirty.get_mut(index) {
-            *d = false;
-        }
+        self.dirty.clear(index);
     }
     pub fn mark_dirty(&mut self, index: usize) {
-        if let Some(d) = self.dirty.get_mut(index) {
-            *d = true;
-        }
+        self.dirty.mark(index);
     }
     pub fn mark_all_dirty(&mut self) {
-        self.dirty.iter_mut().for_each(|d| *d = true);
+        self.dirty.mark_all();
     }
     pub fn total_live_bytes(&self) -> u64 {
         self.segs.iter().map(|s| s.live_bytes).sum()
