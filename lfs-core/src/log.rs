@@ -9,7 +9,9 @@
 
 use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::format::summary::{data_crc, Summary, SummaryEntry, FLAG_CONT, SUMMARY_MAX_ENTRIES};
+use crate::format::summary::{
+    data_crc, fs_id, Summary, SummaryEntry, FLAG_CONT, SUMMARY_MAX_ENTRIES,
+};
 use crate::format::superblock::Superblock;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::UsageTable;
@@ -34,6 +36,7 @@ pub struct Log {
     unit: Option<OpenUnit>,
     next_seq: u64,
     generation: u64,
+    fs_id: u32,
     in_group: bool,
     group_flags: u16,
     /// Units sealed since mount, for statistics.
@@ -71,6 +74,7 @@ impl Log {
         }
         let next_seg = usage.pick_clean(seg).ok_or(FsError::NoSpace)?;
         usage.activate(next_seg, now_ns());
+        let fs_id = fs_id(&sb.uuid);
         Ok(Log {
             sb,
             backend: BackEnd::start(dev),
@@ -82,6 +86,7 @@ impl Log {
             unit: None,
             next_seq,
             generation,
+            fs_id,
             in_group: false,
             group_flags: 0,
             units_written: 0,
@@ -180,6 +185,7 @@ impl Log {
             next_segment: self.next_seg,
             timestamp_ns: now_ns(),
             data_crc: data_crc(payload.chunks(BLOCK_SIZE)),
+            fs_id: self.fs_id,
             entries: u.entries,
         };
         self.buf[start * BLOCK_SIZE..(start + 1) * BLOCK_SIZE].copy_from_slice(&s.encode());

@@ -13,6 +13,7 @@ const OFF_NBLOCKS: usize = 36;
 const OFF_NEXT_SEG: usize = 40;
 const OFF_TIMESTAMP: usize = 48;
 const OFF_DATA_CRC: usize = 56;
+const OFF_FS_ID: usize = 60;
 const OFF_ENTRIES: usize = 64;
 const ENTRY_SIZE: usize = 24;
 
@@ -124,7 +125,15 @@ pub struct Summary {
     pub next_segment: u64,
     pub timestamp_ns: u64,
     pub data_crc: u32,
+    /// Identifies the filesystem (see [`fs_id`]), so units left by an earlier filesystem
+    /// on the same disk are never taken for ours.
+    pub fs_id: u32,
     pub entries: Vec<SummaryEntry>,
+}
+
+/// The filesystem id stored in every summary: the seeded crc32 of the superblock's uuid.
+pub fn fs_id(uuid: &[u8; 16]) -> u32 {
+    crc(uuid)
 }
 
 impl Summary {
@@ -140,6 +149,7 @@ impl Summary {
         put_u64(&mut b, OFF_NEXT_SEG, self.next_segment);
         put_u64(&mut b, OFF_TIMESTAMP, self.timestamp_ns);
         put_u32(&mut b, OFF_DATA_CRC, self.data_crc);
+        put_u32(&mut b, OFF_FS_ID, self.fs_id);
         for (i, e) in self.entries.iter().take(SUMMARY_MAX_ENTRIES).enumerate() {
             let o = OFF_ENTRIES + i * ENTRY_SIZE;
             put_u8(&mut b, o, e.kind as u8);
@@ -202,6 +212,7 @@ impl Summary {
             next_segment: get_u64(b, OFF_NEXT_SEG),
             timestamp_ns: get_u64(b, OFF_TIMESTAMP),
             data_crc: get_u32(b, OFF_DATA_CRC),
+            fs_id: get_u32(b, OFF_FS_ID),
             entries,
         })
     }
@@ -236,6 +247,7 @@ mod tests {
             next_segment: 13,
             timestamp_ns: 999,
             data_crc: 0xdead_beef,
+            fs_id: fs_id(&[3; 16]),
             entries: (0..n as u64)
                 .map(|i| match i % 4 {
                     0 => SummaryEntry::data(i + 2, 3, i * 7),
