@@ -1,1 +1,5 @@
-//! Filled in by its own issue.
+//! lfs-fuse: mount an LFS image through FUSE. A thin adapter over `lfs_core::Fs`:
+//! `adapter` (request → Fs call), `errno` (the one error table), `options` (command line).
+pub mod adapter;
+pub mod errno;
+pub mod options;

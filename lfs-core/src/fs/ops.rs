@@ -499,11 +499,14 @@ impl Inner {
         let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64;
         let pending = self.pending_blocks();
         let free = self.st.free_blocks().saturating_sub(pending);
+        // The reserve is not part of the capacity users see, so free never exceeds total.
+        let usable = total - reserve;
+        let avail = free.saturating_sub(reserve).min(usable);
         StatFs {
             block_size: BLOCK_SIZE as u32,
-            blocks: total - reserve,
-            blocks_free: free.saturating_sub(reserve / 2),
-            blocks_avail: free.saturating_sub(reserve),
+            blocks: usable,
+            blocks_free: avail,
+            blocks_avail: avail,
             files: self.imap.capacity() - 1,
             files_free: self.imap.capacity() - 1 - self.imap.allocated_count(),
             name_max: MAX_NAME_LEN as u32,

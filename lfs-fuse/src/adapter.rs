@@ -1,0 +1,532 @@
+//! The FUSE adapter: each request becomes one `Fs` call, each error one errno (`errno.rs`).
+//! No filesystem logic lives here.
+
+use crate::errno::errno;
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
+};
+use lfs_core::format::inode::{FileKind, Timespec};
+use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
+use lfs_core::Fs;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may cache attributes and entries. We are the only writer to the
+/// image, so every change passes through us; one second keeps other views fresh enough.
+const TTL: Duration = Duration::from_secs(1);
+/// Largest write the kernel sends.
+const MAX_WRITE: u32 = 1 << 20;
+
+pub struct Adapter {
+    fs: Arc<Fs>,
+}
+
+impl Adapter {
+    pub fn new(fs: Arc<Fs>) -> Adapter {
+        Adapter { fs }
+    }
+}
+
+fn to_system(t: Timespec) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
+    }
+}
+
+fn from_system(t: SystemTime) -> Timespec {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), 0u32);
+            if d.subsec_nanos() > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - d.subsec_nanos();
+            }
+            Timespec { sec, nsec }
+        }
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.blocks,
+        atime: to_system(a.atime),
+        mtime: to_system(a.mtime),
+        ctime: to_system(a.ctime),
+        crtime: to_system(a.crtime),
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn creds(req: &Request<'_>) -> Creds {
+    Creds {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time(t: TimeOrNow) -> lfs::TimeOrNow {
+    match t {
+        TimeOrNow::Now => lfs::TimeOrNow::Now,
+        TimeOrNow::SpecificTime(s) => lfs::TimeOrNow::At(from_system(s)),
+    }
+}
+
+macro_rules! reply_entry {
+    ($reply:expr, $r:expr) => {
+        match $r {
+            Ok(a) => $reply.entry(&TTL, &attr(&a), a.generation as u64),
+            Err(e) => $reply.error(errno(&e)),
+        }
+    };
+}
+
+macro_rules! reply_empty {
+    ($reply:expr, $r:expr) => {
+        match $r {
+            Ok(_) => $reply.ok(),
+            Err(e) => $reply.error(errno(&e)),
+        }
+    };
+}
+
+/// getxattr/listxattr size protocol: size 0 asks for the length.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        reply_entry!(reply, self.fs.lookup(parent, name.as_bytes()))
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.fs.getattr(ino) {
+            Ok(a) => reply.attr(&TTL, &attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            ctime: ctime.map(from_system),
+        };
+        match self.fs.setattr(ino, &set) {
+            Ok(a) => reply.attr(&TTL, &attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.fs.readlink(ino) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry!(
+            reply,
+            self.fs.mknod(
+                parent,
+                name.as_bytes(),
+                mode & !umask,
+                rdev as u64,
+                creds(req)
+            )
+        )
+    }
+
+    fn mkdir(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry!(
+            reply,
+            self.fs
+                .mkdir(parent, name.as_bytes(), mode & !umask, creds(req))
+        )
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty!(reply, self.fs.unlink(parent, name.as_bytes()))
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty!(reply, self.fs.rmdir(parent, name.as_bytes()))
+    }
+
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry!(
+            reply,
+            self.fs.symlink(
+                parent,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+                creds(req)
+            )
+        )
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty!(
+            reply,
+            self.fs.rename(
+                parent,
+                name.as_bytes(),
+                newparent,
+                newname.as_bytes(),
+                flags
+            )
+        )
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry!(reply, self.fs.link(ino, newparent, newname.as_bytes()))
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        match self.fs.open(ino) {
+            Ok(_) => reply.opened(0, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyData,
+    ) {
+        if offset < 0 {
+            return reply.error(libc::EINVAL);
+        }
+        match self.fs.read(ino, offset as u64, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        data: &[u8],
+        _wf: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        if offset < 0 {
+            return reply.error(libc::EINVAL);
+        }
+        match self.fs.write(ino, offset as u64, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _flags: i32,
+        _lock: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty!(reply, self.fs.release(ino))
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
+        reply_empty!(reply, self.fs.fsync(ino, datasync))
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        match self.fs.getattr(ino) {
+            Ok(a) if a.kind == FileKind::Directory => reply.opened(0, 0),
+            Ok(_) => reply.error(libc::ENOTDIR),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(ino, offset.max(0) as u64, 512) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(
+                        e.ino,
+                        e.cookie as i64,
+                        file_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn fsyncdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty!(reply, self.fs.fsyncdir(ino))
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_avail,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.block_size,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty!(
+            reply,
+            self.fs.setxattr(ino, name.as_bytes(), value, flags as u32)
+        )
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        match self.fs.getxattr(ino, name.as_bytes()) {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                reply_xattr(reply, size, &buf)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty!(reply, self.fs.removexattr(ino, name.as_bytes()))
+    }
+
+    fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (default_permissions is always on).
+        reply_empty!(reply, self.fs.getattr(ino))
+    }
+
+    fn create(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .fs
+            .mknod(parent, name.as_bytes(), mode & !umask, 0, creds(req))
+            .and_then(|a| self.fs.open(a.ino).map(|_| a));
+        match r {
+            Ok(a) => reply.created(&TTL, &attr(&a), a.generation as u64, 0, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if offset < 0 || length <= 0 {
+            return reply.error(libc::EINVAL);
+        }
+        reply_empty!(
+            reply,
+            self.fs
+                .fallocate(ino, offset as u64, length as u64, mode as u32)
+        )
+    }
+}

@@ -1,0 +1,353 @@
+//! lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]] [-f] [-d]
+//!
+//! Daemonizes by default and exits only once recovery finished and the mount is live (exit
+//! 0), or with 1 and one line saying why. SIGINT, SIGTERM, SIGHUP, `umount` and
+//! `fusermount3 -u` all end in a final checkpoint, a clean unmount and exit 0.
+//!
+//! Order matters: the daemon forks before any thread exists (the engine starts a writer
+//! thread), and blocks the three signals before that too, so every thread inherits the mask
+//! and the main thread alone receives them, in `sigtimedwait`, between ticks.
+
+use lfs_core::device::{Device, FileDevice, OpenOptions};
+use lfs_core::{Fs, MountOptions};
+use lfs_fuse::adapter::Adapter;
+use lfs_fuse::options::{self, Options};
+use std::io::Write;
+use std::os::unix::io::FromRawFd;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("lfs-fuse: {msg}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        println!("lfs-fuse {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let o = match options::parse(&args) {
+        Ok(o) => o,
+        Err(e) if e == options::USAGE => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = preflight(&o) {
+        return fail(&e);
+    }
+    if o.foreground {
+        init_logging(&o, false);
+        return match serve(&o, None) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    // Daemon: the child reports "mounted" (or why not) through a pipe; the parent waits.
+    let mut fds = [0; 2];
+    // SAFETY: plain pipe(2) into a local array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return fail(&format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: no threads exist yet in this process, so fork is safe.
+    match unsafe { libc::fork() } {
+        -1 => fail(&format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: closing our copy of the read end; setsid detaches from the terminal.
+            unsafe {
+                libc::close(fds[0]);
+                libc::setsid();
+            }
+            init_logging(&o, true);
+            // SAFETY: the write end is ours alone from here on.
+            let report = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+            match serve(&o, Some(report)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        _child => {
+            // SAFETY: closing our copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            // SAFETY: the read end is ours alone.
+            let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut r, &mut msg);
+            match msg.strip_prefix("ok") {
+                Some(_) => ExitCode::SUCCESS,
+                None if msg.is_empty() => fail("the daemon exited before the mount was live"),
+                None => fail(msg.trim_end()),
+            }
+        }
+    }
+}
+
+/// Checks that need no mount: give one clear line for each.
+fn preflight(o: &Options) -> Result<(), String> {
+    let m = std::fs::metadata(&o.mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", o.mountpoint.display()))?;
+    if !m.is_dir() {
+        return Err(format!(
+            "mountpoint {} is not a directory",
+            o.mountpoint.display()
+        ));
+    }
+    let im =
+        std::fs::metadata(&o.image).map_err(|e| format!("image {}: {e}", o.image.display()))?;
+    if im.is_dir() {
+        return Err(format!("image {} is a directory", o.image.display()));
+    }
+    let (img, mnt) = (
+        std::fs::canonicalize(&o.image).map_err(|e| e.to_string())?,
+        std::fs::canonicalize(&o.mountpoint).map_err(|e| e.to_string())?,
+    );
+    if img.starts_with(&mnt) {
+        return Err(format!(
+            "image {} lies inside the mountpoint {}; that would deadlock",
+            img.display(),
+            mnt.display()
+        ));
+    }
+    if !o.nonempty
+        && std::fs::read_dir(&mnt)
+            .map_err(|e| e.to_string())?
+            .next()
+            .is_some()
+    {
+        return Err(format!(
+            "mountpoint {} is not empty (use -o nonempty to mount over it)",
+            mnt.display()
+        ));
+    }
+    Ok(())
+}
+
+fn init_logging(o: &Options, daemon: bool) {
+    // fuser's own unmount on drop fails once we have detached the mount ourselves (see
+    // lazy_unmount) and logs that as an error; it is expected, so its mount module is quiet.
+    let level = if o.debug {
+        "debug"
+    } else {
+        "info,fuser::mnt::fuse_pure=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match (&o.logfile, daemon) {
+        (Some(p), _) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => b.with_writer(std::sync::Mutex::new(f)).init(),
+            Err(_) => b.with_writer(std::io::stderr).init(),
+        },
+        (None, true) => b.without_time().with_writer(Syslog::default).init(),
+        (None, false) => b.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// A tracing writer that sends each line to syslog(3).
+#[derive(Default)]
+struct Syslog(Vec<u8>);
+
+impl Write for Syslog {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Syslog {
+    fn drop(&mut self) {
+        let line: Vec<u8> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|&c| c != 0 && c != b'\n')
+            .collect();
+        if let Ok(c) = std::ffi::CString::new(line) {
+            // SAFETY: constant format string and a NUL-terminated argument.
+            unsafe {
+                libc::syslog(
+                    libc::LOG_DAEMON | libc::LOG_INFO,
+                    c"lfs-fuse: %s".as_ptr(),
+                    c.as_ptr(),
+                )
+            };
+        }
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialized by sigemptyset.
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut s, sig);
+        }
+        s
+    }
+}
+
+/// Mount, serve until a signal or an unmount, then checkpoint and leave cleanly.
+fn serve(o: &Options, mut report: Option<std::fs::File>) -> Result<(), String> {
+    let set = signal_set();
+    // SAFETY: blocking signals in this (the only) thread; threads started later inherit it.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let result = mount_and_run(o, &set, &mut report);
+    if let (Err(e), Some(r)) = (&result, report.as_mut()) {
+        let _ = r.write_all(e.as_bytes());
+    }
+    result
+}
+
+fn mount_and_run(
+    o: &Options,
+    set: &libc::sigset_t,
+    report: &mut Option<std::fs::File>,
+) -> Result<(), String> {
+    let dev = FileDevice::open(
+        &o.image,
+        OpenOptions {
+            read_only: o.read_only,
+            direct: o.direct_io,
+            lock: true,
+        },
+    )
+    .map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "{}: already mounted or in use by another process",
+                o.image.display()
+            )
+        } else {
+            format!("{}: {e}", o.image.display())
+        }
+    })?;
+    let dev: Arc<dyn Device> = Arc::new(dev);
+    let mopts = MountOptions {
+        read_only: o.read_only,
+        checkpoint_interval: o.checkpoint_interval,
+        ..Default::default()
+    };
+    let fs = Arc::new(
+        Fs::mount(dev, mopts).map_err(|e| format!("cannot mount {}: {e}", o.image.display()))?,
+    );
+    let r = fs.mount_report();
+    tracing::info!(
+        image = %o.image.display(), region = %r.region, generation = r.generation, clean = r.clean_unmount,
+        orphans_freed = r.orphans_freed, ms = r.elapsed.as_millis() as u64, "checkpoint loaded"
+    );
+    let mut mo = vec![
+        fuser::MountOption::FSName(
+            o.fsname
+                .clone()
+                .unwrap_or_else(|| o.image.display().to_string()),
+        ),
+        fuser::MountOption::Subtype("lfs-fuse".into()),
+        fuser::MountOption::DefaultPermissions,
+        if o.read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        },
+    ];
+    if o.allow_other {
+        mo.push(fuser::MountOption::AllowOther);
+    }
+    if o.allow_root {
+        mo.push(fuser::MountOption::AllowRoot);
+    }
+    if o.auto_unmount {
+        mo.push(fuser::MountOption::AutoUnmount);
+    }
+    let session = fuser::spawn_mount2(Adapter::new(fs.clone()), &o.mountpoint, &mo)
+        .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
+    tracing::info!(mountpoint = %o.mountpoint.display(), "mounted");
+    if let Some(mut r) = report.take() {
+        let _ = r.write_all(b"ok");
+        drop(r);
+        detach_stdio();
+    }
+    let why = loop {
+        let ts = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: waits for one of the blocked signals for at most one second.
+        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+        if sig > 0 {
+            break format!("signal {sig}");
+        }
+        if session.guard.is_finished() {
+            break "unmounted".to_string();
+        }
+        if let Err(e) = fs.tick() {
+            tracing::error!(error = %e, "periodic checkpoint failed");
+        }
+    };
+    tracing::info!("stopping ({why})");
+    // Make everything durable first, whatever happens to the unmount.
+    if !o.read_only {
+        if let Err(e) = fs.checkpoint() {
+            tracing::error!(error = %e, "checkpoint before unmount failed");
+        }
+    }
+    if !session.guard.is_finished() {
+        lazy_unmount(&o.mountpoint);
+    }
+    session.join();
+    let fs = Arc::try_unwrap(fs).map_err(|_| {
+        "internal error: filesystem still in use after the session ended".to_string()
+    })?;
+    fs.unmount()
+        .map_err(|e| format!("final checkpoint failed: {e}"))?;
+    tracing::info!("clean unmount");
+    Ok(())
+}
+
+/// Detach the mount even while files are open; the session ends when the last is closed.
+fn lazy_unmount(mnt: &Path) {
+    let ok = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 with a valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Command line and `-o` options, validated into a typed `Options`.
+//!
+//! `lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]]... [-f] [-d]`, as sshfs and fuse2fs. `-o` may
+//! repeat and stand anywhere. The generic options mount(8) and mount.fuse3 add are accepted
+//! and ignored; an unknown option is refused with its name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub debug: bool,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub auto_unmount: bool,
+    pub fsname: Option<String>,
+    pub nogc: bool,
+    pub norecovery: bool,
+    pub nonempty: bool,
+    pub direct_io: bool,
+    pub checkpoint_interval: Duration,
+    pub logfile: Option<PathBuf>,
+}
+
+pub const USAGE: &str = "usage: lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]...] [-f] [-d]
+
+options:
+  -f                       stay in the foreground
+  -d                       debug: foreground, verbose logging
+  -o ro | rw               read-only / read-write (default rw)
+  -o allow_other           let other users access the mount
+  -o allow_root            let root access the mount
+  -o auto_unmount          unmount if the daemon dies
+  -o default_permissions   (always on: the kernel checks permissions)
+  -o fsname=NAME           name shown in /proc/mounts (default: the image path)
+  -o nogc                  do not run the background cleaner
+  -o norecovery            do not recover after a crash (implies ro)
+  -o nonempty              allow mounting over a non-empty directory
+  -o nodirect              do not open the image with O_DIRECT
+  -o checkpoint_interval=SECS   checkpoint at least this often (default 30)
+  -o logfile=PATH          when daemonized, log here instead of syslog
+generic options from mount(8) / fstab (rw, dev, suid, exec, atime, nofail, _netdev, x-*, ...)
+are accepted and ignored.";
+
+/// Options mount(8), mount.fuse3 and fstab pass that mean nothing to us.
+fn generic(o: &str) -> bool {
+    const G: &[&str] = &[
+        "rw",
+        "defaults",
+        "user",
+        "users",
+        "nouser",
+        "auto",
+        "noauto",
+        "nofail",
+        "_netdev",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nodiratime",
+        "diratime",
+        "sync",
+        "async",
+        "dirsync",
+        "lazytime",
+        "nolazytime",
+        "silent",
+        "loud",
+        "default_permissions",
+    ];
+    G.contains(&o) || o.starts_with("x-") || o.starts_with("comment=") || o.starts_with("subtype=")
+}
+
+pub fn parse(args: &[String]) -> Result<Options, String> {
+    let mut pos: Vec<&String> = Vec::new();
+    let mut opts: Vec<String> = Vec::new();
+    let (mut foreground, mut debug) = (false, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-f" => foreground = true,
+            "-d" => {
+                debug = true;
+                foreground = true;
+            }
+            "-o" => {
+                let v = it.next().ok_or("-o needs an argument")?;
+                opts.extend(v.split(',').filter(|s| !s.is_empty()).map(String::from));
+            }
+            s if s.starts_with("-o") => opts.extend(
+                s[2..]
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            "-h" | "--help" => return Err(USAGE.into()),
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag '{s}'")),
+            _ => pos.push(a),
+        }
+    }
+    let [image, mountpoint] = pos.as_slice() else {
+        return Err(format!(
+            "expected IMAGE and MOUNTPOINT, got {} argument(s)\n{USAGE}",
+            pos.len()
+        ));
+    };
+    let mut o = Options {
+        image: PathBuf::from(image),
+        mountpoint: PathBuf::from(mountpoint),
+        foreground,
+        debug,
+        read_only: false,
+        allow_other: false,
+        allow_root: false,
+        auto_unmount: false,
+        fsname: None,
+        nogc: false,
+        norecovery: false,
+        nonempty: false,
+        direct_io: true,
+        checkpoint_interval: Duration::from_secs(30),
+        logfile: None,
+    };
+    for opt in opts {
+        let (k, v) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        match (k, v) {
+            ("ro", None) => o.read_only = true,
+            ("rw", None) => o.read_only = false,
+            ("allow_other", None) => o.allow_other = true,
+            ("allow_root", None) => o.allow_root = true,
+            ("auto_unmount", None) => o.auto_unmount = true,
+            ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
+            ("nogc", None) => o.nogc = true,
+            ("norecovery", None) => {
+                o.norecovery = true;
+                o.read_only = true;
+            }
+            ("nonempty", None) => o.nonempty = true,
+            ("nodirect", None) => o.direct_io = false,
+            ("direct", None) => o.direct_io = true,
+            ("checkpoint_interval", Some(v)) => {
+                let s: u64 = v
+                    .parse()
+                    .map_err(|_| format!("checkpoint_interval={v}: not a number of seconds"))?;
+                if s == 0 {
+                    return Err("checkpoint_interval must be at least 1 second".into());
+                }
+                o.checkpoint_interval = Duration::from_secs(s);
+            }
+            ("logfile", Some(v)) => o.logfile = Some(PathBuf::from(v)),
+            _ if generic(&opt) => {}
+            _ => return Err(format!("unknown option '{opt}' (see lfs-fuse --help)")),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Options, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn fstab_style_and_ours() {
+        let o = p("img /mnt -o rw,nosuid,nodev,noatime,x-systemd.automount,_netdev -o allow_other,checkpoint_interval=5,nogc -f").unwrap();
+        assert!(o.allow_other && o.nogc && o.foreground && !o.read_only);
+        assert_eq!(o.checkpoint_interval, Duration::from_secs(5));
+        assert!(p("-oro img /mnt").unwrap().read_only);
+        assert!(p("img /mnt -o norecovery").unwrap().read_only);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        assert!(p("img /mnt -o bogus").unwrap_err().contains("'bogus'"));
+        assert!(p("img")
+            .unwrap_err()
+            .contains("expected IMAGE and MOUNTPOINT"));
+        assert!(p("img /mnt -x").unwrap_err().contains("'-x'"));
+        assert!(p("img /mnt -o checkpoint_interval=0").is_err());
+        assert!(p("img /mnt -o").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! lfs-fuse mounted for real: a temporary image and mountpoint, real syscalls, unmount by
+//! SIGTERM to the daemon we started (by its pid), remount and compare. The guard unmounts
+//! and stops the daemon whatever happens.
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn bin(name: &str) -> PathBuf {
+    // Cargo builds the package's own binary; mkfs-lfs sits next to it when built.
+    let own = PathBuf::from(env!("CARGO_BIN_EXE_lfs-fuse"));
+    own.with_file_name(name)
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let m = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mnt.to_str().unwrap();
+    m.lines().any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+/// A mounted filesystem we own: its daemon (foreground, our child) and mountpoint.
+struct Mounted {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    fn new(img: &Path, mnt: &Path, extra: &[&str]) -> Mounted {
+        let child = Command::new(bin("lfs-fuse"))
+            .arg(img)
+            .arg(mnt)
+            .arg("-f")
+            .args(extra)
+            .spawn()
+            .unwrap();
+        let m = Mounted {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+        };
+        let t = Instant::now();
+        while !is_mounted(mnt) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "mount did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// SIGTERM to our daemon; it must checkpoint, unmount and exit 0.
+    fn stop(mut self) {
+        let mut c = self.child.take().unwrap();
+        // SAFETY: signalling the process we spawned, by its pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let status = wait_timeout(&mut c, Duration::from_secs(30));
+        assert_eq!(status, Some(0), "daemon exit status");
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+    }
+}
+
+fn wait_timeout(c: &mut Child, d: Duration) -> Option<i32> {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mnt)
+                .status();
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            if wait_timeout(&mut c, Duration::from_secs(10)).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn setup(size: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("fs.img");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new(bin("mkfs-lfs"))
+        .arg("-q")
+        .arg(&img)
+        .arg(size)
+        .status()
+        .expect("mkfs-lfs is built (cargo build --workspace)");
+    assert!(st.success());
+    (d, img, mnt)
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+fn xattr_set(p: &Path, k: &str, v: &[u8]) -> i32 {
+    let (p, k) = (
+        CString::new(p.as_os_str().as_bytes()).unwrap(),
+        CString::new(k).unwrap(),
+    );
+    // SAFETY: valid C strings and buffer.
+    unsafe { libc::setxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) }
+}
+
+fn xattr_get(p: &Path, k: &str) -> Option<Vec<u8>> {
+    let (p, k) = (
+        CString::new(p.as_os_str().as_bytes()).unwrap(),
+        CString::new(k).unwrap(),
+    );
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn operations_survive_unmount_and_remount() {
+    let (_d, img, mnt) = setup("256M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let f = mnt.join("file");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&f, &data).unwrap();
+    std::fs::create_dir(mnt.join("dir")).unwrap();
+    std::fs::hard_link(&f, mnt.join("dir/link")).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().nlink(), 2);
+    std::os::unix::fs::symlink("file", mnt.join("sym")).unwrap();
+    std::fs::write(mnt.join("old"), b"old").unwrap();
+    std::fs::write(mnt.join("new"), b"new").unwrap();
+    std::fs::rename(mnt.join("new"), mnt.join("old")).unwrap(); // rename over
+    std::fs::set_permissions(mnt.join("old"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(xattr_set(&f, "user.color", b"blue"), 0);
+    let sparse = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(mnt.join("sparse"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"end", (5 << 30) - 3).unwrap();
+    sparse.sync_all().unwrap();
+    drop(sparse);
+    // Errors come back with the right errno.
+    assert_eq!(
+        errno_of(std::fs::write(mnt.join("x".repeat(256)), b"")),
+        libc::ENAMETOOLONG
+    );
+    std::fs::write(mnt.join("x".repeat(255)), b"").unwrap();
+    assert_eq!(
+        errno_of(std::fs::remove_dir(mnt.join("dir"))),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(errno_of(std::fs::create_dir(mnt.join("dir"))), libc::EEXIST);
+    assert_eq!(errno_of(std::fs::read(mnt.join("nope"))), libc::ENOENT);
+    assert_eq!(xattr_get(&f, "user.none"), None);
+    // statfs is honest.
+    let vfs = nix_statvfs(&mnt);
+    assert!(
+        vfs.0 > 0 && vfs.1 <= vfs.0,
+        "blocks {} free {}",
+        vfs.0,
+        vfs.1
+    );
+    m.stop();
+
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert_eq!(std::fs::read(&f).unwrap(), data);
+    assert_eq!(std::fs::read(mnt.join("dir/link")).unwrap(), data);
+    assert_eq!(
+        std::fs::read_link(mnt.join("sym")).unwrap(),
+        Path::new("file")
+    );
+    assert_eq!(std::fs::read(mnt.join("old")).unwrap(), b"new");
+    assert!(!mnt.join("new").exists());
+    assert_eq!(
+        std::fs::metadata(mnt.join("old")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(xattr_get(&f, "user.color").as_deref(), Some(&b"blue"[..]));
+    let sp = std::fs::metadata(mnt.join("sparse")).unwrap();
+    assert_eq!(sp.len(), 5 << 30);
+    assert!(
+        sp.blocks() < 64,
+        "sparse file allocated {} sectors",
+        sp.blocks()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 6, "{names:?}");
+    m.stop();
+}
+
+#[test]
+fn second_mount_is_refused_and_bad_arguments_say_why() {
+    let (d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let mnt2 = d.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let o = Command::new(bin("lfs-fuse"))
+        .arg(&img)
+        .arg(&mnt2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already mounted or in use"), "{err}");
+    assert!(!is_mounted(&mnt2));
+    m.stop();
+    for (args, want) in [
+        (
+            vec![
+                img.to_str().unwrap(),
+                d.path().join("none").to_str().unwrap(),
+            ],
+            "mountpoint",
+        ),
+        (
+            vec![img.to_str().unwrap(), mnt.to_str().unwrap(), "-o", "bogus"],
+            "unknown option 'bogus'",
+        ),
+        (
+            vec![d.path().to_str().unwrap(), mnt.to_str().unwrap()],
+            "is a directory",
+        ),
+        (vec![img.to_str().unwrap()], "expected IMAGE and MOUNTPOINT"),
+    ] {
+        let o = Command::new(bin("lfs-fuse")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Daemon mode: returns 0 only once the mount is live; fusermount3 -u ends it.
+    let st = Command::new(bin("lfs-fuse"))
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        is_mounted(&mnt),
+        "daemon returned before the mount was live"
+    );
+    std::fs::write(mnt.join("f"), b"x").unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The daemon takes its final checkpoint and exits; then the image is free again.
+    let t = Instant::now();
+    let m = loop {
+        let c = Command::new(bin("lfs-fuse"))
+            .arg(&img)
+            .arg(&mnt)
+            .arg("-f")
+            .spawn()
+            .unwrap();
+        let mut g = Mounted {
+            child: Some(c),
+            mnt: mnt.clone(),
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        if is_mounted(&mnt) {
+            break g;
+        }
+        let _ = g.child.as_mut().unwrap().wait();
+        g.child = None;
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "image stayed locked after unmount"
+        );
+    };
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"x");
+    m.stop();
+}
+
+fn nix_statvfs(p: &Path) -> (u64, u64) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs into a zeroed struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    (s.f_blocks, s.f_bfree)
+}
