@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install the tools under PREFIX (default /usr/local), with the fsck/mkfs-style aliases
-# (mkfs.lfs) that `mkfs -t lfs` looks for. Cargo cannot name a binary with a dot.
+# Install the tools under PREFIX (default /usr/local), with the aliases the system tools
+# look for: mkfs.lfs (for `mkfs -t lfs`). `mount -t fuse.lfs-fuse IMAGE DIR` and fstab lines
+# of type fuse.lfs-fuse find lfs-fuse itself on the PATH through mount.fuse3.
+# Cargo cannot name a binary with a dot, hence the link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 cargo install --locked --path mkfs-lfs --root "$PREFIX"
+cargo install --locked --path lfs-fuse --root "$PREFIX"
 ln -sf mkfs-lfs "$PREFIX/bin/mkfs.lfs"
-echo "installed mkfs-lfs and mkfs.lfs in $PREFIX/bin"
+echo "installed mkfs-lfs, mkfs.lfs and lfs-fuse in $PREFIX/bin"

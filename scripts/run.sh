@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build, format a default image, and check it mounts.
-#   scripts/run.sh [IMAGE] [SIZE]        (defaults: ./lfs.img, 1G)
-# The FUSE mount (lfs-fuse) arrives with its own issue; until then this formats the image and
-# mounts it through the library to prove it, writing and reading a file.
+# The main job on a fresh machine: build, format a default image, mount it.
+#   scripts/run.sh [IMAGE] [SIZE] [MOUNTPOINT]     (defaults: ./lfs.img, 1G, ./mnt)
+# Unmount with: fusermount3 -u MOUNTPOINT   (or umount, or kill the lfs-fuse daemon)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${1:-lfs.img}
 SIZE=${2:-1G}
+MNT=${3:-mnt}
+if ! command -v fusermount3 >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq fuse3
+fi
 cargo build --release --workspace
 if [ -e "$IMAGE" ]; then
   echo "run.sh: $IMAGE exists; formatting it again (-f)"
@@ -14,4 +18,8 @@ if [ -e "$IMAGE" ]; then
 else
   target/release/mkfs-lfs "$IMAGE" "$SIZE"
 fi
-target/release/lfs-bench smoke "$IMAGE"
+mkdir -p "$MNT"
+target/release/lfs-fuse "$IMAGE" "$MNT"
+echo "run.sh: mounted $IMAGE on $MNT"
+df -h "$MNT"
+echo "run.sh: unmount with: fusermount3 -u $MNT"
