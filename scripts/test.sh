@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
+# POSIX conformance against a real mount (installs pjdfstest when missing).
+scripts/pjdfstest.sh

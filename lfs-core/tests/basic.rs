@@ -304,3 +304,23 @@ fn many_threads_at_once() {
     assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
     fs.unmount().unwrap();
 }
+
+#[test]
+fn link_count_stops_at_link_max() {
+    let dev = fresh(256 << 20);
+    let fs = mount(&dev);
+    let f = fs.create(ROOT, b"f", 0o644, C).unwrap();
+    let d = fs.mkdir(ROOT, b"links", 0o755, C).unwrap();
+    for i in 1..lfs_core::fs::LINK_MAX {
+        fs.link(f.ino, d.ino, format!("l{i}").as_bytes()).unwrap();
+    }
+    assert_eq!(fs.getattr(f.ino).unwrap().nlink, lfs_core::fs::LINK_MAX);
+    assert!(matches!(
+        fs.link(f.ino, d.ino, b"one-too-many"),
+        Err(FsError::TooManyLinks)
+    ));
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.getattr(f.ino).unwrap().nlink, lfs_core::fs::LINK_MAX);
+    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
+    fs.unmount().unwrap();
+}
