@@ -7,3 +7,5 @@ cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 # POSIX conformance against a real mount (installs pjdfstest when missing).
 scripts/pjdfstest.sh
+# fsx with every operation kind, 100 000 operations over 4 unmount/remount cycles.
+scripts/fsx.sh 25000 4
