@@ -9,3 +9,5 @@ cargo test --workspace -- --test-threads=2
 scripts/pjdfstest.sh
 # fsx with every operation kind, 100 000 operations over 4 unmount/remount cycles.
 scripts/fsx.sh 25000 4
+# A real workload: unpack crate sources, compare, git commit + fsck, remount, delete.
+scripts/workload.sh
