@@ -10,16 +10,8 @@ OPS=${1:-25000}
 CYCLES=${2:-4}
 SEED=${3:-1}
 command -v fsx >/dev/null 2>&1 || cargo install --locked fsx@0.3.2
-cargo build --release -q -p mkfs-lfs -p lfs-fuse
-W=$(mktemp -d /tmp/lfs-fsx.XXXXXX)
-mkdir "$W/mnt"
-cleanup() {
-  cd /
-  mountpoint -q "$W/mnt" && fusermount3 -u -z "$W/mnt" || true
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+source scripts/lib-mount.sh
+lfs_setup lfs-fsx 1G
 cat > "$W/fsx.toml" <<'TOML'
 flen = 8388608
 [weights]
@@ -38,19 +30,7 @@ sendfile = 1.0
 posix_fadvise = 1.0
 copy_file_range = 1.0
 TOML
-target/release/mkfs-lfs -q "$W/fs.img" 1G
-mount_it() {
-  target/release/lfs-fuse "$W/fs.img" "$W/mnt" -f 2>>"$W/daemon.log" &
-  PID=$!
-  for _ in $(seq 100); do mountpoint -q "$W/mnt" && return 0; sleep 0.1; done
-  cat "$W/daemon.log"; echo "fsx.sh: mount failed"; exit 1
-}
-unmount_it() {
-  kill -TERM "$PID"
-  wait "$PID" || { echo "fsx.sh: daemon exited with $?"; cat "$W/daemon.log"; exit 1; }
-  PID=
-}
-mount_it
+lfs_mount
 total=0
 for c in $(seq 1 "$CYCLES"); do
   s=$((SEED * 1000 + c))
@@ -59,10 +39,9 @@ for c in $(seq 1 "$CYCLES"); do
   fi
   total=$((total + OPS))
   (cd "$W/mnt" && sha1sum fsx-* > "$W/sums")
-  unmount_it
-  mount_it
+  lfs_remount
   (cd "$W/mnt" && sha1sum -c --quiet "$W/sums") || { echo "fsx.sh: contents changed across remount in cycle $c"; exit 1; }
   echo "fsx.sh: cycle $c: $OPS operations (seed $s) ok, $(wc -l < "$W/sums") files intact after remount"
 done
-unmount_it
+lfs_unmount
 echo "fsx: $total passed, 0 failed"

@@ -6,20 +6,12 @@
 # tests/pjdfstest-exclusions.txt failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 command -v pjdfstest >/dev/null 2>&1 || cargo install --locked pjdfstest@0.2.2
-cargo build --release -q -p mkfs-lfs -p lfs-fuse
-W=$(mktemp -d /tmp/lfs-pjd.XXXXXX)
+source scripts/lib-mount.sh
+lfs_setup lfs-pjd 512M
 chmod 755 "$W"            # the suite switches to unprivileged users, who must reach the mount
-mkdir "$W/mnt" "$W/sec"
-cleanup() {
-  cd /
-  mountpoint -q "$W/mnt" && fusermount3 -u -z "$W/mnt" || true
-  mountpoint -q "$W/sec" && umount "$W/sec" || true
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+mkdir "$W/sec"
+LFS_EXTRA_CLEANUP='mountpoint -q "$W/sec" && umount "$W/sec"'
 mount -t tmpfs -o size=16M tmpfs "$W/sec"
 cat > "$W/pjd.toml" <<'TOML'
 [features]
@@ -34,11 +26,7 @@ entries = [["nobody", "nogroup"], ["daemon", "daemon"]]
 [settings]
 naptime = 0.01
 TOML
-target/release/mkfs-lfs -q "$W/fs.img" 512M
-target/release/lfs-fuse "$W/fs.img" "$W/mnt" -f -o allow_other 2>"$W/daemon.log" &
-PID=$!
-for _ in $(seq 100); do mountpoint -q "$W/mnt" && break; sleep 0.1; done
-mountpoint -q "$W/mnt" || { cat "$W/daemon.log"; echo "pjdfstest.sh: mount failed"; exit 1; }
+lfs_mount -o allow_other
 chmod 777 "$W/mnt"
 cd "$W/mnt"
 set +e

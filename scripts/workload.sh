@@ -4,32 +4,13 @@
 # delete it all, unmount, remount and check it is gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-cargo build --release -q -p mkfs-lfs -p lfs-fuse
-W=$(mktemp -d /tmp/lfs-work.XXXXXX)
-mkdir "$W/mnt" "$W/ref"
-cleanup() {
-  cd /
-  mountpoint -q "$W/mnt" && fusermount3 -u -z "$W/mnt" || true
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+source scripts/lib-mount.sh
+lfs_setup lfs-work 1G
+mkdir "$W/ref"
 # The largest crate archives in the cargo cache: real trees with many files.
 mapfile -t CRATES < <(ls -S "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/*.crate | head -6)
 [ ${#CRATES[@]} -gt 0 ] || { echo "workload.sh: no crates in the cargo cache"; exit 1; }
-target/release/mkfs-lfs -q "$W/fs.img" 1G
-mount_it() {
-  "$ROOT/target/release/lfs-fuse" "$W/fs.img" "$W/mnt" -f 2>>"$W/daemon.log" &
-  PID=$!
-  for _ in $(seq 100); do mountpoint -q "$W/mnt" && return 0; sleep 0.1; done
-  cat "$W/daemon.log"; echo "workload.sh: mount failed"; exit 1
-}
-remount() {
-  kill -TERM "$PID"; wait "$PID" || { echo "workload.sh: daemon exit $?"; cat "$W/daemon.log"; exit 1; }
-  mount_it
-}
-mount_it
+lfs_mount
 for c in "${CRATES[@]}"; do
   tar -xzf "$c" -C "$W/ref"
   tar -xzf "$c" -C "$W/mnt"
@@ -41,11 +22,11 @@ git init -q . && git add -A && git -c user.email=t@t -c user.name=t commit -qm i
 git fsck --full --strict 2>&1 | grep -v "^Checking" || true
 git fsck --full --strict > /dev/null 2>&1 || { echo "workload.sh: git fsck failed"; exit 1; }
 cd /
-remount
+lfs_remount
 diff -r --exclude=.git "$W/ref" "$W/mnt" > /dev/null || { echo "workload.sh: trees differ after remount"; exit 1; }
 (cd "$W/mnt" && git fsck --full --strict > /dev/null 2>&1 && git status --porcelain | wc -l | grep -qx 0) || { echo "workload.sh: git repository damaged after remount"; exit 1; }
 rm -rf "${W:?}/mnt/"* "$W/mnt/.git"
-remount
+lfs_remount
 [ -z "$(ls -A "$W/mnt")" ] || { echo "workload.sh: deleted files came back"; exit 1; }
 df -k "$W/mnt" | tail -1
 echo "workload: ${#CRATES[@]} crates, $files files unpacked, compared, committed with git, fsck'd, deleted, each step across a remount: 1 passed, 0 failed"
