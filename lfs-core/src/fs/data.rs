@@ -22,31 +22,43 @@ impl Inner {
         Ok(st.read_block(addr)?.as_ref().clone())
     }
 
-    /// Bytes `[offset, offset+len)` clipped to nothing; no size check.
+    /// Bytes `[offset, offset+len)`; no size check. Blocks at consecutive addresses are
+    /// read from the device in one request (see `Store::read_run`).
     pub(crate) fn read_raw(&mut self, ino: u64, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(len as usize);
-        let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let l = pos / BLOCK_BYTES;
-            let within = (pos % BLOCK_BYTES) as usize;
-            let n = ((BLOCK_BYTES - within as u64).min(end - pos)) as usize;
-            let Inner { inodes, st, .. } = self;
-            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
-            if let Some(b) = i.data.get(&l) {
-                out.extend_from_slice(&b[within..within + n]);
-            } else {
-                let addr = i.bmap.get(st, l)?;
-                if addr == 0 {
-                    out.resize(out.len() + n, 0);
-                } else {
-                    let b = st.read_block(addr)?;
-                    out.extend_from_slice(&b[within..within + n]);
-                }
-            }
-            pos += n as u64;
+        if len == 0 {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let first = offset / BLOCK_BYTES;
+        let last = (offset + len - 1) / BLOCK_BYTES;
+        let mut blocks = Vec::with_capacity(((last - first + 1) as usize) * BLOCK_SIZE);
+        let Inner { inodes, st, .. } = self;
+        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let mut l = first;
+        while l <= last {
+            if let Some(b) = i.data.get(&l) {
+                blocks.extend_from_slice(b);
+                l += 1;
+                continue;
+            }
+            let addr = i.bmap.get(st, l)?;
+            if addr == 0 {
+                blocks.resize(blocks.len() + BLOCK_SIZE, 0);
+                l += 1;
+                continue;
+            }
+            // Extend the run while the next block is on disk right after this one.
+            let mut n = 1;
+            while l + n <= last
+                && !i.data.contains_key(&(l + n))
+                && i.bmap.get(st, l + n)? == addr + n
+            {
+                n += 1;
+            }
+            st.read_run(addr, n, &mut blocks)?;
+            l += n;
+        }
+        let within = (offset % BLOCK_BYTES) as usize;
+        Ok(blocks[within..within + len as usize].to_vec())
     }
 
     pub(crate) fn read(&mut self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {

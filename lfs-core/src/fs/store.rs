@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// log-structured filesystem never change in place, so an entry stays right until its
 /// segment is reused, when [`Store::append`] purges that segment.
 pub struct BlockCache {
-    map: HashMap<u64, Arc<Vec<u8>>>,
+    pub(crate) map: HashMap<u64, Arc<Vec<u8>>>,
     order: VecDeque<u64>,
     cap: usize,
     pub hits: u64,
@@ -111,6 +111,43 @@ impl Store {
         let b = Arc::new(b);
         self.cache.insert(addr, b.clone());
         Ok(b)
+    }
+
+    /// Read `n` blocks at consecutive addresses from `addr` in one device read when none of
+    /// them is still in memory or the cache; otherwise block by block. Sequential file reads
+    /// find their blocks contiguous in the log, so this turns them into large reads.
+    pub fn read_run(&mut self, addr: u64, n: u64, out: &mut Vec<u8>) -> Result<()> {
+        let in_log = |a: u64| self.sb.seg_of(a).is_some();
+        if n <= 1
+            || !in_log(addr)
+            || !in_log(addr + n - 1)
+            || self.sb.seg_of(addr) != self.sb.seg_of(addr + n - 1)
+        {
+            for a in addr..addr + n {
+                out.extend_from_slice(&self.read_block(a)?);
+            }
+            return Ok(());
+        }
+        let seg = self.sb.seg_of(addr).unwrap_or(0);
+        let in_memory = self.log.as_ref().is_some_and(|l| {
+            l.current_segment() == seg
+                || l.backend
+                    .in_flight
+                    .lock()
+                    .map(|m| m.contains_key(&seg))
+                    .unwrap_or(true)
+        });
+        if in_memory || (addr..addr + n).any(|a| self.cache.map.contains_key(&a)) {
+            for a in addr..addr + n {
+                out.extend_from_slice(&self.read_block(a)?);
+            }
+            return Ok(());
+        }
+        let start = out.len();
+        out.resize(start + n as usize * BLOCK_SIZE, 0);
+        self.dev.read_at(&mut out[start..], addr * BLOCK_BYTES)?;
+        self.cache.misses += n;
+        Ok(())
     }
 
     fn log_mut(&mut self) -> Result<&mut Log> {

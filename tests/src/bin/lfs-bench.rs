@@ -36,6 +36,32 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("smoke") => smoke(Path::new(args.get(1).unwrap_or_else(|| usage()))),
+        Some("fs") => {
+            let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
+            let (mut files, mut mib, mut tarball) = (10_000u64, 256u64, None);
+            let mut it = args.iter().skip(2);
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--files" => {
+                        files = it
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_else(|| usage())
+                    }
+                    "--mib" => {
+                        mib = it
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_else(|| usage())
+                    }
+                    "--tarball" => {
+                        tarball = Some(PathBuf::from(it.next().unwrap_or_else(|| usage())))
+                    }
+                    _ => usage(),
+                }
+            }
+            fs_workloads(&dir, files, mib, tarball.as_deref());
+        }
         Some("engine") => {
             let mut rounds = 3;
             let mut dir = std::env::temp_dir();
@@ -326,5 +352,142 @@ fn engine(rounds: usize, dir: &Path, quick: bool) {
     for (k, v) in &r {
         let s: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
         println!("  {k:18} {}", s.join(" "));
+    }
+}
+
+/// Drop the kernel's page cache so reads go to the filesystem (root only; best effort).
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+fn fsync_dir(d: &Path) {
+    let f = std::fs::File::open(d).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// The workloads of issue 3 against any mounted directory; prints one `name value unit`
+/// line each, for scripts/bench-fuse.sh to collect.
+fn fs_workloads(dir: &Path, files: u64, mib: u64, tarball: Option<&Path>) {
+    let d = dir.join("bench-small");
+    std::fs::create_dir_all(&d).unwrap();
+    let data = vec![0x5au8; 1024];
+    let t = Instant::now();
+    for i in 0..files {
+        std::fs::write(d.join(format!("f{i}")), &data).unwrap();
+    }
+    fsync_dir(&d);
+    println!(
+        "small_create {:.0} files/s",
+        files as f64 / t.elapsed().as_secs_f64()
+    );
+    drop_caches();
+    let t = Instant::now();
+    for i in 0..files {
+        assert_eq!(std::fs::read(d.join(format!("f{i}"))).unwrap().len(), 1024);
+    }
+    println!(
+        "small_read {:.0} files/s",
+        files as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    for i in 0..files {
+        std::fs::remove_file(d.join(format!("f{i}"))).unwrap();
+    }
+    fsync_dir(&d);
+    println!(
+        "small_delete {:.0} files/s",
+        files as f64 / t.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir(&d).unwrap();
+
+    let big = dir.join("bench-seq");
+    let buf: Vec<u8> = (0..MIB as u32).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::create(&big).unwrap();
+        for _ in 0..mib {
+            f.write_all(&buf).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    println!(
+        "seq_write {:.0} MiB/s",
+        mib as f64 / t.elapsed().as_secs_f64()
+    );
+    drop_caches();
+    let t = Instant::now();
+    let n = std::fs::read(&big).unwrap().len() as u64;
+    assert_eq!(n, mib * MIB);
+    println!(
+        "seq_read {:.0} MiB/s",
+        mib as f64 / t.elapsed().as_secs_f64()
+    );
+
+    // Random 4 KiB writes over the file just written, then fsync.
+    let f = StdOpen::new().write(true).open(&big).unwrap();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let blk = vec![9u8; 4096];
+    let writes = (mib * MIB / 4096 / 4).max(1);
+    let t = Instant::now();
+    for _ in 0..writes {
+        let off = rng.gen_range(0..mib * MIB / 4096) * 4096;
+        f.write_all_at(&blk, off).unwrap();
+    }
+    f.sync_all().unwrap();
+    println!(
+        "rand_write {:.1} MiB/s",
+        (writes * 4096) as f64 / MIB as f64 / t.elapsed().as_secs_f64()
+    );
+    drop(f);
+    std::fs::remove_file(&big).unwrap();
+
+    // 4 KiB append + fsync, the latency of a durable small write.
+    let log = dir.join("bench-append");
+    let mut f = std::fs::File::create(&log).unwrap();
+    let n = 500;
+    let t = Instant::now();
+    for _ in 0..n {
+        f.write_all(&blk).unwrap();
+        f.sync_data().unwrap();
+    }
+    println!(
+        "append_fsync {:.0} ops/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    drop(f);
+    std::fs::remove_file(&log).unwrap();
+
+    if let Some(tb) = tarball {
+        let u = dir.join("bench-untar");
+        std::fs::create_dir_all(&u).unwrap();
+        let t = Instant::now();
+        let st = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(tb)
+            .arg("-C")
+            .arg(&u)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        fsync_dir(&u);
+        let mut bytes = 0u64;
+        let mut stack = vec![u.clone()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else if e.file_type().unwrap().is_file() {
+                    bytes += std::fs::read(e.path()).unwrap().len() as u64;
+                }
+            }
+        }
+        std::fs::remove_dir_all(&u).unwrap();
+        fsync_dir(dir);
+        println!(
+            "untar_round {:.2} s ({} KiB read)",
+            t.elapsed().as_secs_f64(),
+            bytes / 1024
+        );
     }
 }
