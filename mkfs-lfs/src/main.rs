@@ -264,28 +264,19 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    let dev = if is_blockdev || (exists && size.is_none()) {
-        FileDevice::open(
-            &cli.image,
-            OpenOptions {
-                read_only: false,
-                direct: false,
-                lock: true,
-            },
-        )
-    } else {
-        let d = FileDevice::create(&cli.image, size.unwrap_or(dev_len))
+    if !(is_blockdev || (exists && size.is_none())) {
+        // Create the image, or extend it to SIZE, before opening it like any device.
+        FileDevice::create(&cli.image, size.unwrap_or(dev_len))
             .map_err(|e| format!("{}: {e}", cli.image.display()))?;
-        drop(d);
-        FileDevice::open(
-            &cli.image,
-            OpenOptions {
-                read_only: false,
-                direct: false,
-                lock: true,
-            },
-        )
     }
+    let dev = FileDevice::open(
+        &cli.image,
+        OpenOptions {
+            read_only: false,
+            direct: false,
+            lock: true,
+        },
+    )
     .map_err(|e| format!("{}: {e}", cli.image.display()))?;
     if let Some(s) = size {
         if dev.len_bytes() > s && !cli.quiet {
