@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// log-structured filesystem never change in place, so an entry stays right until its
 /// segment is reused, when [`Store::append`] purges that segment.
 pub struct BlockCache {
-    pub(crate) map: HashMap<u64, Arc<Vec<u8>>>,
+    map: HashMap<u64, Arc<Vec<u8>>>,
     order: VecDeque<u64>,
     cap: usize,
     pub hits: u64,
@@ -117,27 +117,22 @@ impl Store {
     /// them is still in memory or the cache; otherwise block by block. Sequential file reads
     /// find their blocks contiguous in the log, so this turns them into large reads.
     pub fn read_run(&mut self, addr: u64, n: u64, out: &mut Vec<u8>) -> Result<()> {
-        let in_log = |a: u64| self.sb.seg_of(a).is_some();
-        if n <= 1
-            || !in_log(addr)
-            || !in_log(addr + n - 1)
-            || self.sb.seg_of(addr) != self.sb.seg_of(addr + n - 1)
-        {
-            for a in addr..addr + n {
-                out.extend_from_slice(&self.read_block(a)?);
-            }
-            return Ok(());
-        }
-        let seg = self.sb.seg_of(addr).unwrap_or(0);
-        let in_memory = self.log.as_ref().is_some_and(|l| {
-            l.current_segment() == seg
-                || l.backend
-                    .in_flight
-                    .lock()
-                    .map(|m| m.contains_key(&seg))
-                    .unwrap_or(true)
-        });
-        if in_memory || (addr..addr + n).any(|a| self.cache.map.contains_key(&a)) {
+        let seg = self.sb.seg_of(addr);
+        let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(addr + n - 1);
+        // Blocks still in memory (the current segment, or one queued for writing) may not be
+        // on disk yet. Cached blocks need no check: a block never changes at its address,
+        // so the device holds the same bytes.
+        let in_memory = |seg: u64| {
+            self.log.as_ref().is_some_and(|l| {
+                l.current_segment() == seg
+                    || l.backend
+                        .in_flight
+                        .lock()
+                        .map(|m| m.contains_key(&seg))
+                        .unwrap_or(true)
+            })
+        };
+        if !one_segment || in_memory(seg.unwrap_or(0)) {
             for a in addr..addr + n {
                 out.extend_from_slice(&self.read_block(a)?);
             }
