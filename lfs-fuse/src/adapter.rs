@@ -21,14 +21,85 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(1);
 /// Largest write the kernel sends.
 const MAX_WRITE: u32 = 1 << 20;
+/// FUSE_WRITEBACK_CACHE (fuse_kernel.h, ABI 7.23): the kernel caches writes and sends them
+/// back in batches; it then owns the file size and mtime while pages are dirty.
+const FUSE_WRITEBACK_CACHE: u32 = 1 << 16;
 
 pub struct Adapter {
     fs: Arc<Fs>,
+    workers: Workers,
+    writeback: bool,
 }
 
 impl Adapter {
-    pub fn new(fs: Arc<Fs>) -> Adapter {
-        Adapter { fs }
+    /// `workers` threads serve reads, writes and fsyncs (0: the session thread does);
+    /// `writeback` asks the kernel for its writeback cache.
+    pub fn new(fs: Arc<Fs>, workers: usize, writeback: bool) -> Adapter {
+        Adapter {
+            fs,
+            workers: Workers::start(workers),
+            writeback,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads for the data path. fuser reads requests on one session thread; handing
+/// reads, writes and fsyncs to workers lets that thread go back for the next request while
+/// one is being served, so the kernel can keep several in flight (readahead, writeback).
+/// A reply is sent only once its operation is done, so every request the kernel sends after
+/// seeing a reply sees its effect — the same ordering multithreaded libfuse gives.
+struct Workers {
+    tx: Option<crossbeam_channel::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        if n == 0 {
+            return Workers {
+                tx: None,
+                threads: Vec::new(),
+            };
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(4 * n);
+        let threads = (0..n)
+            .filter_map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("lfs-worker-{i}"))
+                    .spawn(move || rx.iter().for_each(|job| job()))
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start a worker thread"))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        Workers {
+            tx: (!threads.is_empty()).then_some(tx),
+            threads,
+        }
+    }
+
+    /// Run `job` on a worker, or here when there are none.
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(e) = tx.send(Box::new(job)) {
+                    (e.into_inner())();
+                }
+            }
+            None => job(),
+        }
+    }
+}
+
+impl Drop for Workers {
+    /// Finish every queued job, then stop the threads.
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
@@ -137,6 +208,14 @@ impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
+        // More background requests (readahead, writeback) in flight than the default 12.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        if self.writeback {
+            if let Err(e) = config.add_capabilities(FUSE_WRITEBACK_CACHE) {
+                tracing::warn!(unsupported = e, "kernel has no writeback cache for FUSE");
+            }
+        }
         Ok(())
     }
 
@@ -310,10 +389,12 @@ impl Filesystem for Adapter {
         if offset < 0 {
             return reply.error(libc::EINVAL);
         }
-        match self.fs.read(ino, offset as u64, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.workers
+            .run(move || match fs.read(ino, offset as u64, size) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            });
     }
 
     fn write(
@@ -331,10 +412,13 @@ impl Filesystem for Adapter {
         if offset < 0 {
             return reply.error(libc::EINVAL);
         }
-        match self.fs.write(ino, offset as u64, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.workers
+            .run(move || match fs.write(ino, offset as u64, &data) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            });
     }
 
     fn flush(
@@ -362,7 +446,9 @@ impl Filesystem for Adapter {
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
-        reply_empty!(reply, self.fs.fsync(ino, datasync))
+        let fs = self.fs.clone();
+        self.workers
+            .run(move || reply_empty!(reply, fs.fsync(ino, datasync)));
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

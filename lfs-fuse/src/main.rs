@@ -275,8 +275,12 @@ fn mount_and_run(
     if o.auto_unmount {
         mo.push(fuser::MountOption::AutoUnmount);
     }
-    let session = fuser::spawn_mount2(Adapter::new(fs.clone()), &o.mountpoint, &mo)
-        .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
+    let session = fuser::spawn_mount2(
+        Adapter::new(fs.clone(), o.workers, o.writeback),
+        &o.mountpoint,
+        &mo,
+    )
+    .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
     tracing::info!(mountpoint = %o.mountpoint.display(), "mounted");
     if let Some(mut r) = report.take() {
         let _ = r.write_all(b"ok");

@@ -23,6 +23,8 @@ pub struct Options {
     pub nonempty: bool,
     pub direct_io: bool,
     pub checkpoint_interval: Duration,
+    pub workers: usize,
+    pub writeback: bool,
     pub logfile: Option<PathBuf>,
 }
 
@@ -42,6 +44,8 @@ options:
   -o nonempty              allow mounting over a non-empty directory
   -o nodirect              do not open the image with O_DIRECT
   -o checkpoint_interval=SECS   checkpoint at least this often (default 30)
+  -o workers=N             threads serving reads, writes and fsync (default 1; 0: none)
+  -o writeback | nowriteback    kernel writeback cache for writes (default on)
   -o logfile=PATH          when daemonized, log here instead of syslog
 generic options from mount(8) / fstab (rw, dev, suid, exec, atime, nofail, _netdev, x-*, ...)
 are accepted and ignored.";
@@ -131,6 +135,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         nonempty: false,
         direct_io: true,
         checkpoint_interval: Duration::from_secs(30),
+        workers: 1,
+        writeback: true,
         logfile: None,
     };
     for opt in opts {
@@ -153,6 +159,15 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             ("nonempty", None) => o.nonempty = true,
             ("nodirect", None) => o.direct_io = false,
             ("direct", None) => o.direct_io = true,
+            ("writeback", None) => o.writeback = true,
+            ("nowriteback", None) => o.writeback = false,
+            ("workers", Some(v)) => {
+                o.workers = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 64)
+                    .ok_or_else(|| format!("workers={v}: not a number from 0 to 64"))?;
+            }
             ("checkpoint_interval", Some(v)) => {
                 let s: u64 = v
                     .parse()
@@ -186,6 +201,10 @@ mod tests {
         assert_eq!(o.checkpoint_interval, Duration::from_secs(5));
         assert!(p("-oro img /mnt").unwrap().read_only);
         assert!(p("img /mnt -o norecovery").unwrap().read_only);
+        let o = p("img /mnt").unwrap();
+        assert!(o.writeback && o.workers == 1);
+        let o = p("img /mnt -o nowriteback,workers=0").unwrap();
+        assert!(!o.writeback && o.workers == 0);
     }
 
     #[test]
@@ -196,6 +215,10 @@ mod tests {
             .contains("expected IMAGE and MOUNTPOINT"));
         assert!(p("img /mnt -x").unwrap_err().contains("'-x'"));
         assert!(p("img /mnt -o checkpoint_interval=0").is_err());
+        assert!(p("img /mnt -o workers=65")
+            .unwrap_err()
+            .contains("workers=65"));
+        assert!(p("img /mnt -o workers=x").is_err());
         assert!(p("img /mnt -o").is_err());
     }
 }

@@ -303,3 +303,125 @@ fn nix_statvfs(p: &Path) -> (u64, u64) {
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
     (s.f_blocks, s.f_bfree)
 }
+
+/// Run a shell command as `nobody` (uid and gid 65534, no supplementary groups); returns its
+/// exit status and stderr.
+fn as_nobody(script: &str) -> (i32, String) {
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn another_user_gets_only_what_the_modes_allow() {
+    let (d, img, mnt) = setup("64M");
+    // Our temporary directory is 0700; the other user must be able to reach the mountpoint.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mounted::new(&img, &mnt, &[]);
+    std::fs::write(mnt.join("public"), b"p").unwrap();
+    // Without allow_other, FUSE keeps every other user out of the whole mount.
+    let (rc, err) = as_nobody(&format!("cat {}/public", mnt.display()));
+    assert_ne!(rc, 0, "another user read a mount without allow_other");
+    assert!(err.contains("Permission denied"), "{err}");
+    m.stop();
+
+    let m = Mounted::new(&img, &mnt, &["-o", "allow_other"]);
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(mnt.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    std::fs::write(mnt.join("secret"), b"s").unwrap();
+    mode("secret", 0o600);
+    mode("public", 0o644);
+    std::fs::create_dir(mnt.join("closed")).unwrap();
+    mode("closed", 0o755);
+    std::fs::create_dir(mnt.join("shared")).unwrap();
+    mode("shared", 0o1777);
+    std::fs::write(mnt.join("shared/roots"), b"r").unwrap();
+    mode(".", 0o755);
+    let m_ = mnt.display();
+    for (script, should_succeed) in [
+        (format!("cat {m_}/public"), true),
+        (format!("cat {m_}/secret"), false),
+        (format!("echo x >> {m_}/public"), false),
+        (format!("touch {m_}/closed/mine"), false),
+        (format!("rm -f {m_}/public"), false),
+        (format!("chmod 666 {m_}/public"), false),
+        (format!("chown 65534 {m_}/public"), false),
+        // The sticky bit: others may create here, but not remove root's file.
+        (format!("echo n > {m_}/shared/nobodys"), true),
+        (format!("rm -f {m_}/shared/roots"), false),
+        (format!("mv {m_}/shared/roots {m_}/shared/gone"), false),
+        (format!("rm {m_}/shared/nobodys"), true),
+        (format!("echo n > {m_}/shared/kept"), true),
+    ] {
+        let (rc, err) = as_nobody(&script);
+        assert_eq!(rc == 0, should_succeed, "as nobody: {script}: {err}");
+    }
+    let kept = std::fs::metadata(mnt.join("shared/kept")).unwrap();
+    assert_eq!((kept.uid(), kept.gid()), (65534, 65534));
+    assert_eq!(std::fs::read(mnt.join("public")).unwrap(), b"p");
+    assert!(mnt.join("shared/roots").exists());
+    m.stop();
+}
+
+#[test]
+fn hundred_thousand_entries_in_one_directory() {
+    const N: usize = 100_000;
+    let (_d, img, mnt) = setup("2G");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let dir = mnt.join("big");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..N {
+        std::fs::File::create(dir.join(format!("entry-{i:06}"))).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().nlink(), 2);
+    m.stop();
+
+    let m = Mounted::new(&img, &mnt, &[]);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), N, "readdir after remount");
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), N, "readdir returned duplicates");
+    assert_eq!(names[0], "entry-000000");
+    assert_eq!(names[N - 1], format!("entry-{:06}", N - 1));
+    // Lookups by name find each entry without a listing.
+    for i in (0..N).step_by(997) {
+        assert!(dir.join(format!("entry-{i:06}")).exists());
+    }
+    // Delete every other entry while reading the directory: no entry is skipped or repeated.
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        seen += 1;
+        let i: usize = name["entry-".len()..].parse().unwrap();
+        if i.is_multiple_of(2) {
+            std::fs::remove_file(dir.join(&name)).unwrap();
+        }
+    }
+    assert_eq!(seen, N);
+    m.stop();
+
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), N / 2);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    std::fs::remove_dir(&dir).unwrap();
+    m.stop();
+}

@@ -3,8 +3,15 @@
 //! This module owns everything about talking to a real file descriptor: opening it (optionally
 //! with `O_DIRECT`, falling back to buffered I/O where the filesystem refuses it), the `flock`
 //! that keeps two processes off one image, the device size (file length or `BLKGETSIZE64`),
-//! bounds checks, `pread`/`pwrite` (through a 4096-aligned bounce buffer when direct I/O gets
-//! a caller's buffer that is not aligned in memory) and `fdatasync` for `flush`.
+//! bounds checks, `pread`/`pwrite` (through a 4096-aligned bounce buffer when a direct write
+//! gets a caller's buffer that is not aligned in memory) and `fdatasync` for `flush`.
+//!
+//! Direct mode writes through `O_DIRECT` but reads through a second, buffered descriptor.
+//! Writes skip a copy into the page cache and reach the disk in the order the log issues
+//! them; reads get the host kernel's readahead, which doubled sequential reads through FUSE
+//! (docs/BENCHMARKS.md). This is coherent: a direct write invalidates the cached pages of the
+//! range it writes, and we never read a block while it is being written (blocks in flight
+//! are served from memory, see `Store::read_run`).
 
 use std::alloc::{self, Layout};
 use std::fmt;
@@ -46,6 +53,9 @@ pub struct FileDevice {
     len: u64,
     read_only: bool,
     direct: bool,
+    /// A second, buffered descriptor for reads when `file` is direct: reads then get the
+    /// host kernel's readahead and page cache (see `read_at`).
+    reader: Option<File>,
     /// One cached bounce buffer for unaligned direct I/O; concurrent callers that find it
     /// taken allocate their own.
     bounce: Mutex<Option<AlignedBuf>>,
@@ -89,12 +99,18 @@ impl FileDevice {
             lock_file(&file, opts.read_only)?;
         }
         let len = device_len(&file, &meta)?;
+        let reader = if direct {
+            Some(open_file(path, true, false).map_err(|e| with_path(e, path))?)
+        } else {
+            None
+        };
         Ok(FileDevice {
             file,
             path: path.to_path_buf(),
             len,
             read_only: opts.read_only,
             direct,
+            reader,
             bounce: Mutex::new(None),
         })
     }
@@ -217,24 +233,15 @@ impl Device for FileDevice {
         if buf.is_empty() {
             return Ok(());
         }
-        if !self.direct {
-            return self.file.read_exact_at(buf, offset);
+        // The alignment contract holds for reads too, so callers behave the same whichever
+        // descriptor serves them.
+        if self.direct {
+            self.check_direct(offset, buf.len())?;
         }
-        self.check_direct(offset, buf.len())?;
-        if is_aligned(buf.as_ptr()) {
-            return self.file.read_exact_at(buf, offset);
+        match &self.reader {
+            Some(r) => r.read_exact_at(buf, offset),
+            None => self.file.read_exact_at(buf, offset),
         }
-        self.with_bounce(buf.len(), |bounce| {
-            let bounce = bounce.as_mut_slice();
-            let mut done = 0;
-            for chunk in buf.chunks_mut(bounce.len()) {
-                let staged = &mut bounce[..chunk.len()];
-                self.file.read_exact_at(staged, offset + done)?;
-                chunk.copy_from_slice(staged);
-                done += chunk.len() as u64;
-            }
-            Ok(())
-        })
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
