@@ -35,7 +35,7 @@ pub struct Log {
     written: u32,
     unit: Option<OpenUnit>,
     next_seq: u64,
-    generation: u64,
+    log_id: u64,
     fs_id: u32,
     in_group: bool,
     group_flags: u16,
@@ -61,7 +61,7 @@ impl Log {
         seg: u64,
         offset: u32,
         next_seq: u64,
-        generation: u64,
+        log_id: u64,
     ) -> Result<Log> {
         let seg_bytes = sb.seg_bytes() as usize;
         let mut buf = vec![0u8; seg_bytes];
@@ -85,7 +85,7 @@ impl Log {
             written: offset,
             unit: None,
             next_seq,
-            generation,
+            log_id,
             fs_id,
             in_group: false,
             group_flags: 0,
@@ -106,8 +106,8 @@ impl Log {
     pub fn next_segment(&self) -> u64 {
         self.next_seg
     }
-    pub fn set_generation(&mut self, g: u64) {
-        self.generation = g;
+    pub fn log_id(&self) -> u64 {
+        self.log_id
     }
     /// Blocks still free in the current segment.
     pub fn room_in_segment(&self) -> u64 {
@@ -179,7 +179,7 @@ impl Log {
         let s = Summary {
             flags: self.group_flags | if cont { FLAG_CONT } else { 0 },
             seq: self.next_seq,
-            generation: self.generation,
+            log_id: self.log_id,
             segment: self.seg,
             offset: u.start,
             next_segment: self.next_seg,

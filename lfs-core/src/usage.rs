@@ -174,6 +174,14 @@ impl UsageTable {
         self.set_state(seg, SegState::Active);
     }
 
+    /// Mount: `seg` holds a table block the checkpoint points at. If it was recorded clean,
+    /// treat it as Freed: not written until a checkpoint has moved the block elsewhere.
+    pub fn hold(&mut self, seg: u64) {
+        if self.get(seg).map(|s| s.state) == Some(SegState::Clean) {
+            self.set_state(seg, SegState::Freed);
+        }
+    }
+
     /// Checkpoint durable: every segment freed before it was encoded is clean now.
     pub fn release(&mut self, segs: &[u64]) {
         for &seg in segs {

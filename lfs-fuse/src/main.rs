@@ -241,6 +241,7 @@ fn mount_and_run(
     let dev: Arc<dyn Device> = Arc::new(dev);
     let mopts = MountOptions {
         read_only: o.read_only,
+        no_recovery: o.norecovery,
         checkpoint_interval: o.checkpoint_interval,
         ..Default::default()
     };
@@ -248,9 +249,36 @@ fn mount_and_run(
         Fs::mount(dev, mopts).map_err(|e| format!("cannot mount {}: {e}", o.image.display()))?,
     );
     let r = fs.mount_report();
+    let recovery = match &r.roll_forward {
+        None => "roll-forward skipped (norecovery)".to_string(),
+        Some(rf) if rf.units == 0 && rf.discarded == 0 => "nothing to roll forward".to_string(),
+        Some(rf) => format!(
+            "rolled forward {} units ({} flush groups, {} blocks, {} inodes, {} freed), \
+             {} units of an unfinished group discarded, log ends: {}",
+            rf.units,
+            rf.groups,
+            rf.blocks,
+            rf.inodes,
+            rf.freed,
+            rf.discarded,
+            rf.end
+                .as_ref()
+                .map_or_else(|| "not read".to_string(), |e| e.to_string())
+        ),
+    };
     tracing::info!(
-        image = %o.image.display(), region = %r.region, generation = r.generation, clean = r.clean_unmount,
-        orphans_freed = r.orphans_freed, ms = r.elapsed.as_millis() as u64, "checkpoint loaded"
+        "{}: checkpoint {} (generation {}, {}); {}; {} orphans freed; {} ms",
+        o.image.display(),
+        r.region,
+        r.generation,
+        if r.clean_unmount {
+            "clean unmount"
+        } else {
+            "not cleanly unmounted"
+        },
+        recovery,
+        r.orphans_freed,
+        r.elapsed.as_millis()
     );
     let mut mo = vec![
         fuser::MountOption::FSName(

@@ -11,7 +11,7 @@ const OFF_TIMESTAMP: usize = 16;
 const OFF_HEAD_SEG: usize = 24;
 const OFF_HEAD_OFF: usize = 32;
 const OFF_NEXT_SEQ: usize = 40;
-const OFF_NEXT_INO: usize = 48;
+const OFF_LOG_ID: usize = 48;
 const OFF_IMAP_BLOCKS: usize = 56;
 const OFF_USAGE_BLOCKS: usize = 60;
 // Trailer offsets.
@@ -30,7 +30,8 @@ pub struct Checkpoint {
     pub head_segment: u64,
     pub head_offset: u32,
     pub next_seq: u64,
-    pub next_ino: u64,
+    /// The log id the units written after this checkpoint carry (see `Summary::log_id`).
+    pub log_id: u64,
     /// One address per inode-map block; 0 = never written (all free).
     pub imap_addrs: Vec<u64>,
     /// One address per segment-usage block.
@@ -53,7 +54,7 @@ impl Checkpoint {
         put_u64(&mut h, OFF_HEAD_SEG, self.head_segment);
         put_u32(&mut h, OFF_HEAD_OFF, self.head_offset);
         put_u64(&mut h, OFF_NEXT_SEQ, self.next_seq);
-        put_u64(&mut h, OFF_NEXT_INO, self.next_ino);
+        put_u64(&mut h, OFF_LOG_ID, self.log_id);
         put_u32(&mut h, OFF_IMAP_BLOCKS, self.imap_addrs.len() as u32);
         put_u32(&mut h, OFF_USAGE_BLOCKS, self.usage_addrs.len() as u32);
         seal(&mut h);
@@ -154,7 +155,7 @@ impl Checkpoint {
             head_segment,
             head_offset,
             next_seq: get_u64(h, OFF_NEXT_SEQ),
-            next_ino: get_u64(h, OFF_NEXT_INO),
+            log_id: get_u64(h, OFF_LOG_ID),
             imap_addrs,
             usage_addrs,
         })
@@ -187,7 +188,7 @@ mod tests {
             head_segment: 3,
             head_offset: 17,
             next_seq: 1000,
-            next_ino: 55,
+            log_id: 55,
             imap_addrs: (0..sb.imap_blocks as u64)
                 .map(|i| if i % 2 == 0 { 0 } else { sb.seg_addr(1) + i })
                 .collect(),

@@ -1,12 +1,12 @@
 //! Segment summaries: the first block of every write unit. They say what each payload block
-//! is (so the cleaner can judge liveness) and chain the log (sequence number, generation,
+//! is (so the cleaner can judge liveness) and chain the log (sequence number, log id,
 //! next segment) so roll-forward can find and verify everything written after a checkpoint.
 
 use super::*;
 
 const OFF_FLAGS: usize = 6;
 const OFF_SEQ: usize = 8;
-const OFF_GENERATION: usize = 16;
+const OFF_LOG_ID: usize = 16;
 const OFF_SEGMENT: usize = 24;
 const OFF_OFFSET: usize = 32;
 const OFF_NBLOCKS: usize = 36;
@@ -119,7 +119,9 @@ impl SummaryEntry {
 pub struct Summary {
     pub flags: u16,
     pub seq: u64,
-    pub generation: u64,
+    /// The log this unit belongs to: chosen at random by each mount (and mkfs) and recorded
+    /// in its checkpoints, so roll-forward never takes a unit another mount left behind.
+    pub log_id: u64,
     pub segment: u64,
     pub offset: u32,
     pub next_segment: u64,
@@ -142,7 +144,7 @@ impl Summary {
         let mut b = new_block(MAGIC_SUMMARY);
         put_u16(&mut b, OFF_FLAGS, self.flags);
         put_u64(&mut b, OFF_SEQ, self.seq);
-        put_u64(&mut b, OFF_GENERATION, self.generation);
+        put_u64(&mut b, OFF_LOG_ID, self.log_id);
         put_u64(&mut b, OFF_SEGMENT, self.segment);
         put_u32(&mut b, OFF_OFFSET, self.offset);
         put_u32(&mut b, OFF_NBLOCKS, self.entries.len() as u32);
@@ -163,7 +165,7 @@ impl Summary {
     }
 
     /// Decode a summary block. Checks its own consistency only; whether it is the unit the
-    /// log expects (sequence, generation, position) is the reader's verdict.
+    /// log expects (sequence, log id, position) is the reader's verdict.
     pub fn decode(b: &[u8]) -> Result<Summary, FormatError> {
         const W: &str = "segment summary";
         check_block(b, W, MAGIC_SUMMARY)?;
@@ -206,7 +208,7 @@ impl Summary {
         Ok(Summary {
             flags,
             seq: get_u64(b, OFF_SEQ),
-            generation: get_u64(b, OFF_GENERATION),
+            log_id: get_u64(b, OFF_LOG_ID),
             segment: get_u64(b, OFF_SEGMENT),
             offset: get_u32(b, OFF_OFFSET),
             next_segment: get_u64(b, OFF_NEXT_SEG),
@@ -221,6 +223,37 @@ impl Summary {
     pub fn unit_blocks(&self) -> u32 {
         1 + self.entries.len() as u32
     }
+}
+
+/// The header fields of a summary block, read before its checksum is verified, so that
+/// roll-forward can judge a unit in the order docs/FORMAT.md gives (sequence and position
+/// before checksums): a stale unit is then told apart from a torn one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryPeek {
+    pub seq: u64,
+    pub log_id: u64,
+    pub fs_id: u32,
+    pub segment: u64,
+    pub offset: u32,
+    pub nblocks: u32,
+    pub next_segment: u64,
+}
+
+/// `None` unless `b` is one block starting with the summary magic. Nothing here is verified:
+/// the caller only compares these values with what it expects.
+pub fn peek(b: &[u8]) -> Option<SummaryPeek> {
+    if b.len() != BLOCK_SIZE || get_u32(b, 0) != MAGIC_SUMMARY {
+        return None;
+    }
+    Some(SummaryPeek {
+        seq: get_u64(b, OFF_SEQ),
+        log_id: get_u64(b, OFF_LOG_ID),
+        fs_id: get_u32(b, OFF_FS_ID),
+        segment: get_u64(b, OFF_SEGMENT),
+        offset: get_u32(b, OFF_OFFSET),
+        nblocks: get_u32(b, OFF_NBLOCKS),
+        next_segment: get_u64(b, OFF_NEXT_SEG),
+    })
 }
 
 /// Checksum of a unit's payload, blocks in order.
@@ -241,7 +274,7 @@ mod tests {
         Summary {
             flags: FLAG_CONT,
             seq: 77,
-            generation: 5,
+            log_id: 5,
             segment: 12,
             offset: 34,
             next_segment: 13,

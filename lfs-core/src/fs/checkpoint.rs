@@ -65,6 +65,8 @@ pub struct MountReport {
     pub clean_unmount: bool,
     pub primary_superblock_error: Option<String>,
     pub orphans_freed: u64,
+    /// What roll-forward replayed (`None` with `no_recovery`).
+    pub roll_forward: Option<super::RollForward>,
     pub elapsed: Duration,
 }
 
@@ -79,6 +81,17 @@ fn random_uuid() -> [u8; 16] {
         u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
     }
     u
+}
+
+/// A log id for a new mount: random, so that no two mounts (even two attempts to recover
+/// from the same checkpoint) ever write units roll-forward could take for each other's.
+fn new_log_id(not: u64) -> u64 {
+    let u = random_uuid();
+    let mut id = u64::from_le_bytes([u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]]);
+    if id == not || id == 0 {
+        id = not.wrapping_add(now_ns()) | 1;
+    }
+    id
 }
 
 /// The geometry `mkfs` would write on a device of `total_bytes` (for dry runs).
@@ -127,7 +140,7 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
         0,
         0,
         1,
-        0,
+        new_log_id(0),
     )?);
     let t = Timespec::now();
     inner.imap.set(
@@ -287,12 +300,14 @@ impl Inner {
                 .map_err(FsError::corrupt("segment usage block", addr))?;
             inner.st.usage.load_block(i, &entries);
         }
-        if !inner.imap.get(ROOT_INO).is_some_and(|e| e.allocated()) {
-            return Err(FsError::Damaged(
-                "the root directory is not allocated".into(),
-            ));
-        }
         inner.st.usage.resume_active(cp.head_segment);
+        // A usage block sits in a segment that may be recorded clean (usage blocks are not
+        // counted live); keep the log out of it until a checkpoint has rewritten the block.
+        for &a in &cp.usage_addrs {
+            if let Some(seg) = sb.seg_of(a).filter(|&s| s != cp.head_segment) {
+                inner.st.usage.hold(seg);
+            }
+        }
         let mut report = super::MountReport {
             generation: cp.generation,
             region,
@@ -301,15 +316,28 @@ impl Inner {
             primary_superblock_error: sb_err,
             ..Default::default()
         };
+        let (mut hs, mut ho, mut hseq) = (cp.head_segment, cp.head_offset, cp.next_seq);
+        if !opts.no_recovery {
+            let rf = inner.roll_forward(&cp)?;
+            (hs, ho, hseq) = rf.head;
+            report.roll_forward = Some(rf);
+        }
+        if !inner.imap.get(ROOT_INO).is_some_and(|e| e.allocated()) {
+            return Err(FsError::Damaged(
+                "the root directory is not allocated".into(),
+            ));
+        }
         if !opts.read_only {
+            // A new log id before any write: units past the recovered end of the log carry
+            // the old one and can never be taken for this mount's (docs/RECOVERY.md).
             inner.st.log = Some(Log::open(
                 sb.clone(),
                 dev,
                 &mut inner.st.usage,
-                cp.head_segment,
-                cp.head_offset,
-                cp.next_seq,
-                cp.generation,
+                hs,
+                ho,
+                hseq,
+                new_log_id(cp.log_id),
             )?);
             for ino in inner.imap.orphans() {
                 inner.load(ino)?;
@@ -321,8 +349,12 @@ impl Inner {
             inner.checkpoint_with(false)?;
         }
         report.elapsed = t0.elapsed();
-        tracing::info!(
+        let rf = report.roll_forward.clone().unwrap_or_default();
+        tracing::debug!(
             region = %report.region, generation = report.generation, clean = report.clean_unmount,
+            rolled_units = rf.units, rolled_groups = rf.groups, recovered_inodes = rf.inodes,
+            discarded_units = rf.discarded,
+            end_of_log = %rf.end.map_or_else(|| "not read".to_string(), |e| e.to_string()),
             orphans = report.orphans_freed, ms = report.elapsed.as_millis() as u64, "mounted"
         );
         Ok((inner, report))
@@ -356,7 +388,7 @@ impl Inner {
             head_segment: hs,
             head_offset: ho,
             next_seq: log.next_seq(),
-            next_ino: 0,
+            log_id: log.log_id(),
             imap_addrs: self.cp.imap_addrs.clone(),
             usage_addrs: self.cp.usage_addrs.clone(),
         };
@@ -370,7 +402,6 @@ impl Inner {
         log.backend
             .write(region * BLOCK_BYTES, bytes, 0, len, None)?;
         log.backend.flush()?;
-        log.set_generation(generation);
         self.cp.generation = generation;
         let pinned: HashSet<u64> = self
             .cp

@@ -103,6 +103,13 @@ impl Inner {
         if !e.allocated() {
             return Err(FsError::Stale(ino));
         }
+        let d = self.read_inode(ino, &e)?;
+        self.inodes.insert(ino, Inode::new(d));
+        Ok(())
+    }
+
+    /// Inode `ino` from where the map entry `e` says it is stored, checked against it.
+    pub(crate) fn read_inode(&mut self, ino: u64, e: &ImapEntry) -> Result<DiskInode> {
         if e.addr == 0 {
             return Err(FsError::Damaged(format!(
                 "inode {ino} is allocated but was never written"
@@ -122,8 +129,7 @@ impl Inner {
                 e.addr, e.slot
             )));
         }
-        self.inodes.insert(ino, Inode::new(d));
-        Ok(())
+        Ok(d)
     }
 
     pub(crate) fn inode(&mut self, ino: u64) -> Result<&mut Inode> {

@@ -10,11 +10,13 @@ mod checkpoint;
 mod data;
 mod inode;
 mod ops;
+mod recovery;
 mod store;
 mod verify;
 mod xattr;
 
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
+pub use recovery::{EndOfLog, RollForward};
 pub use store::Store;
 
 use crate::device::Device;
@@ -47,6 +49,9 @@ pub const SYMLINK_MAX: usize = 4095;
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub read_only: bool,
+    /// Do not roll forward past the checkpoint (only with `read_only`: what a crash left
+    /// after the checkpoint is then invisible, and untouched).
+    pub no_recovery: bool,
     /// Blocks kept in the read cache.
     pub cache_blocks: usize,
     /// Write a checkpoint when this much time has passed since the last one (see `tick`).
@@ -61,6 +66,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             read_only: false,
+            no_recovery: false,
             cache_blocks: 16384,
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_blocks: 65536,
@@ -140,6 +146,8 @@ pub struct StatFs {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub checkpoints: u64,
+    /// fsync/fdatasync/fsyncdir calls made durable by a flush group alone.
+    pub syncs: u64,
     pub flushes: u64,
     pub units_written: u64,
     pub segments_written: u64,
@@ -326,10 +334,16 @@ impl Fs {
     }
     /// Make the file's data and metadata durable. (Today: a checkpoint; roll-forward will
     /// make it a single partial-segment write.)
+    /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
+    /// segment) and one device flush, found again by roll-forward; no checkpoint. See
+    /// docs/RECOVERY.md for what this covers.
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.load(ino)?;
-        g.checkpoint()
+        g.flush_all()?;
+        g.st.sync()?;
+        g.stats.syncs += 1;
+        Ok(())
     }
     pub fn fsyncdir(&self, ino: u64) -> Result<()> {
         self.fsync(ino, false)
