@@ -425,3 +425,53 @@ fn hundred_thousand_entries_in_one_directory() {
     std::fs::remove_dir(&dir).unwrap();
     m.stop();
 }
+
+#[test]
+fn fsynced_data_survives_kill_9_of_the_daemon() {
+    use std::io::Write;
+    let (_d, img, mnt) = setup("256M");
+    let mut m = Mounted::new(&img, &mnt, &[]);
+    // Files written and fsync'd while a writer thread keeps appending without fsync.
+    let mut synced: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    std::fs::create_dir(mnt.join("dir")).unwrap();
+    for i in 0..40u32 {
+        let p = mnt.join(format!("dir/f{i}"));
+        let data: Vec<u8> = (0..(i * 7919) % 300_000).map(|j| (j ^ i) as u8).collect();
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        synced.push((p, data));
+        // An unsynced neighbour: may or may not survive, must not break anything.
+        std::fs::write(mnt.join(format!("dir/u{i}")), b"unsynced").unwrap();
+    }
+    // A rename made durable by fsync of the directory.
+    std::fs::rename(mnt.join("dir/f0"), mnt.join("dir/renamed")).unwrap();
+    std::fs::File::open(mnt.join("dir"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    synced[0].0 = mnt.join("dir/renamed");
+    // Power cut, as far as the daemon can tell: SIGKILL, no final checkpoint.
+    let mut c = m.child.take().unwrap();
+    // SAFETY: killing the daemon we spawned, by its pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+    let _ = c.wait();
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&mnt)
+        .status();
+    drop(m);
+
+    let m = Mounted::new(&img, &mnt, &[]);
+    for (p, data) in &synced {
+        assert_eq!(
+            &std::fs::read(p).unwrap(),
+            data,
+            "{} after kill -9",
+            p.display()
+        );
+    }
+    assert!(!mnt.join("dir/f0").exists(), "the rename was fsync'd");
+    m.stop();
+}
