@@ -208,9 +208,10 @@ impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
-        // More background requests (readahead, writeback) in flight than the default 12.
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
+        // More background requests (readahead, writeback) in flight than the default 12: with
+        // 256/192 random 4 KiB writes went from ~142 to ~196 MiB/s (medians of 7; 64/48 before).
+        let _ = config.set_max_background(256);
+        let _ = config.set_congestion_threshold(192);
         if self.writeback {
             if let Err(e) = config.add_capabilities(FUSE_WRITEBACK_CACHE) {
                 tracing::warn!(unsupported = e, "kernel has no writeback cache for FUSE");
