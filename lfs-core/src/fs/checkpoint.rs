@@ -344,8 +344,8 @@ impl Inner {
                 inner.free_inode(ino)?;
                 report.orphans_freed += 1;
             }
-            // A new generation before any other write: units a crash left past the end of
-            // the log carry the old one and can never be taken for new ones.
+            // Record what roll-forward recovered (and the new log id) in a checkpoint, so
+            // the next mount starts from here instead of replaying the same log again.
             inner.checkpoint_with(false)?;
         }
         report.elapsed = t0.elapsed();
