@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod fsck;
 pub mod imap;
 pub mod log;
 pub mod usage;

@@ -136,6 +136,22 @@ impl UsageTable {
         }
     }
 
+    /// Set a segment's live bytes to a recomputed count (fsck's repair): a segment with
+    /// nothing live moves to Freed, one recorded clean or freed that holds live blocks to Full.
+    pub fn set_live(&mut self, seg: u64, bytes: u64) {
+        let Some(s) = self.segs.get_mut(seg as usize) else {
+            return;
+        };
+        s.live_bytes = bytes;
+        let state = s.state;
+        self.touch(seg);
+        match state {
+            SegState::Full if bytes == 0 => self.set_state(seg, SegState::Freed),
+            SegState::Clean | SegState::Freed if bytes > 0 => self.set_state(seg, SegState::Full),
+            _ => {}
+        }
+    }
+
     /// Clean → Active: the log starts writing `seg`.
     pub fn activate(&mut self, seg: u64, now_ns: u64) {
         debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Clean));

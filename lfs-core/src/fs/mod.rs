@@ -6,17 +6,22 @@
 //! Files here: `inode` (cached inodes, loading and flushing), `ops` (namespace operations),
 //! `data` (read, write, truncate, fallocate), `xattr`, `checkpoint` (checkpoint, mount, mkfs).
 
+mod check;
 mod checkpoint;
 mod data;
 mod inode;
+mod inspect;
 mod ops;
 mod recovery;
+mod scan;
 mod store;
-mod verify;
 mod xattr;
 
+pub use check::{Finding, Owner};
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
+pub use inspect::InodeInfo;
 pub use recovery::{EndOfLog, RollForward};
+pub use scan::{ScannedUnit, SegmentScan};
 pub use store::Store;
 
 use crate::device::Device;
@@ -390,10 +395,36 @@ impl Fs {
         }
         Ok(())
     }
-    /// Recompute segment usage from scratch and look for blocks claimed twice; returns the
-    /// findings (empty when consistent). Writes a checkpoint first on a read-write mount.
+    /// fsck's checks on the current state (see `check.rs`): every finding, crash residue
+    /// included. Writes a checkpoint first on a read-write mount.
+    pub fn check(&self) -> Result<Vec<Finding>> {
+        self.lock().check()
+    }
+    /// The damage [`Fs::check`] finds, as sentences (empty when consistent): for tests.
     pub fn verify(&self) -> Result<Vec<String>> {
-        self.lock().verify()
+        Ok(self
+            .check()?
+            .iter()
+            .filter(|f| f.is_damage())
+            .map(|f| f.to_string())
+            .collect())
+    }
+    /// Repair what `findings` name, where a repair exists, then checkpoint. Returns the
+    /// findings acted on.
+    pub fn repair(&self, findings: &[Finding]) -> Result<Vec<Finding>> {
+        let mut g = self.lock_rw()?;
+        let mut done = Vec::new();
+        for f in findings {
+            if g.repair(f)? {
+                done.push(f.clone());
+            }
+        }
+        g.checkpoint()?;
+        Ok(done)
+    }
+    /// The whole units of segment `seg`, as a walk from its start finds them.
+    pub fn scan_segment(&self, seg: u64) -> SegmentScan {
+        self.lock().scan_segment(seg)
     }
     pub fn stats(&self) -> Stats {
         self.lock().stats()

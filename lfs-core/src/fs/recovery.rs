@@ -18,12 +18,13 @@
 //! all. Inodes recovered with no links left (open-unlinked files) are marked orphans, which
 //! mount frees.
 
+use super::scan::Want;
 use super::Inner;
 use crate::bmap::BlockMap;
 use crate::error::{FsError, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::inode::{decode_inode_block, DiskInode, INODE_SIZE};
-use crate::format::summary::{self, data_crc, fs_id, BlockKind, Summary, FLAG_CONT};
+use crate::format::summary::{BlockKind, Summary, FLAG_CONT};
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
@@ -150,45 +151,10 @@ impl Inner {
         seq: u64,
         log_id: u64,
     ) -> std::result::Result<Unit, EndOfLog> {
-        let sb = self.st.sb.clone();
-        let base = sb.seg_addr(seg) + off as u64;
-        let mut b = vec![0u8; BLOCK_SIZE];
-        self.st
-            .dev
-            .read_at(&mut b, base * BLOCK_BYTES)
-            .map_err(|e| EndOfLog::Unreadable(e.to_string()))?;
-        // 1. magic.
-        let p = summary::peek(&b).ok_or(EndOfLog::NoSummary)?;
-        // 2. sequence number and identity: a unit of this log, the one expected next.
-        if p.seq != seq || p.log_id != log_id || p.fs_id != fs_id(&sb.uuid) {
-            return Err(EndOfLog::Stale { seq: p.seq });
-        }
-        // 3. bounds.
-        let n = p.nblocks as u64;
-        if p.segment != seg || p.offset != off {
-            return Err(EndOfLog::Bounds(format!(
-                "unit at {seg}:{off} says it is at {}:{}",
-                p.segment, p.offset
-            )));
-        }
-        if n == 0 || off as u64 + 1 + n > sb.seg_blocks as u64 || p.next_segment >= sb.nsegs {
-            return Err(EndOfLog::Bounds(format!(
-                "unit at {seg}:{off}: {n} blocks, next segment {}",
-                p.next_segment
-            )));
-        }
-        // 4. the summary's own checksum and contents.
-        let s = Summary::decode(&b).map_err(|e| EndOfLog::TornSummary(e.to_string()))?;
-        // 5. the payload.
-        let mut payload = vec![0u8; n as usize * BLOCK_SIZE];
-        self.st
-            .dev
-            .read_at(&mut payload, (base + 1) * BLOCK_BYTES)
-            .map_err(|e| EndOfLog::Unreadable(e.to_string()))?;
-        if data_crc(payload.chunks(BLOCK_SIZE)) != s.data_crc {
-            return Err(EndOfLog::TornData);
-        }
-        let inode_blocks = s
+        let base = self.st.sb.seg_addr(seg) + off as u64;
+        let u = self.judge_unit(seg, off, Want::Exactly { seq, log_id })?;
+        let inode_blocks = u
+            .summary
             .entries
             .iter()
             .enumerate()
@@ -196,14 +162,14 @@ impl Inner {
             .map(|(i, _)| {
                 (
                     base + 1 + i as u64,
-                    payload[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE].to_vec(),
+                    u.payload[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE].to_vec(),
                 )
             })
             .collect();
         Ok(Unit {
             seg,
             off,
-            summary: s,
+            summary: u.summary,
             inode_blocks,
         })
     }
