@@ -41,13 +41,14 @@ pub struct SegmentScan {
 }
 
 impl SegmentScan {
-    /// Block address → (unit offset, index in the unit's entries), for the payload blocks of
-    /// every unit found.
+    /// The summary entry describing block `addr` (the segment starts at `seg_start`), if a
+    /// unit found holds it as payload.
     pub fn entry_at(&self, seg_start: u64, addr: u64) -> Option<&summary::SummaryEntry> {
         let rel = addr.checked_sub(seg_start)?;
+        // The last unit whose summary lies before `rel`.
         let i = self
             .units
-            .partition_point(|u| u.offset as u64 + 1 <= rel)
+            .partition_point(|u| (u.offset as u64) < rel)
             .checked_sub(1)?;
         let u = &self.units[i];
         let k = rel.checked_sub(u.offset as u64 + 1)?;
