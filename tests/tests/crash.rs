@@ -3,14 +3,14 @@
 //! cut could leave — the durable prefix, the writes in flight in order, torn, and in subsets —
 //! then mount each and check it:
 //!
-//! - mount succeeds, and the recovered state passes `Fs::verify` (usage recomputed from
-//!   scratch, no block claimed twice);
+//! - fsck-lfs -n (the library: `lfs_core::fsck`) finds no damage — crash residue (a log to
+//!   roll forward, orphans, a torn checkpoint region) is allowed — and a mount succeeds;
 //! - the tree is exactly the one some flush left, and no older than the last fsync that
 //!   returned before the crash point. Every fsync here makes the whole filesystem durable
 //!   (docs/RECOVERY.md), so this is stronger than "the fsync'd file has its content": it also
 //!   says renames and link counts were recovered whole;
-//! - for a sample of states, a read-write mount (which writes a new checkpoint) and a second
-//!   mount see the same tree.
+//! - for a sample of states, fsck-lfs -p (a read-write mount, which rolls forward and writes
+//!   checkpoints, then a fresh check) exits 0, and a second mount sees the same tree.
 //!
 //! Workloads in the manner of CrashMonkey's ACE: every sequence of one operation, a seeded
 //! sample of sequences of two and three, each operation followed by fsync, fdatasync, a
@@ -24,6 +24,7 @@
 use lfs_core::device::{CrashDevice, CrashStateOptions, Device, MemDevice};
 use lfs_core::format::inode::FileKind;
 use lfs_core::fs::{Creds, SetAttr};
+use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -366,12 +367,21 @@ fn explore(base: &[u8], steps: &[Step], opts: &CrashStateOptions, tally: &mut Ta
     }
 }
 
+fn fsck_image(image: Vec<u8>, mode: Mode) -> Result<FsckReport, String> {
+    fsck(
+        Arc::new(MemDevice::from_image(image)),
+        FsckOptions { mode, force: true },
+    )
+    .map_err(|e| format!("fsck failed: {e}"))
+}
+
 fn judge(image: &[u8], allowed: &[(usize, Tree)], deep: bool) -> Result<(), String> {
-    let fs = mount_image(image.to_vec(), true).map_err(|e| format!("mount failed: {e}"))?;
-    let findings = fs.verify().map_err(|e| format!("verify failed: {e}"))?;
-    if !findings.is_empty() {
-        return Err(format!("verify: {findings:?}"));
+    // fsck -n: a crash is not an error; any damage is a violation.
+    let r = fsck_image(image.to_vec(), Mode::Check)?;
+    if r.exit_code != 0 || r.damage().next().is_some() {
+        return Err(format!("fsck -n: exit {}: {:?}", r.exit_code, r.findings));
     }
+    let fs = mount_image(image.to_vec(), true).map_err(|e| format!("mount failed: {e}"))?;
     let got = tree(&fs)?;
     fs.unmount().map_err(|e| e.to_string())?;
     let Some(k) = allowed.iter().position(|(_, t)| *t == got) else {
@@ -392,15 +402,20 @@ fn judge(image: &[u8], allowed: &[(usize, Tree)], deep: bool) -> Result<(), Stri
         ));
     };
     if deep {
-        // A read-write mount recovers and writes a checkpoint; the next mount must agree.
+        // fsck -p recovers through a read-write mount (roll-forward, orphans, checkpoints)
+        // and checks the result afresh; the next mount must see the same tree.
         let mem = Arc::new(MemDevice::from_image(image.to_vec()));
-        let fs = Fs::mount(mem.clone() as Arc<dyn Device>, MountOptions::default())
-            .map_err(|e| format!("read-write mount failed: {e}"))?;
-        let findings = fs.verify().map_err(|e| e.to_string())?;
-        if !findings.is_empty() {
-            return Err(format!("verify after read-write mount: {findings:?}"));
+        let r = fsck(
+            mem.clone(),
+            FsckOptions {
+                mode: Mode::Preen,
+                force: true,
+            },
+        )
+        .map_err(|e| format!("fsck -p failed: {e}"))?;
+        if r.exit_code != 0 || !r.remaining.is_empty() {
+            return Err(format!("fsck -p: exit {}: {:?}", r.exit_code, r.findings));
         }
-        fs.unmount().map_err(|e| e.to_string())?;
         let fs = mount_image(mem.image(), true).map_err(|e| format!("remount: {e}"))?;
         if tree(&fs)? != allowed[k].1 {
             return Err("tree changed across the recovery checkpoint".into());
