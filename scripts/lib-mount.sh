@@ -3,11 +3,12 @@
 #   lfs_setup NAME SIZE      work dir $W (with $W/mnt) and a fresh image $W/fs.img of SIZE;
 #                            everything is unmounted and removed on exit
 #   lfs_mount [OPTS...]      start our lfs-fuse daemon in the foreground as our child ($PID)
-#   lfs_unmount              SIGTERM to that daemon; it must exit 0
+#   lfs_unmount              SIGTERM to that daemon; it must exit 0; then fsck-lfs -n -f
+#                            must find the image clean
 #   lfs_remount              both
 # A script may set LFS_EXTRA_CLEANUP to a command run first at exit.
 ROOT=$PWD
-cargo build --release -q -p mkfs-lfs -p lfs-fuse
+cargo build --release -q -p mkfs-lfs -p lfs-fuse -p lfs-tools
 
 lfs_cleanup() {
   cd /
@@ -35,6 +36,8 @@ lfs_unmount() {
   kill -TERM "$PID"
   wait "$PID" || { echo "$(basename "$0"): daemon exited with $?"; cat "$W/daemon.log"; exit 1; }
   PID=
+  "$ROOT/target/release/fsck-lfs" -n -f "$W/fs.img" > "$W/fsck.txt" 2>&1 ||
+    { cat "$W/fsck.txt"; echo "$(basename "$0"): fsck-lfs found damage after unmount"; exit 1; }
 }
 
 lfs_remount() {

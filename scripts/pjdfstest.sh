@@ -44,6 +44,9 @@ touch "$ROOT/tests/pjdfstest-exclusions.txt"
 unexpected=$(grep -vxF -f <(grep -v '^#' "$ROOT/tests/pjdfstest-exclusions.txt" | awk '{print $1}' | grep .) "$W/failed.txt" || true)
 [ -n "${PJD_KEEP:-}" ] && cp "$W/out.txt" "$PJD_KEEP"
 echo "failed tests:"; sed 's/^/  /' "$W/failed.txt"
+cd /
+mountpoint -q "$W/sec" && umount "$W/sec"
+lfs_unmount
 echo "pjdfstest: $pass passed, $fail failed, $skip skipped"
 if [ -n "$unexpected" ]; then
   echo "pjdfstest.sh: failures not in tests/pjdfstest-exclusions.txt:"; echo "$unexpected" | sed 's/^/  /'

@@ -29,4 +29,5 @@ rm -rf "${W:?}/mnt/"* "$W/mnt/.git"
 lfs_remount
 [ -z "$(ls -A "$W/mnt")" ] || { echo "workload.sh: deleted files came back"; exit 1; }
 df -k "$W/mnt" | tail -1
-echo "workload: ${#CRATES[@]} crates, $files files unpacked, compared, committed with git, fsck'd, deleted, each step across a remount: 1 passed, 0 failed"
+lfs_unmount
+echo "workload: ${#CRATES[@]} crates, $files files unpacked, compared, committed with git, fsck'd, deleted, each step across a remount, fsck-lfs clean after each unmount: 1 passed, 0 failed"

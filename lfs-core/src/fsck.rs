@@ -281,3 +281,16 @@ fn repair(dev: &Arc<dyn Device>, report: &mut FsckReport, mode: Mode) -> Result<
     }
     fs.unmount()
 }
+
+/// `fsck-lfs -n -f`: every finding on the image, crash residue included (empty when the
+/// image is clean). What tests end with.
+pub fn findings(dev: Arc<dyn Device>) -> Result<Vec<Finding>> {
+    Ok(fsck(
+        dev,
+        FsckOptions {
+            mode: Mode::Check,
+            force: true,
+        },
+    )?
+    .findings)
+}

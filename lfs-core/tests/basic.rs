@@ -19,6 +19,12 @@ fn mount(dev: &Arc<dyn Device>) -> Fs {
     Fs::mount(dev.clone(), MountOptions::default()).unwrap()
 }
 
+/// Every test that writes ends here: unmount, then fsck -n -f on the image finds nothing.
+fn unmount_and_fsck(fs: Fs, dev: &Arc<dyn Device>) {
+    fs.unmount().unwrap();
+    assert_eq!(lfs_core::fsck::findings(dev.clone()).unwrap(), vec![]);
+}
+
 fn remount(fs: Fs, dev: &Arc<dyn Device>) -> Fs {
     fs.unmount().unwrap();
     mount(dev)
@@ -57,8 +63,7 @@ fn create_write_read_remount() {
             b"dir".to_vec()
         ]
     );
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
 }
 
 #[test]
@@ -124,8 +129,7 @@ fn namespace_operations_and_errors() {
     let fs = remount(fs, &dev);
     assert!(matches!(fs.lookup(ROOT, b"d"), Err(FsError::NotFound)));
     assert_eq!(fs.getattr(ROOT).unwrap().nlink, 2);
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
 }
 
 #[test]
@@ -164,8 +168,7 @@ fn truncate_and_punch() {
     assert!(got[..1000].iter().all(|&b| b == 0xAB));
     assert!(got[1000..].iter().all(|&b| b == 0));
     assert_eq!(fs.getattr(f.ino).unwrap().size, 20000);
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
 }
 
 #[test]
@@ -235,8 +238,7 @@ fn damaged_newest_checkpoint_falls_back_to_the_other() {
     fs.unmount().unwrap();
     // A read-write mount from the older region works and is consistent.
     let fs = mount(&dev);
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
     // Both regions damaged: a clear error, no panic.
     dev.write_at(&[0u8; 4096], sb.cp_a * 4096).unwrap();
     dev.write_at(&[0u8; 4096], sb.cp_b * 4096).unwrap();
@@ -316,8 +318,7 @@ fn many_threads_at_once() {
             assert_eq!(fs.read(f.ino, 0, 20000).unwrap(), want, "t{t}/{name}");
         }
     }
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
 }
 
 #[test]
@@ -336,6 +337,5 @@ fn link_count_stops_at_link_max() {
     ));
     let fs = remount(fs, &dev);
     assert_eq!(fs.getattr(f.ino).unwrap().nlink, lfs_core::fs::LINK_MAX);
-    assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
-    fs.unmount().unwrap();
+    unmount_and_fsck(fs, &dev);
 }

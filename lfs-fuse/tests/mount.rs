@@ -25,6 +25,7 @@ fn is_mounted(mnt: &Path) -> bool {
 /// A mounted filesystem we own: its daemon (foreground, our child) and mountpoint.
 struct Mounted {
     child: Option<Child>,
+    img: PathBuf,
     mnt: PathBuf,
 }
 
@@ -39,6 +40,7 @@ impl Mounted {
             .unwrap();
         let m = Mounted {
             child: Some(child),
+            img: img.to_path_buf(),
             mnt: mnt.to_path_buf(),
         };
         let t = Instant::now();
@@ -52,7 +54,8 @@ impl Mounted {
         m
     }
 
-    /// SIGTERM to our daemon; it must checkpoint, unmount and exit 0.
+    /// SIGTERM to our daemon; it must checkpoint, unmount and exit 0; then fsck-lfs -n -f
+    /// must find the image clean.
     fn stop(mut self) {
         let mut c = self.child.take().unwrap();
         // SAFETY: signalling the process we spawned, by its pid.
@@ -60,6 +63,12 @@ impl Mounted {
         let status = wait_timeout(&mut c, Duration::from_secs(30));
         assert_eq!(status, Some(0), "daemon exit status");
         assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+        let out = Command::new(bin("fsck-lfs"))
+            .args(["-n", "-f"])
+            .arg(&self.img)
+            .output()
+            .expect("fsck-lfs is built (cargo build --workspace)");
+        assert_eq!(out.status.code(), Some(0), "fsck-lfs after the test: {out:?}");
     }
 }
 
@@ -279,6 +288,7 @@ fn second_mount_is_refused_and_bad_arguments_say_why() {
             .unwrap();
         let mut g = Mounted {
             child: Some(c),
+            img: img.clone(),
             mnt: mnt.clone(),
         };
         std::thread::sleep(Duration::from_millis(300));

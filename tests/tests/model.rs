@@ -582,6 +582,11 @@ fn run(seed: u64, ops: usize) {
         "segment usage accounting went negative"
     );
     fs.unmount().unwrap();
+    assert_eq!(
+        lfs_core::fsck::findings(dev.clone()).unwrap(),
+        vec![],
+        "seed {seed}: fsck"
+    );
 }
 
 #[test]
