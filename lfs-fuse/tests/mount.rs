@@ -68,7 +68,11 @@ impl Mounted {
             .arg(&self.img)
             .output()
             .expect("fsck-lfs is built (cargo build --workspace)");
-        assert_eq!(out.status.code(), Some(0), "fsck-lfs after the test: {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "fsck-lfs after the test: {out:?}"
+        );
     }
 }
 
