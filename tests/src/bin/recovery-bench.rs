@@ -9,6 +9,8 @@
 //!    nothing more written). The mount after the crash is timed: read-only (roll-forward in
 //!    memory) and read-write (roll-forward and the recovery checkpoint).
 //!
+//! 3. Finally fsck -n -f checks the image all those crashes and recoveries left (timed once).
+//!
 //! Each figure is the median of R rounds; with --cold the page cache is dropped before each
 //! mount (needs root: /proc/sys/vm/drop_caches), otherwise the image is warm in the host's
 //! page cache. Prints figures only; the targets (under one second) are judged by a person.
@@ -242,6 +244,18 @@ fn main() {
             median(rw),
             a.rounds
         );
+    }
+    // The image after all those crashes and recoveries: fsck -n -f, timed once.
+    let t = Instant::now();
+    let dev = open(&path);
+    let findings = lfs_core::fsck::findings(dev).unwrap();
+    println!(
+        "fsck -n -f of the image afterwards: {} findings in {:.1} s",
+        findings.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for f in findings.iter().take(10) {
+        println!("  {f}");
     }
     let _ = std::fs::remove_file(&path);
 }
