@@ -315,6 +315,53 @@ impl BlockMap {
         Ok(())
     }
 
+    /// The cleaner: if the indirect node of `height` covering logical blocks from `first`
+    /// is stored at `addr`, mark it (and the path above it) dirty, so the next flush writes
+    /// it elsewhere and reports `addr` dead. Returns whether it was that node.
+    pub fn relocate_node(
+        &mut self,
+        sink: &mut dyn Sink,
+        height: u8,
+        first: u64,
+        addr: u64,
+    ) -> Result<bool> {
+        let Some(Loc::Tree(h, off)) = locate(first) else {
+            return Ok(false);
+        };
+        if height == 0 || height > h {
+            return Ok(false);
+        }
+        // Two walks: find it without changing anything, then dirty the path.
+        for mark in [false, true] {
+            let Some(mut node) = self.root(sink, h, false)? else {
+                return Ok(false);
+            };
+            let mut o = off;
+            let mut newly = 0;
+            loop {
+                if mark && !node.dirty {
+                    node.dirty = true;
+                    newly += 1;
+                }
+                if node.height == height {
+                    if node.first != first || node.addr != addr {
+                        return Ok(false);
+                    }
+                    break;
+                }
+                let cs = node.child_span();
+                let idx = (o / cs) as usize;
+                o %= cs;
+                match node.child(sink, idx, false)? {
+                    Some(c) => node = c,
+                    None => return Ok(false),
+                }
+            }
+            self.dirty_nodes += newly;
+        }
+        Ok(true)
+    }
+
     /// Every block this map references: (address, entry it was written with).
     pub fn for_each_block(
         &mut self,

@@ -118,6 +118,10 @@ impl Imap {
         let base = index * TABLE_ENTRIES;
         &self.entries[base..base + TABLE_ENTRIES]
     }
+    /// Table block `index` must be written at the next checkpoint (the cleaner moves it).
+    pub fn mark_block_dirty(&mut self, index: usize) {
+        self.dirty.mark(index);
+    }
     pub fn clear_dirty(&mut self, index: usize) {
         self.dirty.clear(index);
     }

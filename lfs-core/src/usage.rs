@@ -152,6 +152,36 @@ impl UsageTable {
         }
     }
 
+    /// Full → Cleaning: the cleaner is emptying `seg`. False if it is not Full.
+    pub fn begin_cleaning(&mut self, seg: u64) -> bool {
+        if self.get(seg).map(|s| s.state) != Some(SegState::Full) {
+            return false;
+        }
+        self.set_state(seg, SegState::Cleaning);
+        true
+    }
+
+    /// The cleaner is done with `seg`: Freed if nothing live is left (Clean once a
+    /// checkpoint recording that is durable), else Full again. Returns whether it was freed.
+    pub fn end_cleaning(&mut self, seg: u64) -> bool {
+        let Some(s) = self.get(seg).copied() else {
+            return false;
+        };
+        if s.state != SegState::Cleaning {
+            return false;
+        }
+        let freed = s.live_bytes == 0;
+        self.set_state(
+            seg,
+            if freed {
+                SegState::Freed
+            } else {
+                SegState::Full
+            },
+        );
+        freed
+    }
+
     /// Clean → Active: the log starts writing `seg`.
     pub fn activate(&mut self, seg: u64, now_ns: u64) {
         debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Clean));

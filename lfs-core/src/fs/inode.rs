@@ -350,7 +350,7 @@ impl Inner {
         res
     }
 
-    fn flush_group(&mut self) -> Result<()> {
+    pub(crate) fn flush_group(&mut self) -> Result<()> {
         let inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
         for &ino in &inos {
             self.write_blocks(ino)?;

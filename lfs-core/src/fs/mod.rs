@@ -8,6 +8,7 @@
 
 mod check;
 mod checkpoint;
+mod clean;
 mod data;
 mod inode;
 mod inspect;
@@ -19,6 +20,7 @@ mod xattr;
 
 pub use check::{Finding, Owner};
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
+pub use clean::{CleanReport, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;
 pub use recovery::{EndOfLog, RollForward};
 pub use scan::{ScannedUnit, SegmentScan};
@@ -65,6 +67,11 @@ pub struct MountOptions {
     pub checkpoint_blocks: u64,
     /// Dirty file data (blocks) held in memory before it is written back to the log.
     pub writeback_blocks: u64,
+    /// Picks segments to clean when a writer would otherwise get ENOSPC (foreground
+    /// cleaning); `None`: no cleaning in the engine itself.
+    pub cleaner: Option<Arc<dyn VictimPicker>>,
+    /// Segments per foreground cleaning pass.
+    pub clean_segments_per_pass: usize,
 }
 
 impl Default for MountOptions {
@@ -76,6 +83,8 @@ impl Default for MountOptions {
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_blocks: 65536,
             writeback_blocks: 2048,
+            cleaner: None,
+            clean_segments_per_pass: 8,
         }
     }
 }
@@ -162,6 +171,13 @@ pub struct Stats {
     pub clean_segments: u64,
     pub live_bytes: u64,
     pub usage_underflows: u64,
+    /// Cleaner: passes, segments freed, blocks read (whole segments), blocks appended by
+    /// the cleaner (moved blocks and its checkpoints), live blocks moved.
+    pub cleaner_passes: u64,
+    pub cleaner_segments: u64,
+    pub cleaner_blocks_read: u64,
+    pub cleaner_blocks_written: u64,
+    pub cleaner_blocks_moved: u64,
 }
 
 /// Where the current checkpoint came from and what it points at.
@@ -428,6 +444,16 @@ impl Fs {
     }
     pub fn stats(&self) -> Stats {
         self.lock().stats()
+    }
+    /// Full segments, as cleaning policies see them.
+    pub fn segment_views(&self) -> Vec<SegmentView> {
+        self.lock().segment_views()
+    }
+    /// One cleaning pass over `victims` (see `clean.rs`); Full segments only, others are
+    /// skipped. Freed victims are Clean when it returns.
+    pub fn clean(&self, victims: &[u64]) -> Result<CleanReport> {
+        let mut g = self.lock_rw()?;
+        g.clean(victims)
     }
     /// Final checkpoint and stop the writer. The filesystem must not be used afterwards.
     pub fn unmount(self) -> Result<()> {

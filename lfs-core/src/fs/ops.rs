@@ -536,11 +536,44 @@ impl Inner {
         if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
             return Ok(());
         }
+        if self.pending_blocks() > 64 {
+            // The estimate for dirty state is pessimistic (every dirty inode may need four
+            // indirect blocks); write it out and look at what it really took. Safe here:
+            // callers check space before they change anything.
+            self.flush_all()?;
+            if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+                return Ok(());
+            }
+        }
         if !self.st.usage.freed().is_empty() {
             // Segments that died entirely come back at the next checkpoint.
             self.checkpoint()?;
             if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
                 return Ok(());
+            }
+        }
+        // Foreground cleaning: the writer waits while the cleaner makes room, as long as
+        // passes free segments.
+        let Some(picker) = self.opts.cleaner.clone() else {
+            return Err(FsError::NoSpace);
+        };
+        for _ in 0..64 {
+            let views = self.segment_views();
+            let victims = picker.pick(
+                &views,
+                crate::log::now_ns(),
+                self.opts.clean_segments_per_pass,
+            );
+            if victims.is_empty() {
+                break;
+            }
+            let r = self.clean(&victims)?;
+            if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+                return Ok(());
+            }
+            if r.freed == 0 {
+                tracing::warn!("foreground cleaning freed nothing; out of space");
+                break;
             }
         }
         Err(FsError::NoSpace)

@@ -9,6 +9,15 @@ use crate::format::xattr::{
 use crate::format::MAX_NAME_LEN;
 
 impl Inner {
+    /// The cleaner: write the xattr block of `ino` again at the next flush.
+    pub(crate) fn rewrite_xattrs(&mut self, ino: u64) -> Result<()> {
+        self.xattrs(ino)?;
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.xattr_dirty = true;
+        }
+        Ok(())
+    }
+
     fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
