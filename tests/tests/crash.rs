@@ -131,8 +131,11 @@ enum Op {
     Mkdir,
     Rmdir,
     Setxattr,
+    /// A cleaning pass: target 0 cleans the Full segments holding dead blocks, target 1
+    /// every Full segment. It ends with checkpoints, so what came before is durable after it.
+    Clean,
 }
-const OPS: [Op; 12] = [
+const OPS: [Op; 13] = [
     Op::Create,
     Op::CreateMany,
     Op::Write,
@@ -145,6 +148,7 @@ const OPS: [Op; 12] = [
     Op::Mkdir,
     Op::Rmdir,
     Op::Setxattr,
+    Op::Clean,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +278,15 @@ fn run_step(fs: &Fs, (op, t, _): Step) -> (Option<u64>, Option<u64>) {
                     0,
                 )?;
             }
+            Op::Clean => {
+                let victims: Vec<u64> = fs
+                    .segment_views()
+                    .iter()
+                    .filter(|v| t == 1 || v.utilization() < 1.0)
+                    .map(|v| v.segment)
+                    .collect();
+                fs.clean(&victims).expect("a cleaning pass failed");
+            }
         }
         Ok(())
     })();
@@ -315,6 +328,28 @@ fn base_image() -> Vec<u8> {
     mem.image()
 }
 
+/// The base image, then filled with 6 KiB files until writes fail, every other file
+/// deleted: every segment half dead and no clean segment to spare, so the log reuses what a
+/// cleaning pass frees right away — the case where reusing a segment before a durable
+/// checkpoint records it clean would destroy what the previous checkpoint points at.
+fn nearly_full_image() -> Vec<u8> {
+    let mem = Arc::new(MemDevice::from_image(base_image()));
+    let fs = Fs::mount(mem.clone() as Arc<dyn Device>, MountOptions::default()).unwrap();
+    let fill = fs.mkdir(ROOT, b"fill", 0o755, C).unwrap().ino;
+    let mut n = 0;
+    while let Ok(a) = fs.create(fill, format!("f{n}").as_bytes(), 0o644, C) {
+        if fs.write(a.ino, 0, &pattern(6000, n as u8)).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    for i in (0..n).step_by(2) {
+        fs.unlink(fill, format!("f{i}").as_bytes()).unwrap();
+    }
+    fs.unmount().unwrap();
+    mem.image()
+}
+
 fn mount_image(image: Vec<u8>, read_only: bool) -> Result<Fs, FsError> {
     let dev: Arc<dyn Device> = Arc::new(MemDevice::from_image(image));
     Fs::mount(
@@ -339,7 +374,7 @@ fn explore(base: &[u8], steps: &[Step], opts: &CrashStateOptions, tally: &mut Ta
         durable.push((0, tree(&fs).unwrap()));
         for &s in steps {
             let (ino, dir) = run_step(&fs, s);
-            if persist(&fs, s.2, ino, dir) {
+            if persist(&fs, s.2, ino, dir) || s.0 == Op::Clean {
                 durable.push((dev.op_count(), tree(&fs).unwrap()));
             }
         }
@@ -476,6 +511,31 @@ fn sequences_of_two_and_three() {
         explore(&base, &w, &opts, &mut t);
     }
     report(&t, "two and three operations");
+}
+
+#[test]
+fn cleaning_a_nearly_full_disk() {
+    let base = nearly_full_image();
+    let mut t = Tally::default();
+    let opts = CrashStateOptions {
+        max_subsets: 4,
+        max_torn: 2,
+    };
+    let then = [
+        (Op::Overwrite, 0, Persist::Fsync),
+        (Op::CreateMany, 0, Persist::Fsync),
+        (Op::Clean, 0, Persist::Nothing),
+        (Op::Write, 1, Persist::Fsync),
+    ];
+    for first in [
+        (Op::Clean, 0, Persist::Nothing),
+        (Op::Clean, 1, Persist::Nothing),
+    ] {
+        for next in then {
+            explore(&base, &[first, next], &opts, &mut t);
+        }
+    }
+    report(&t, "cleaning a nearly full disk");
 }
 
 #[test]
