@@ -239,10 +239,17 @@ fn mount_and_run(
         }
     })?;
     let dev: Arc<dyn Device> = Arc::new(dev);
+    // The cleaner: the policy also serves a writer that would get ENOSPC, nogc or not.
+    let picker = lfs_cleaner::Picker {
+        policy: lfs_cleaner::policy_by_name(&o.gc_policy)
+            .unwrap_or_else(|| Box::new(lfs_cleaner::CostBenefit)),
+        protection_ns: 30_000_000_000,
+    };
     let mopts = MountOptions {
         read_only: o.read_only,
         no_recovery: o.norecovery,
         checkpoint_interval: o.checkpoint_interval,
+        cleaner: Some(Arc::new(picker)),
         ..Default::default()
     };
     let fs = Arc::new(
@@ -331,6 +338,9 @@ fn mount_and_run(
         if let Err(e) = fs.tick() {
             tracing::error!(error = %e, "periodic checkpoint failed");
         }
+        if !o.nogc && !o.read_only {
+            background_clean(&fs, &o);
+        }
     };
     tracing::info!("stopping ({why})");
     // Make everything durable first, whatever happens to the unmount.
@@ -381,5 +391,27 @@ fn detach_stdio() {
             libc::dup2(null.as_raw_fd(), 1);
             libc::dup2(null.as_raw_fd(), 2);
         }
+    }
+}
+
+/// One background cleaning pass when clean segments are below the low watermark; a pass
+/// that frees nothing is logged (and the next tick tries again, a second later).
+fn background_clean(fs: &Fs, o: &options::Options) {
+    let nsegs = fs.superblock().nsegs;
+    if fs.stats().clean_segments * 100 >= nsegs * o.gc_low_percent {
+        return;
+    }
+    let Some(policy) = lfs_cleaner::policy_by_name(&o.gc_policy) else {
+        return;
+    };
+    match lfs_cleaner::pass(fs, policy.as_ref(), 8, 30_000_000_000) {
+        Ok(r) if !r.segments.is_empty() && r.freed == 0 => {
+            tracing::warn!(victims = r.segments.len(), "cleaning pass freed nothing")
+        }
+        Ok(r) if r.freed > 0 => {
+            tracing::debug!(freed = r.freed, moved = r.blocks_moved, "cleaning pass")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cleaning pass failed"),
     }
 }

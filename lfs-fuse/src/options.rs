@@ -19,6 +19,10 @@ pub struct Options {
     pub auto_unmount: bool,
     pub fsname: Option<String>,
     pub nogc: bool,
+    /// Cleaning policy: "greedy" or "cost-benefit".
+    pub gc_policy: String,
+    /// The background cleaner runs while fewer than this percentage of segments are clean.
+    pub gc_low_percent: u64,
     pub norecovery: bool,
     pub nonempty: bool,
     pub direct_io: bool,
@@ -39,7 +43,9 @@ options:
   -o auto_unmount          unmount if the daemon dies
   -o default_permissions   (always on: the kernel checks permissions)
   -o fsname=NAME           name shown in /proc/mounts (default: the image path)
-  -o nogc                  do not run the background cleaner
+  -o nogc                  no background cleaner (a writer out of space still cleans)
+  -o gc_policy=NAME        cost-benefit (default) or greedy
+  -o gc_low=PERCENT        clean in the background while fewer segments are clean (default 10)
   -o norecovery            do not recover after a crash (implies ro)
   -o nonempty              allow mounting over a non-empty directory
   -o nodirect              do not open the image with O_DIRECT
@@ -131,6 +137,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         auto_unmount: false,
         fsname: None,
         nogc: false,
+        gc_policy: "cost-benefit".to_string(),
+        gc_low_percent: 10,
         norecovery: false,
         nonempty: false,
         direct_io: true,
@@ -152,6 +160,19 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             ("auto_unmount", None) => o.auto_unmount = true,
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             ("nogc", None) => o.nogc = true,
+            ("gc_policy", Some(v)) => {
+                if lfs_cleaner::policy_by_name(v).is_none() {
+                    return Err(format!("gc_policy={v}: not greedy or cost-benefit"));
+                }
+                o.gc_policy = v.to_string();
+            }
+            ("gc_low", Some(v)) => {
+                o.gc_low_percent = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= 90)
+                    .ok_or_else(|| format!("gc_low={v}: not a percentage from 0 to 90"))?;
+            }
             ("norecovery", None) => {
                 o.norecovery = true;
                 o.read_only = true;
@@ -200,6 +221,13 @@ mod tests {
         assert!(o.allow_other && o.nogc && o.foreground && !o.read_only);
         assert_eq!(o.checkpoint_interval, Duration::from_secs(5));
         assert!(p("-oro img /mnt").unwrap().read_only);
+        let g = p("img /mnt -o gc_policy=greedy,gc_low=20").unwrap();
+        assert_eq!((g.gc_policy.as_str(), g.gc_low_percent), ("greedy", 20));
+        assert_eq!(p("img /mnt").unwrap().gc_policy, "cost-benefit");
+        assert!(p("img /mnt -o gc_policy=lru")
+            .unwrap_err()
+            .contains("gc_policy=lru"));
+        assert!(p("img /mnt -o gc_low=95").is_err());
         assert!(p("img /mnt -o norecovery").unwrap().read_only);
         let o = p("img /mnt").unwrap();
         assert!(o.writeback && o.workers == 1);
