@@ -339,7 +339,7 @@ fn mount_and_run(
             tracing::error!(error = %e, "periodic checkpoint failed");
         }
         if !o.nogc && !o.read_only {
-            background_clean(&fs, &o);
+            background_clean(&fs, o);
         }
     };
     tracing::info!("stopping ({why})");
