@@ -597,16 +597,10 @@ impl Inner {
             }
             Finding::DanglingEntry { dir, name, ino }
             | Finding::DirectoryLinkedTwice { dir, name, ino } => {
-                let d = self.dir(*dir)?;
-                // Only the entry the finding names (names are shown lossily; find by ino).
-                let Some(raw) = d
-                    .entries_from(0)
-                    .find(|(_, e)| e.ino == *ino && String::from_utf8_lossy(&e.name) == *name)
-                    .map(|(_, e)| e.name.clone())
-                else {
+                let Some(raw) = self.entry_named(*dir, name, *ino)? else {
                     return Ok(false);
                 };
-                d.remove(&raw);
+                self.dir(*dir)?.remove(&raw);
                 self.touch(*dir);
             }
             Finding::EntryKindMismatch {
@@ -616,15 +610,10 @@ impl Inner {
                 inode,
                 ..
             } => {
-                let d = self.dir(*dir)?;
-                let Some(raw) = d
-                    .entries_from(0)
-                    .find(|(_, e)| e.ino == *ino && String::from_utf8_lossy(&e.name) == *name)
-                    .map(|(_, e)| e.name.clone())
-                else {
+                let Some(raw) = self.entry_named(*dir, name, *ino)? else {
                     return Ok(false);
                 };
-                d.replace(&raw, *ino, *inode);
+                self.dir(*dir)?.replace(&raw, *ino, *inode);
                 self.touch(*dir);
             }
             Finding::Unreachable { ino, kind, .. } => {
@@ -654,6 +643,16 @@ impl Inner {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The raw name of the entry of `dir` a finding names: findings show names lossily, so
+    /// the entry is matched by inode as well.
+    fn entry_named(&mut self, dir: u64, name: &str, ino: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .dir(dir)?
+            .entries_from(0)
+            .find(|(_, e)| e.ino == ino && String::from_utf8_lossy(&e.name) == name)
+            .map(|(_, e)| e.name.clone()))
     }
 
     /// `/lost+found`, made if missing.
