@@ -164,15 +164,7 @@ fn examine(dev: &Arc<dyn Device>, force: bool) -> Result<(Vec<Finding>, Option<F
 
 fn usage_of(fs: &Fs) -> Usage {
     let st = fs.stats();
-    let sf = fs.statfs().unwrap_or(crate::fs::StatFs {
-        block_size: 0,
-        blocks: 0,
-        blocks_free: 0,
-        blocks_avail: 0,
-        files: 0,
-        files_free: 0,
-        name_max: 0,
-    });
+    let sf = fs.statfs().unwrap_or_default();
     Usage {
         inodes_used: sf.files - sf.files_free,
         inodes_total: sf.files,

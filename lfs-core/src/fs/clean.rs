@@ -22,7 +22,7 @@
 
 use super::Inner;
 use crate::error::Result;
-use crate::format::inode::{decode_inode_block, INODE_SIZE};
+use crate::format::inode::decode_inode_block;
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
@@ -253,7 +253,3 @@ impl Inner {
         Ok(())
     }
 }
-
-// Inode blocks hold up to fifteen inodes; the live count of a victim falls by INODE_SIZE per
-// inode rewritten, and by BLOCK_BYTES per other block moved.
-const _: () = assert!(INODE_SIZE as u64 * 15 < BLOCK_BYTES);

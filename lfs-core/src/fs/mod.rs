@@ -145,7 +145,7 @@ pub struct DirEntryOut {
     pub name: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
     pub block_size: u32,
     pub blocks: u64,

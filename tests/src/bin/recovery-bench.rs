@@ -135,7 +135,8 @@ fn build(path: &Path, gib: u64, files: u64) {
     );
 }
 
-/// Write `mib` MiB after a checkpoint, fsync'd, then cut the power: returns the image.
+/// Write `mib` MiB after a checkpoint, fsync'd, then cut the power (the image stays
+/// as the device holds it).
 fn crash_after(path: &Path, mib: u64, round: usize) {
     let fs = Fs::mount(open(path), no_auto_checkpoint()).unwrap();
     fs.checkpoint().unwrap();
