@@ -1,17 +1,26 @@
 //! lfs-cleaner: which segments to clean, and when. The mechanism (reading victims, deciding
 //! liveness from summaries, moving live blocks) is `lfs_core::Fs::clean`; this crate holds
-//! the policies — pure scoring functions behind one interface — and the pass that applies
-//! one to a mounted filesystem.
+//! the policies — pure scoring functions behind one interface — the daemon that runs inside
+//! every read-write mount (`daemon`), its control socket (`control`), the status it reports
+//! (`status`), the Sprite simulator that drives the same policies (`sim`), and the
+//! `lfs-cleaner` command.
 //!
 //! - `greedy`: least utilized first (score 1 − u).
 //! - `cost-benefit`: Sprite LFS's (1 − u) · age / (1 + u). Age is the time since the segment
 //!   was last written, and a segment the cleaner writes counts as new: a public
 //!   re-implementation of the Sprite simulator found that taking age from the youngest
 //!   block's modification time (kept across moves) loses the gain over greedy, while this
-//!   choice reproduces it. (The measurement belongs to the simulator, still to come.)
+//!   choice reproduces it. `lfs-cleaner simulate --age` measures both (docs/CLEANER.md).
 
-use lfs_core::fs::{CleanReport, SegmentView, VictimPicker};
-use lfs_core::{Fs, Result};
+pub mod control;
+pub mod daemon;
+pub mod sim;
+pub mod status;
+
+pub use daemon::{run_pass, Config, Daemon, Handle};
+pub use status::Status;
+
+use lfs_core::fs::{SegmentView, VictimPicker};
 use std::fmt;
 
 /// A cleaning policy: a score per segment, highest cleaned first.
@@ -98,22 +107,8 @@ impl VictimPicker for Picker {
     }
 }
 
-/// One pass: choose up to `max` victims by `policy` and clean them.
-pub fn pass(fs: &Fs, policy: &dyn Policy, max: usize, protection_ns: u64) -> Result<CleanReport> {
-    let victims = choose(
-        policy,
-        &fs.segment_views(),
-        lfs_core::log::now_ns(),
-        max,
-        protection_ns,
-    );
-    if victims.is_empty() {
-        return Ok(CleanReport::default());
-    }
-    fs.clean(&victims)
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -14,7 +14,7 @@ use lfs_fuse::adapter::Adapter;
 use lfs_fuse::options::{self, Options};
 use std::io::Write;
 use std::os::unix::io::FromRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -240,10 +240,11 @@ fn mount_and_run(
     })?;
     let dev: Arc<dyn Device> = Arc::new(dev);
     // The cleaner: the policy also serves a writer that would get ENOSPC, nogc or not.
+    let gc = cleaner_config(o)?;
     let picker = lfs_cleaner::Picker {
-        policy: lfs_cleaner::policy_by_name(&o.gc_policy)
+        policy: lfs_cleaner::policy_by_name(&gc.policy)
             .unwrap_or_else(|| Box::new(lfs_cleaner::CostBenefit)),
-        protection_ns: 30_000_000_000,
+        protection_ns: gc.protection.as_nanos() as u64,
     };
     let mopts = MountOptions {
         read_only: o.read_only,
@@ -317,6 +318,22 @@ fn mount_and_run(
     )
     .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
     tracing::info!(mountpoint = %o.mountpoint.display(), "mounted");
+    // The daemon (a thread; none with nogc) and its control socket, on read-write mounts.
+    let (daemon, control) = if o.read_only {
+        (None, None)
+    } else {
+        let d = lfs_cleaner::Daemon::start(fs.clone(), gc, !o.nogc)
+            .map_err(|e| format!("cannot start the cleaner: {e}"))?;
+        let canon = std::fs::canonicalize(&o.mountpoint).unwrap_or_else(|_| o.mountpoint.clone());
+        let c = match lfs_cleaner::control::Server::start(&canon, d.handle()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no cleaner control socket (lfs-cleaner cannot reach this mount)");
+                None
+            }
+        };
+        (Some(d), c)
+    };
     if let Some(mut r) = report.take() {
         let _ = r.write_all(b"ok");
         drop(r);
@@ -338,11 +355,14 @@ fn mount_and_run(
         if let Err(e) = fs.tick() {
             tracing::error!(error = %e, "periodic checkpoint failed");
         }
-        if !o.nogc && !o.read_only {
-            background_clean(&fs, o);
-        }
     };
     tracing::info!("stopping ({why})");
+    if let Some(c) = control {
+        c.stop();
+    }
+    if let Some(d) = daemon {
+        d.stop();
+    }
     // Make everything durable first, whatever happens to the unmount.
     if !o.read_only {
         if let Err(e) = fs.checkpoint() {
@@ -394,24 +414,24 @@ fn detach_stdio() {
     }
 }
 
-/// One background cleaning pass when clean segments are below the low watermark; a pass
-/// that frees nothing is logged (and the next tick tries again, a second later).
-fn background_clean(fs: &Fs, o: &options::Options) {
-    let nsegs = fs.superblock().nsegs;
-    if fs.stats().clean_segments * 100 >= nsegs * o.gc_low_percent {
-        return;
-    }
-    let Some(policy) = lfs_cleaner::policy_by_name(&o.gc_policy) else {
-        return;
+/// The cleaner's settings: defaults, then the config file, then `-o gc_*` options.
+fn cleaner_config(o: &Options) -> Result<lfs_cleaner::Config, String> {
+    let mut c = lfs_cleaner::Config::default();
+    let (path, required) = match &o.gc_config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(lfs_cleaner::daemon::DEFAULT_CONFIG), false),
     };
-    match lfs_cleaner::pass(fs, policy.as_ref(), 8, 30_000_000_000) {
-        Ok(r) if !r.segments.is_empty() && r.freed == 0 => {
-            tracing::warn!(victims = r.segments.len(), "cleaning pass freed nothing")
+    match std::fs::read_to_string(&path) {
+        Ok(text) => c
+            .parse_file(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", path.display()))
         }
-        Ok(r) if r.freed > 0 => {
-            tracing::debug!(freed = r.freed, moved = r.blocks_moved, "cleaning pass")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "cleaning pass failed"),
+        Err(_) => {}
     }
+    for (k, v) in &o.gc {
+        c.set(k, v)?;
+    }
+    Ok(c)
 }

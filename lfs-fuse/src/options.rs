@@ -19,10 +19,11 @@ pub struct Options {
     pub auto_unmount: bool,
     pub fsname: Option<String>,
     pub nogc: bool,
-    /// Cleaning policy: "greedy" or "cost-benefit".
-    pub gc_policy: String,
-    /// The background cleaner runs while fewer than this percentage of segments are clean.
-    pub gc_low_percent: u64,
+    /// Cleaner settings from `-o gc_*` options, as config-file (key, value) pairs: applied
+    /// over the config file's, so an option wins.
+    pub gc: Vec<(String, String)>,
+    /// The cleaner's config file (`gc_config=`); None: /etc/lfs-cleaner.conf if present.
+    pub gc_config: Option<PathBuf>,
     pub norecovery: bool,
     pub nonempty: bool,
     pub direct_io: bool,
@@ -45,7 +46,15 @@ options:
   -o fsname=NAME           name shown in /proc/mounts (default: the image path)
   -o nogc                  no background cleaner (a writer out of space still cleans)
   -o gc_policy=NAME        cost-benefit (default) or greedy
-  -o gc_low=PERCENT        clean in the background while fewer segments are clean (default 10)
+  -o gc_low=PERCENT        start cleaning when fewer segments are clean (default 10)
+  -o gc_high=PERCENT       stop once this many are clean (default 20)
+  -o gc_segments=N         segments per cleaning pass (default 8)
+  -o gc_interval=SECS      pause between passes while cleaning (default 0)
+  -o gc_protection=SECS    spare segments written this recently (default 30)
+  -o gc_idle               clean only after 2 s without writes (an out-of-space writer
+                           still cleans)
+  -o gc_config=PATH        cleaner config file (default /etc/lfs-cleaner.conf if present;
+                           format in docs/CLEANER.md); -o gc_* options override it
   -o norecovery            do not recover after a crash (implies ro)
   -o nonempty              allow mounting over a non-empty directory
   -o nodirect              do not open the image with O_DIRECT
@@ -137,8 +146,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         auto_unmount: false,
         fsname: None,
         nogc: false,
-        gc_policy: "cost-benefit".to_string(),
-        gc_low_percent: 10,
+        gc: Vec::new(),
+        gc_config: None,
         norecovery: false,
         nonempty: false,
         direct_io: true,
@@ -160,18 +169,23 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             ("auto_unmount", None) => o.auto_unmount = true,
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             ("nogc", None) => o.nogc = true,
-            ("gc_policy", Some(v)) => {
-                if lfs_cleaner::policy_by_name(v).is_none() {
-                    return Err(format!("gc_policy={v}: not greedy or cost-benefit"));
-                }
-                o.gc_policy = v.to_string();
-            }
-            ("gc_low", Some(v)) => {
-                o.gc_low_percent = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= 90)
-                    .ok_or_else(|| format!("gc_low={v}: not a percentage from 0 to 90"))?;
+            ("gc_config", Some(v)) => o.gc_config = Some(PathBuf::from(v)),
+            ("gc_idle", None) => o.gc.push(("idle_only".into(), "yes".into())),
+            (k, Some(v)) if k.starts_with("gc_") => {
+                let (key, value) = match k {
+                    "gc_policy" => ("policy", v.to_string()),
+                    "gc_low" => ("low_watermark", format!("{}%", v.trim_end_matches('%'))),
+                    "gc_high" => ("high_watermark", format!("{}%", v.trim_end_matches('%'))),
+                    "gc_segments" => ("segments_per_pass", v.to_string()),
+                    "gc_interval" => ("pass_interval", v.to_string()),
+                    "gc_protection" => ("protection_period", v.to_string()),
+                    _ => return Err(format!("unknown option '{opt}'")),
+                };
+                // Checked now, so a typo fails the mount before anything is opened.
+                lfs_cleaner::Config::default()
+                    .set(key, &value)
+                    .map_err(|e| format!("{k}={v}: {e}"))?;
+                o.gc.push((key.into(), value));
             }
             ("norecovery", None) => {
                 o.norecovery = true;
@@ -221,13 +235,21 @@ mod tests {
         assert!(o.allow_other && o.nogc && o.foreground && !o.read_only);
         assert_eq!(o.checkpoint_interval, Duration::from_secs(5));
         assert!(p("-oro img /mnt").unwrap().read_only);
-        let g = p("img /mnt -o gc_policy=greedy,gc_low=20").unwrap();
-        assert_eq!((g.gc_policy.as_str(), g.gc_low_percent), ("greedy", 20));
-        assert_eq!(p("img /mnt").unwrap().gc_policy, "cost-benefit");
+        let g = p("img /mnt -o gc_policy=greedy,gc_low=20,gc_idle,gc_protection=5").unwrap();
+        let mut c = lfs_cleaner::Config::default();
+        for (k, v) in &g.gc {
+            c.set(k, v).unwrap();
+        }
+        assert_eq!(c.policy, "greedy");
+        assert_eq!(c.low, lfs_cleaner::daemon::Watermark::Percent(20));
+        assert!(c.idle_only);
+        assert_eq!(c.protection, Duration::from_secs(5));
+        assert!(p("img /mnt").unwrap().gc.is_empty());
         assert!(p("img /mnt -o gc_policy=lru")
             .unwrap_err()
             .contains("gc_policy=lru"));
-        assert!(p("img /mnt -o gc_low=95").is_err());
+        assert!(p("img /mnt -o gc_low=96").is_err());
+        assert!(p("img /mnt -o gc_frob=1").unwrap_err().contains("gc_frob"));
         assert!(p("img /mnt -o norecovery").unwrap().read_only);
         let o = p("img /mnt").unwrap();
         assert!(o.writeback && o.workers == 1);

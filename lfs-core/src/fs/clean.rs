@@ -169,6 +169,8 @@ impl Inner {
         r.blocks_written = self.st.blocks_appended - appended0;
         self.stats.cleaner_passes += 1;
         self.stats.cleaner_segments += r.freed;
+        self.stats.cleaner_victims += r.segments.len() as u64;
+        self.stats.cleaner_victim_live_bytes += r.live_bytes;
         self.stats.cleaner_blocks_read += r.blocks_read;
         self.stats.cleaner_blocks_written += r.blocks_written;
         self.stats.cleaner_blocks_moved += r.blocks_moved;

@@ -157,7 +157,7 @@ pub struct StatFs {
 }
 
 /// Counters for benchmarks and the inspector.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
     pub checkpoints: u64,
     /// fsync/fdatasync/fsyncdir calls made durable by a flush group alone.
@@ -178,6 +178,9 @@ pub struct Stats {
     pub cleaner_blocks_read: u64,
     pub cleaner_blocks_written: u64,
     pub cleaner_blocks_moved: u64,
+    /// Victims taken, and the live bytes they held when taken (their mean utilization).
+    pub cleaner_victims: u64,
+    pub cleaner_victim_live_bytes: u64,
 }
 
 /// Where the current checkpoint came from and what it points at.
