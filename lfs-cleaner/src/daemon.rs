@@ -65,12 +65,12 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             policy: "cost-benefit".into(),
-            low: Watermark::Percent(10),
-            high: Watermark::Percent(20),
+            low: Watermark::Percent(5),
+            high: Watermark::Percent(10),
             segments_per_pass: 8,
             check_interval: Duration::from_millis(200),
             pass_interval: Duration::ZERO,
-            protection: Duration::from_secs(30),
+            protection: Duration::ZERO,
             idle_only: false,
             idle_time: Duration::from_secs(2),
         }

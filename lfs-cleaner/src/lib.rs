@@ -67,8 +67,10 @@ pub fn policy_by_name(name: &str) -> Option<Box<dyn Policy>> {
 }
 
 /// Victims by score: segments with nothing to gain (fully live) or written within the
-/// protection period are left alone; the chosen ones are returned oldest first, so the
-/// mechanism writes old (cold) blocks together.
+/// protection period are left alone; the chosen ones are returned best first, because the
+/// mechanism takes them in order only while the log has room for their live blocks (when
+/// space is short, the first few are all a pass can take). The pass writes all its live
+/// blocks in one flush group, so the order does not decide where they land.
 pub fn choose(
     policy: &dyn Policy,
     segs: &[SegmentView],
@@ -83,9 +85,11 @@ pub fn choose(
         .map(|s| (policy.score(s, now_ns), s))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.segment.cmp(&b.1.segment)));
-    let mut chosen: Vec<&SegmentView> = scored.into_iter().take(max).map(|(_, s)| s).collect();
-    chosen.sort_by_key(|s| (s.write_time_ns, s.segment));
-    chosen.into_iter().map(|s| s.segment).collect()
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, s)| s.segment)
+        .collect()
 }
 
 /// A policy as the engine's foreground cleaner (when a writer would get ENOSPC).
@@ -154,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn choose_orders_by_score_then_returns_oldest_first() {
+    fn choose_orders_by_score_best_first() {
         let segs = [
             seg(0, SEG, 0),       // full: never chosen
             seg(1, SEG / 2, 50),  // u .5
@@ -164,9 +168,9 @@ mod tests {
         ];
         let now = 100 * S;
         let g = choose(&Greedy, &segs, now, 2, 5 * S);
-        assert_eq!(g, vec![3, 2], "the two least utilized, oldest first");
+        assert_eq!(g, vec![2, 3], "the two least utilized, best first");
         let all = choose(&Greedy, &segs, now, 10, 0);
-        assert_eq!(all, vec![3, 1, 2, 4]);
+        assert_eq!(all, vec![4, 2, 3, 1]);
         let cb = choose(&CostBenefit, &segs, now, 1, 5 * S);
         // Scores: seg1 .5*50/1.5=16.7, seg2 .875*20/1.125=15.6, seg3 .75*80/1.25=48.
         assert_eq!(cb, vec![3]);

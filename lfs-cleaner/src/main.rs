@@ -80,6 +80,15 @@ enum Cmd {
         segments: usize,
         #[arg(long, default_value_t = 256)]
         segment_blocks: usize,
+        /// Model a write-back buffer of this many blocks (the engine's is 2048).
+        #[arg(long, default_value_t = 0)]
+        buffer_blocks: usize,
+        /// Clean when this few segments are clean, until this many are (the daemon's low
+        /// and high watermarks).
+        #[arg(long, default_value_t = 2)]
+        low: usize,
+        #[arg(long, default_value_t = 10)]
+        high: usize,
     },
 }
 
@@ -296,15 +305,20 @@ fn run(cli: &Cli) -> Result<(), String> {
             at,
             segments,
             segment_blocks,
-        } => simulate(
-            cli,
-            *quick,
-            *age,
-            svg.as_deref(),
-            at,
-            *segments,
-            *segment_blocks,
-        ),
+            buffer_blocks,
+            low,
+            high,
+        } => {
+            let base = SimConfig {
+                segments: *segments,
+                seg_blocks: *segment_blocks,
+                buffer_blocks: *buffer_blocks,
+                reserve: *low,
+                clean_target: *high,
+                ..SimConfig::paper(0.5, Access::Uniform)
+            };
+            simulate(cli, *quick, *age, svg.as_deref(), at, &base)
+        }
     }
 }
 
@@ -412,8 +426,7 @@ fn simulate(
     age: bool,
     svg: Option<&Path>,
     at: &[u32],
-    segments: usize,
-    seg_blocks: usize,
+    template: &SimConfig,
 ) -> Result<(), String> {
     let mut us: Vec<f64> = if at.is_empty() {
         (2..=18).map(|i| i as f64 * 0.05).collect()
@@ -424,12 +437,12 @@ fn simulate(
     us.dedup();
     let base = |u: f64, access: Access| {
         let mut c = SimConfig {
-            segments,
-            seg_blocks,
-            ..SimConfig::paper(u, access)
+            utilization: u,
+            access,
+            ..template.clone()
         };
         if quick {
-            c.segments = segments.min(150);
+            c.segments = c.segments.min(150);
             c.warmup_capacities = 5.0;
             c.measure_capacities = 10.0;
         }

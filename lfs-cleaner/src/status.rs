@@ -24,8 +24,11 @@ pub struct Status {
     pub clean_segments: u64,
     /// Segments written and sealed: the ones the cleaner may take.
     pub dirty_segments: u64,
-    /// The log head, segments being cleaned, freed ones awaiting their checkpoint.
-    pub other_segments: u64,
+    /// The log head, and segments being cleaned.
+    pub active_segments: u64,
+    /// Emptied (by deletes, overwrites or the cleaner), clean once the next checkpoint is
+    /// durable.
+    pub freed_segments: u64,
     pub live_bytes: u64,
     /// Dead bytes in dirty segments: what cleaning would give back.
     pub reclaimable_bytes: u64,
@@ -64,12 +67,14 @@ impl Status {
         }
         let new_blocks = st.blocks_appended.saturating_sub(st.cleaner_blocks_written);
         let dirty = views.len() as u64;
+        let c = fs.segment_counts();
         Status {
             segments: sb.nsegs,
             segment_bytes: seg_bytes,
             clean_segments: st.clean_segments,
             dirty_segments: dirty,
-            other_segments: sb.nsegs.saturating_sub(st.clean_segments + dirty),
+            active_segments: c.active + c.cleaning,
+            freed_segments: c.freed,
             live_bytes: st.live_bytes,
             reclaimable_bytes: reclaimable,
             free_bytes: st.clean_segments * seg_bytes,
@@ -115,12 +120,14 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "segments: {} of {}: {} clean, {} dirty, {} other",
+            "segments: {} of {}: {} clean, {} dirty, {} being written, {} freed (clean at the \
+             next checkpoint)",
             self.segments,
             size(self.segment_bytes),
             self.clean_segments,
             self.dirty_segments,
-            self.other_segments
+            self.active_segments,
+            self.freed_segments
         );
         let _ = writeln!(
             s,

@@ -175,7 +175,10 @@ fn cli_talks_to_the_daemon_through_the_control_socket() {
     let goal = (d.handle().status().clean_segments + 4).to_string();
     let (ok, out, err) = cli(&["run", m, "--until-clean", &goal, "--quiet"]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("clean segments (goal {goal})")), "{out}");
+    assert!(
+        out.contains(&format!("clean segments (goal {goal})")),
+        "{out}"
+    );
     let (ok, _, _) = cli(&["resume", m]);
     assert!(ok);
     assert_eq!(d.handle().status().state, "idle");

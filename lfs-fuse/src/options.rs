@@ -46,11 +46,11 @@ options:
   -o fsname=NAME           name shown in /proc/mounts (default: the image path)
   -o nogc                  no background cleaner (a writer out of space still cleans)
   -o gc_policy=NAME        cost-benefit (default) or greedy
-  -o gc_low=PERCENT        start cleaning when fewer segments are clean (default 10)
-  -o gc_high=PERCENT       stop once this many are clean (default 20)
+  -o gc_low=PERCENT        start cleaning when fewer segments are clean (default 5)
+  -o gc_high=PERCENT       stop once this many are clean (default 10)
   -o gc_segments=N         segments per cleaning pass (default 8)
   -o gc_interval=SECS      pause between passes while cleaning (default 0)
-  -o gc_protection=SECS    spare segments written this recently (default 30)
+  -o gc_protection=SECS    spare segments written this recently (default 0)
   -o gc_idle               clean only after 2 s without writes (an out-of-space writer
                            still cleans)
   -o gc_config=PATH        cleaner config file (default /etc/lfs-cleaner.conf if present;

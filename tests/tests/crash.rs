@@ -209,8 +209,11 @@ fn populate(fs: &Fs) {
 }
 
 /// Run one step; failures (ENOENT after an unlink, ENOTEMPTY, ...) are part of the workload.
-/// Returns the inode to persist and the directory it is in.
-fn run_step(fs: &Fs, (op, t, _): Step) -> (Option<u64>, Option<u64>) {
+/// Returns the inode to persist and the directory it is in. A step made of several system
+/// calls (CreateMany) calls `between` after each but the last: those states are as legal
+/// for a crash to show as the step's end (each create is an operation of its own, and a
+/// checkpoint that foreground cleaning takes mid-step makes one durable).
+fn run_step(fs: &Fs, (op, t, _): Step, between: &mut dyn FnMut(&Fs)) -> (Option<u64>, Option<u64>) {
     let target = ["a", "d/b"][t as usize];
     let (dir, name) = split(target);
     let dir_ino = resolve(fs, dir);
@@ -225,6 +228,9 @@ fn run_step(fs: &Fs, (op, t, _): Step) -> (Option<u64>, Option<u64>) {
                 let e = resolve(fs, "e").ok_or(FsError::NotFound)?;
                 for i in 0..50 {
                     fs.create(e, format!("m{t}-{i}").as_bytes(), 0o644, C)?;
+                    if i < 49 {
+                        between(fs);
+                    }
                 }
             }
             Op::Write => {
@@ -365,17 +371,22 @@ fn mount_image(image: Vec<u8>, read_only: bool) -> Result<Fs, FsError> {
 fn explore(base: &[u8], steps: &[Step], opts: &CrashStateOptions, tally: &mut Tally) {
     let name = format!("{steps:?}");
     let dev = Arc::new(CrashDevice::from_image(base.to_vec()));
-    // Durable trees in order, each with the op index from which a crash must show it or a
-    // later one: the base (durable before anything), then every fsync that returned, then
-    // the unmount checkpoint.
+    // Trees in order, each with the op index from which a crash must show it or a later
+    // one: the base (durable before anything), then every fsync that returned, then the
+    // unmount checkpoint. Trees in between (the end of every step, the middle of a
+    // multi-call step) may be shown but are not owed: usize::MAX.
     let mut durable: Vec<(usize, Tree)> = Vec::new();
     {
         let fs = Fs::mount(dev.clone() as Arc<dyn Device>, MountOptions::default()).unwrap();
         durable.push((0, tree(&fs).unwrap()));
         for &s in steps {
-            let (ino, dir) = run_step(&fs, s);
+            let (ino, dir) = run_step(&fs, s, &mut |fs| {
+                durable.push((usize::MAX, tree(fs).unwrap()));
+            });
             if persist(&fs, s.2, ino, dir) || s.0 == Op::Clean {
                 durable.push((dev.op_count(), tree(&fs).unwrap()));
+            } else {
+                durable.push((usize::MAX, tree(&fs).unwrap()));
             }
         }
         let last = tree(&fs).unwrap();

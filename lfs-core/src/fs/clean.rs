@@ -1,8 +1,7 @@
 //! The cleaner's mechanism: empty victim segments by rewriting what is still live in them.
 //!
-//! For each victim (oldest first, so blocks of old segments — cold data — are written
-//! together): read the whole segment in one read, walk its units (the judge of `scan.rs`),
-//! and decide each block's liveness from its summary entry against the maps:
+//! For each victim (in the policy's order, while the log has room for what it holds): read
+//! the whole segment in one read, walk its units (the judge of `scan.rs`), and decide each block's liveness from its summary entry against the maps:
 //!
 //! - data / indirect / xattr `(ino, version, index)`: live iff the inode map has `ino`
 //!   allocated with that version and the inode's block map (or xattr pointer) sends
@@ -13,7 +12,7 @@
 //!
 //! Live blocks are marked dirty in place (data blocks with their current contents, indirect
 //! nodes and inodes as dirty, imap blocks for the next checkpoint) and written out in one
-//! flush group flagged CLEANER per victim; the normal write path then reports the old
+//! flush group flagged CLEANER per pass; the normal write path then reports the old
 //! addresses dead, so the victim's live count reaches zero. Then a checkpoint moves the
 //! inode-map blocks, victims with nothing left become Freed, and a second checkpoint, once
 //! durable, makes them Clean. A crash anywhere in between leaves the previous checkpoint and
@@ -56,6 +55,21 @@ pub trait VictimPicker: Send + Sync + fmt::Debug {
     fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64>;
 }
 
+/// Live bytes one pass holds in memory at most (it stops taking victims past this).
+const MAX_PASS_BYTES: u64 = 64 << 20;
+
+/// Segments by state (see `usage.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SegmentCounts {
+    pub clean: u64,
+    /// The log head (one per log).
+    pub active: u64,
+    pub full: u64,
+    pub cleaning: u64,
+    /// Nothing live; clean once the next checkpoint is durable.
+    pub freed: u64,
+}
+
 /// What one cleaning pass did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CleanReport {
@@ -90,6 +104,20 @@ impl Inner {
             .collect()
     }
 
+    pub(crate) fn segment_counts(&self) -> SegmentCounts {
+        let mut c = SegmentCounts::default();
+        for (_, s) in self.st.usage.iter() {
+            *match s.state {
+                SegState::Clean => &mut c.clean,
+                SegState::Active => &mut c.active,
+                SegState::Full => &mut c.full,
+                SegState::Cleaning => &mut c.cleaning,
+                SegState::Freed => &mut c.freed,
+            } += 1;
+        }
+        c
+    }
+
     /// Empty `victims` (see the module comment). Segments that are not Full are skipped.
     pub(crate) fn clean(&mut self, victims: &[u64]) -> Result<CleanReport> {
         let mut r = CleanReport::default();
@@ -111,47 +139,17 @@ impl Inner {
                     .is_some_and(|s| s.state == SegState::Full)
             })
             .collect();
-        for seg in full {
-            let Some(s) = self.st.usage.get(seg).copied() else {
-                continue;
-            };
-            // A victim may die on its own meanwhile (its last live inode copy rewritten
-            // because of another victim's blocks): then it is Freed already.
-            if s.state == SegState::Freed {
-                r.segments.push(seg);
-                continue;
-            }
-            // Nothing is freed before the pass's checkpoints: stop taking victims when the
-            // log could not hold their live blocks (the next pass goes on from there).
-            let need = s.live_bytes.div_ceil(BLOCK_BYTES) * 2 + 8 + tables;
-            if self.st.free_blocks() < need {
-                break;
-            }
-            self.st.usage.begin_cleaning(seg);
-            r.segments.push(seg);
-            r.live_bytes += s.live_bytes;
-            let mut buf = Vec::new();
-            self.st
-                .read_run(sb.seg_addr(seg), sb.seg_blocks as u64, &mut buf)?;
-            r.blocks_read += sb.seg_blocks as u64;
-            let scan = self.scan_segment(seg);
-            for u in &scan.units {
-                for (k, e) in u.summary.entries.iter().enumerate() {
-                    let off = u.offset as usize + 1 + k;
-                    let addr = sb.seg_addr(seg) + off as u64;
-                    let block = &buf[off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE];
-                    self.relocate(addr, e, block, &mut r)?;
-                }
-            }
-            self.st.begin_group(FLAG_CLEANER)?;
-            let res = self.flush_group();
-            self.st.end_group()?;
-            res?;
-            self.stats.flushes += 1;
-        }
+        let moved = self.move_victims(full, tables, &mut r);
         // The checkpoint writes the inode-map blocks marked above elsewhere and rewrites any
         // usage block in a victim.
-        self.checkpoint()?;
+        if let Err(e) = moved.and_then(|()| self.checkpoint()) {
+            // Victims go back to Full (or Freed if they did empty): never left Cleaning,
+            // where no pass would take them again and their space would be lost.
+            for &seg in &r.segments {
+                self.st.usage.end_cleaning(seg);
+            }
+            return Err(e);
+        }
         for &seg in &r.segments {
             self.st.usage.end_cleaning(seg);
             let s = self.st.usage.get(seg).copied();
@@ -175,6 +173,61 @@ impl Inner {
         self.stats.cleaner_blocks_written += r.blocks_written;
         self.stats.cleaner_blocks_moved += r.blocks_moved;
         Ok(r)
+    }
+
+    /// Move the live blocks of the victims (taken while the log can hold them) in one flush
+    /// group; victims taken are pushed to `r.segments` and left Cleaning. One group per
+    /// pass, not per victim: a file with blocks in several victims has its indirect nodes
+    /// and inode rewritten once, which at high utilization is the difference between a
+    /// pass that gains segments and one that only churns.
+    fn move_victims(&mut self, full: Vec<u64>, tables: u64, r: &mut CleanReport) -> Result<()> {
+        let sb = self.st.sb.clone();
+        let mut need = 8 + tables;
+        for seg in full {
+            let Some(s) = self.st.usage.get(seg).copied() else {
+                continue;
+            };
+            // A victim may die on its own meanwhile (its last live inode copy rewritten
+            // because of another victim's blocks): then it is Freed already.
+            if s.state == SegState::Freed {
+                r.segments.push(seg);
+                continue;
+            }
+            // Nothing is freed before the pass's checkpoints: stop taking victims when the
+            // log could not hold their live blocks plus the nodes and inodes they dirty
+            // (the next pass goes on from there), or when a pass would hold too much in
+            // memory.
+            let live = s.live_bytes.div_ceil(BLOCK_BYTES);
+            // Moving a block also rewrites its share of indirect nodes, inodes and
+            // summaries: about a tenth more in measurements, half allowed.
+            let cost = live + live / 2;
+            if self.st.free_blocks() < need + cost || r.live_bytes > MAX_PASS_BYTES {
+                break;
+            }
+            need += cost;
+            self.st.usage.begin_cleaning(seg);
+            r.segments.push(seg);
+            r.live_bytes += s.live_bytes;
+            let mut buf = Vec::new();
+            self.st
+                .read_run(sb.seg_addr(seg), sb.seg_blocks as u64, &mut buf)?;
+            r.blocks_read += sb.seg_blocks as u64;
+            let scan = self.scan_segment(seg);
+            for u in &scan.units {
+                for (k, e) in u.summary.entries.iter().enumerate() {
+                    let off = u.offset as usize + 1 + k;
+                    let addr = sb.seg_addr(seg) + off as u64;
+                    let block = &buf[off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE];
+                    self.relocate(addr, e, block, r)?;
+                }
+            }
+        }
+        self.st.begin_group(FLAG_CLEANER)?;
+        let res = self.flush_group();
+        self.st.end_group()?;
+        res?;
+        self.stats.flushes += 1;
+        Ok(())
     }
 
     /// Mark the block at `addr` (summary entry `e`, contents `block`) to be rewritten if it

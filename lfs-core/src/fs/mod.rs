@@ -20,7 +20,7 @@ mod xattr;
 
 pub use check::{Finding, Owner};
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
-pub use clean::{CleanReport, SegmentView, VictimPicker};
+pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;
 pub use recovery::{EndOfLog, RollForward};
 pub use scan::{ScannedUnit, SegmentScan};
@@ -451,6 +451,10 @@ impl Fs {
     /// Full segments, as cleaning policies see them.
     pub fn segment_views(&self) -> Vec<SegmentView> {
         self.lock().segment_views()
+    }
+    /// Segments by state.
+    pub fn segment_counts(&self) -> SegmentCounts {
+        self.lock().segment_counts()
     }
     /// One cleaning pass over `victims` (see `clean.rs`); Full segments only, others are
     /// skipped. Freed victims are Clean when it returns.

@@ -553,10 +553,16 @@ impl Inner {
             }
         }
         // Foreground cleaning: the writer waits while the cleaner makes room, as long as
-        // passes free segments.
+        // passes gain free space. It cleans a burst (a pass's worth of segments beyond
+        // what this write needs): back-to-back passes put the cleaner's output — old, cold
+        // data — together in the log instead of interleaving it with the hot data being
+        // written, which is what lets cost-benefit tell cold segments from hot ones.
         let Some(picker) = self.opts.cleaner.clone() else {
             return Err(FsError::NoSpace);
         };
+        let burst = self.opts.clean_segments_per_pass as u64 * self.st.sb.seg_blocks as u64;
+        let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
+        let mut stalls = 0;
         for _ in 0..64 {
             let views = self.segment_views();
             let victims = picker.pick(
@@ -567,14 +573,33 @@ impl Inner {
             if victims.is_empty() {
                 break;
             }
-            let r = self.clean(&victims)?;
-            if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+            let before = self.st.free_blocks();
+            match self.clean(&victims) {
+                Ok(_) => {}
+                // The pass put its victims back; whatever room there is decides.
+                Err(FsError::NoSpace) => break,
+                Err(e) => return Err(e),
+            }
+            let free = self.st.free_blocks();
+            if free >= want(self) + burst {
                 return Ok(());
             }
-            if r.freed == 0 {
-                tracing::warn!("foreground cleaning freed nothing; out of space");
-                break;
+            // A pass over nearly full victims can lose ground (its metadata outweighs what
+            // it frees); three in a row without a gain mean there is nothing to win.
+            if free <= before {
+                stalls += 1;
+                if stalls == 3 {
+                    if free < want(self) {
+                        tracing::warn!("foreground cleaning gains nothing; out of space");
+                    }
+                    break;
+                }
+            } else {
+                stalls = 0;
             }
+        }
+        if self.st.free_blocks() >= want(self) {
+            return Ok(());
         }
         Err(FsError::NoSpace)
     }

@@ -193,12 +193,13 @@ impl Store {
         log.sync(&mut self.usage)
     }
 
-    /// Blocks the log can still write: clean segments, the reserved successor and the rest
-    /// of the current segment.
+    /// Blocks the log can still write: clean segments and the rest of the current one.
     pub fn free_blocks(&self) -> u64 {
+        // The log's reserved successor is not counted: stepping into it takes a clean
+        // segment as the next successor, so with no clean segment left only the rest of
+        // the current one can be written.
         let room = self.log.as_ref().map_or(0, |l| l.room_in_segment());
-        let succ = if self.log.is_some() { 1 } else { 0 };
-        (self.usage.clean_count() + succ) * self.sb.seg_blocks as u64 + room
+        self.usage.clean_count() * self.sb.seg_blocks as u64 + room
     }
 }
 
