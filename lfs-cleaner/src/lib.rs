@@ -92,22 +92,18 @@ pub fn choose(
         .collect()
 }
 
-/// A policy as the engine's foreground cleaner (when a writer would get ENOSPC).
+/// A policy as the engine's foreground cleaner (when a writer would get ENOSPC). No
+/// protection period here: the segments it would shelter — just written, hot, dying fast —
+/// are the very ones that free the most, and sheltering them let a writer get ENOSPC with
+/// a quarter of the disk reclaimable.
 #[derive(Debug)]
 pub struct Picker {
     pub policy: Box<dyn Policy>,
-    pub protection_ns: u64,
 }
 
 impl VictimPicker for Picker {
     fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64> {
-        // On ENOSPC nothing is too young to clean.
-        let v = choose(self.policy.as_ref(), segs, now_ns, max, self.protection_ns);
-        if v.is_empty() {
-            choose(self.policy.as_ref(), segs, now_ns, max, 0)
-        } else {
-            v
-        }
+        choose(self.policy.as_ref(), segs, now_ns, max, 0)
     }
 }
 

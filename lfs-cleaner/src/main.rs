@@ -164,7 +164,6 @@ impl Target {
         let dev: Arc<dyn Device> = Arc::new(dev);
         let picker = Picker {
             policy: Box::new(CostBenefit),
-            protection_ns: 0,
         };
         let fs = Fs::mount(
             dev,

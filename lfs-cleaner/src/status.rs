@@ -21,6 +21,8 @@ pub struct Status {
 
     pub segments: u64,
     pub segment_bytes: u64,
+    /// Segments writers leave to the cleaner (and to deletes on a full disk).
+    pub reserved_segments: u64,
     pub clean_segments: u64,
     /// Segments written and sealed: the ones the cleaner may take.
     pub dirty_segments: u64,
@@ -71,6 +73,7 @@ impl Status {
         Status {
             segments: sb.nsegs,
             segment_bytes: seg_bytes,
+            reserved_segments: sb.reserved_segs as u64,
             clean_segments: st.clean_segments,
             dirty_segments: dirty,
             active_segments: c.active + c.cleaning,

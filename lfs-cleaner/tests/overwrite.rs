@@ -15,6 +15,7 @@ const ROOT: u64 = 1;
 const C: Creds = Creds { uid: 0, gid: 0 };
 const BLOCK: usize = 4096;
 const FILE_BLOCKS: u64 = 256;
+const MIB_DEV: u64 = 64;
 
 fn fill(buf: &mut [u8], f: u64, b: u64, v: u32) {
     let mut x = (f << 40) ^ (b << 20) ^ v as u64 ^ 0x9e37_79b9_7f4a_7c15;
@@ -32,7 +33,7 @@ fn hot_cold(
     capacities: u64,
     daemon: bool,
 ) -> lfs_cleaner::Status {
-    let dev: Arc<dyn Device> = Arc::new(MemDevice::new(64 << 20));
+    let dev: Arc<dyn Device> = Arc::new(MemDevice::new(MIB_DEV << 20));
     mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let name = policy.name().to_string();
     let fs = Arc::new(
@@ -41,7 +42,6 @@ fn hot_cold(
             MountOptions {
                 cleaner: Some(Arc::new(Picker {
                     policy,
-                    protection_ns: 0,
                 })),
                 ..Default::default()
             },
@@ -134,3 +134,4 @@ fn greedy_at_90_percent_with_the_daemon() {
     let s = hot_cold(Box::new(Greedy), 90, 3, true);
     assert!(s.passes > 0, "{s:?}");
 }
+

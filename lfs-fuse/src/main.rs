@@ -244,7 +244,6 @@ fn mount_and_run(
     let picker = lfs_cleaner::Picker {
         policy: lfs_cleaner::policy_by_name(&gc.policy)
             .unwrap_or_else(|| Box::new(lfs_cleaner::CostBenefit)),
-        protection_ns: gc.protection.as_nanos() as u64,
     };
     let mopts = MountOptions {
         read_only: o.read_only,

@@ -10,7 +10,7 @@ use crate::dir::FIRST_ENTRY_COOKIE;
 use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
 use crate::format::inode::{FileKind, S_IFDIR, S_IFLNK, S_IFMT};
-use crate::format::{BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 
 const S_ISGID: u32 = 0o2000;
 const S_ISUID: u32 = 0o4000;
@@ -560,7 +560,15 @@ impl Inner {
         let Some(picker) = self.opts.cleaner.clone() else {
             return Err(FsError::NoSpace);
         };
-        let burst = self.opts.clean_segments_per_pass as u64 * self.st.sb.seg_blocks as u64;
+        // At most a quarter of the dead space, though: on a nearly full disk a long burst
+        // would squeeze segments that are almost all live.
+        let dead: u64 = self
+            .segment_views()
+            .iter()
+            .map(|v| v.seg_bytes.saturating_sub(v.live_bytes) / BLOCK_BYTES)
+            .sum();
+        let burst =
+            (self.opts.clean_segments_per_pass as u64 * self.st.sb.seg_blocks as u64).min(dead / 4);
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         let mut stalls = 0;
         for _ in 0..64 {

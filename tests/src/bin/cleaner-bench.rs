@@ -105,14 +105,12 @@ impl Mount {
             .arg(&img)
             .arg(format!("{mib}M")))?;
         let log = File::create(m.dir.join("daemon.log")).map_err(|e| e.to_string())?;
-        // Protection 1 s: the workload writes the whole disk in seconds, and the default
-        // 30 s would shelter every segment from the policy.
         let child = Command::new(tool("lfs-fuse"))
             .arg(&img)
             .arg(&m.mnt)
             .args(["-f", "-o"])
             .arg(format!(
-                "nowriteback,gc_policy={policy},gc_protection=1{}{extra}",
+                "nowriteback,gc_policy={policy}{}{extra}",
                 if extra.is_empty() { "" } else { "," }
             ))
             .stderr(log)
@@ -229,6 +227,10 @@ struct Outcome {
     data: f64,
     low: u64,
     high: u64,
+    reserved: u64,
+    /// Segments a foreground burst cleans beyond the reserve: a pass's worth (8), at most
+    /// a quarter of the dead space (as the engine does).
+    burst: u64,
     write_cost: f64,
     cleaned_utilization: f64,
     written_mib: u64,
@@ -239,6 +241,18 @@ struct Outcome {
 
 fn one(a: &Args, policy: &str, pct: u64) -> Result<Outcome, String> {
     let m = Mount::new(&a.dir, a.mib, policy, &a.gc)?;
+    let out = workload(a, &m, pct).map_err(|e| {
+        let log = m.log();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let st = m.status().map(|s| s.render()).unwrap_or_default();
+        format!("{e}\n{st}daemon log (last lines, newest first):\n  {}", tail.join("\n  "))
+    });
+    let out = out?;
+    m.finish()?;
+    Ok(out)
+}
+
+fn workload(a: &Args, m: &Mount, pct: u64) -> Result<Outcome, String> {
     let s0 = m.status()?;
     let capacity = s0.segments * s0.segment_bytes;
     let files = (capacity * pct / 100 / FILE_BYTES).max(10);
@@ -339,16 +353,17 @@ fn one(a: &Args, policy: &str, pct: u64) -> Result<Outcome, String> {
     let out = Outcome {
         utilization: s2.live_bytes as f64 / capacity as f64,
         data: (files * FILE_BYTES) as f64 / capacity as f64,
-        low: s0.low_watermark,
-        high: s0.high_watermark,
+        low: s2.low_watermark,
+        high: s2.high_watermark,
+        reserved: s2.reserved_segments,
+        burst: (s2.reclaimable_bytes / s2.segment_bytes / 4).clamp(1, 8),
         write_cost: (new + read + written) as f64 / new.max(1) as f64,
         cleaned_utilization: s2.cleaned_utilization.unwrap_or(0.0),
-        written_mib: (total - warm) * BLOCK as u64 >> 20,
+        written_mib: ((total - warm) * BLOCK as u64) >> 20,
         secs,
         segments: s0.segments,
         seg_blocks: (s0.segment_bytes / BLOCK as u64) as usize,
     };
-    m.finish()?;
     Ok(out)
 }
 
@@ -376,12 +391,15 @@ fn main() {
                 Ok(o) => {
                     let p = policy_by_name(policy)
                         .unwrap_or_else(|| Box::new(lfs_cleaner::CostBenefit));
-                    // The same disk, data, watermarks and write-back buffer.
+                    // The same disk, data and write-back buffer; cleaning starts at the
+                    // engine's reserve (or the daemon's low watermark) and goes on for a
+                    // burst of a pass (or to the daemon's high watermark), as in the mount.
+                    let reserve = o.reserved.max(o.low).max(1);
                     let cfg = SimConfig {
                         segments: o.segments as usize,
                         seg_blocks: o.seg_blocks,
-                        reserve: o.low.max(1) as usize,
-                        clean_target: o.high.max(o.low + 1) as usize,
+                        reserve: reserve as usize,
+                        clean_target: (reserve + o.burst).max(o.high) as usize,
                         buffer_blocks: lfs_core::MountOptions::default().writeback_blocks as usize,
                         ..SimConfig::paper(o.data, Access::PAPER_HOT_COLD)
                     };
