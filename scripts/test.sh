@@ -11,3 +11,5 @@ scripts/pjdfstest.sh
 scripts/fsx.sh 25000 4
 # A real workload: unpack crate sources, compare, git commit + fsck, remount, delete.
 scripts/workload.sh
+# The cleaner on a real mount, bounded: 128 MiB, once its capacity at 75% and 90% full.
+scripts/cleaner-bench.sh 128 1

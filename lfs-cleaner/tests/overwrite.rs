@@ -40,9 +40,7 @@ fn hot_cold(
         Fs::mount(
             dev.clone(),
             MountOptions {
-                cleaner: Some(Arc::new(Picker {
-                    policy,
-                })),
+                cleaner: Some(Arc::new(Picker { policy })),
                 ..Default::default()
             },
         )
@@ -134,4 +132,3 @@ fn greedy_at_90_percent_with_the_daemon() {
     let s = hot_cold(Box::new(Greedy), 90, 3, true);
     assert!(s.passes > 0, "{s:?}");
 }
-

@@ -245,7 +245,10 @@ fn one(a: &Args, policy: &str, pct: u64) -> Result<Outcome, String> {
         let log = m.log();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
         let st = m.status().map(|s| s.render()).unwrap_or_default();
-        format!("{e}\n{st}daemon log (last lines, newest first):\n  {}", tail.join("\n  "))
+        format!(
+            "{e}\n{st}daemon log (last lines, newest first):\n  {}",
+            tail.join("\n  ")
+        )
     });
     let out = out?;
     m.finish()?;
