@@ -572,12 +572,17 @@ impl Inner {
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         let mut stalls = 0;
         for _ in 0..64 {
-            let views = self.segment_views();
-            let victims = picker.pick(
-                &views,
-                crate::log::now_ns(),
-                self.opts.clean_segments_per_pass,
-            );
+            let mut views = self.segment_views();
+            let max = self.opts.clean_segments_per_pass;
+            let victims = if stalls == 0 {
+                picker.pick(&views, crate::log::now_ns(), max)
+            } else {
+                // The policy's choice gained nothing (cost-benefit may prefer old segments
+                // that are nearly full): the emptiest segments are the way out.
+                views.retain(|v| v.live_bytes < v.seg_bytes);
+                views.sort_by_key(|v| (v.live_bytes, v.segment));
+                views.iter().take(max).map(|v| v.segment).collect()
+            };
             if victims.is_empty() {
                 break;
             }
