@@ -375,7 +375,7 @@ pub struct Curve {
 
 /// Write cost against utilization as a self-contained SVG.
 pub fn svg(title: &str, curves: &[Curve]) -> String {
-    let (w, h, left, right, top, bottom) = (720.0, 460.0, 60.0, 200.0, 40.0, 50.0);
+    let (w, h, left, right, top, bottom) = (780.0, 460.0, 60.0, 250.0, 40.0, 50.0);
     let (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 14.0);
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| h - bottom - (y.min(y1) - y0) / (y1 - y0) * (h - top - bottom);
