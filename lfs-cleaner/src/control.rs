@@ -53,31 +53,8 @@ pub struct Reply {
     pub report: Option<PassReport>,
 }
 
-/// A pass as the socket carries it (CleanReport, which only serializes).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct PassReport {
-    pub segments: Vec<u64>,
-    pub freed: u64,
-    pub live_bytes: u64,
-    pub blocks_read: u64,
-    pub blocks_written: u64,
-    pub blocks_moved: u64,
-    pub inodes_moved: u64,
-}
-
-impl From<&CleanReport> for PassReport {
-    fn from(r: &CleanReport) -> PassReport {
-        PassReport {
-            segments: r.segments.clone(),
-            freed: r.freed,
-            live_bytes: r.live_bytes,
-            blocks_read: r.blocks_read,
-            blocks_written: r.blocks_written,
-            blocks_moved: r.blocks_moved,
-            inodes_moved: r.inodes_moved,
-        }
-    }
-}
+/// A pass as the socket carries it.
+pub type PassReport = CleanReport;
 
 /// The socket's file name for a mountpoint (canonical, absolute).
 pub fn socket_name(mountpoint: &Path) -> String {
@@ -241,7 +218,7 @@ fn serve_one(c: UnixStream, h: &Handle) {
                 } else {
                     match h.pass(policy.as_deref(), segments) {
                         Ok(r) => Reply {
-                            report: Some(PassReport::from(&r)),
+                            report: Some(r),
                             ..Reply::ok()
                         },
                         Err(e) => Reply::err(format!("cleaning pass failed: {e}")),

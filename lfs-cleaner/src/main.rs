@@ -213,7 +213,6 @@ impl Target {
                     .unwrap_or_else(|| Box::new(CostBenefit));
                 // Offline nothing is being written: no segment is too young.
                 run_pass(fs, p.as_ref(), segments.unwrap_or(8), Duration::ZERO)
-                    .map(|r| PassReport::from(&r))
                     .map_err(|e| format!("cleaning pass failed: {e}"))
             }
         }

@@ -55,7 +55,7 @@ fn fill_and_punch(fs: &Fs, files: u64, size: u64, keep: usize) -> Vec<(u64, Vec<
     }
     fs.checkpoint().unwrap();
     for i in 0..files {
-        if i as usize % keep != 0 {
+        if !(i as usize).is_multiple_of(keep) {
             fs.unlink(ROOT, format!("f{i}").as_bytes()).unwrap();
         }
     }

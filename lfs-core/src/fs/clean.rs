@@ -71,7 +71,7 @@ pub struct SegmentCounts {
 }
 
 /// What one cleaning pass did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CleanReport {
     /// Victims taken (Full when the pass began).
     pub segments: Vec<u64>,
