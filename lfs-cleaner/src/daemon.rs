@@ -382,11 +382,7 @@ impl Handle {
 /// 94% live, at a write cost of 77 where foreground cleaning alone needs about 12.
 pub fn watermarks(fs: &Fs, cfg: &Config, clean: u64) -> (u64, u64) {
     let sb = fs.superblock();
-    let dead: u64 = fs
-        .segment_views()
-        .iter()
-        .map(|v| v.seg_bytes.saturating_sub(v.live_bytes))
-        .sum();
+    let dead: u64 = fs.segment_views().iter().map(|v| v.dead_bytes()).sum();
     let cap = (clean + dead / sb.seg_bytes().max(1)) / 4;
     let high = cfg.high.segments(sb.nsegs).min(cap);
     (cfg.low.segments(sb.nsegs).min(high), high)

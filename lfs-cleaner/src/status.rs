@@ -65,7 +65,7 @@ impl Status {
         let mut reclaimable = 0;
         for v in &views {
             hist[((v.utilization() * 10.0) as usize).min(9)] += 1;
-            reclaimable += v.seg_bytes.saturating_sub(v.live_bytes);
+            reclaimable += v.dead_bytes();
         }
         let new_blocks = st.blocks_appended.saturating_sub(st.cleaner_blocks_written);
         let dirty = views.len() as u64;

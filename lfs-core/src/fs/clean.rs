@@ -46,6 +46,10 @@ impl SegmentView {
         }
         (self.live_bytes as f64 / self.seg_bytes as f64).min(1.0)
     }
+    /// Bytes cleaning the segment would give back.
+    pub fn dead_bytes(&self) -> u64 {
+        self.seg_bytes.saturating_sub(self.live_bytes)
+    }
 }
 
 /// Chooses victims; implemented by lfs-cleaner's policies. The engine calls it itself when

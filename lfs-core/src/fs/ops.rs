@@ -565,7 +565,7 @@ impl Inner {
         let dead: u64 = self
             .segment_views()
             .iter()
-            .map(|v| v.seg_bytes.saturating_sub(v.live_bytes) / BLOCK_BYTES)
+            .map(|v| v.dead_bytes() / BLOCK_BYTES)
             .sum();
         let burst =
             (self.opts.clean_segments_per_pass as u64 * self.st.sb.seg_blocks as u64).min(dead / 4);
