@@ -124,6 +124,19 @@ fn locate(l: u64) -> Option<Loc> {
     })
 }
 
+/// The tree nodes `(height, first block)` on the path to logical block `l`, from height
+/// `from` (at least 1) up to the tree's root: what rewriting the block there, or the node
+/// of height `from` covering it, dirties. Empty for a direct block.
+pub fn path_nodes(l: u64, from: u8) -> impl Iterator<Item = (u8, u64)> {
+    let tree = match locate(l) {
+        Some(Loc::Tree(h, off)) => Some((h, off)),
+        _ => None,
+    };
+    tree.into_iter().flat_map(move |(h, off)| {
+        (from.max(1)..=h).map(move |k| (k, tree_base(h) + off / span(k) * span(k)))
+    })
+}
+
 impl BlockMap {
     pub fn new(
         ino: u64,
@@ -553,6 +566,7 @@ mod tests {
         next: u64,
         live: HashSet<u64>,
         dead_data: HashSet<u64>,
+        appended: Vec<SummaryEntry>,
     }
     impl Sink for MemSink {
         fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
@@ -561,7 +575,8 @@ mod tests {
                 .cloned()
                 .ok_or(FsError::Damaged("missing".into()))
         }
-        fn append(&mut self, _e: SummaryEntry, data: &[u8]) -> Result<u64> {
+        fn append(&mut self, e: SummaryEntry, data: &[u8]) -> Result<u64> {
+            self.appended.push(e);
             self.next += 1;
             self.blocks.insert(self.next + 1000, data.to_vec());
             self.live.insert(self.next + 1000);
@@ -572,6 +587,46 @@ mod tests {
                 assert!(self.dead_data.insert(addr), "data block {addr} freed twice");
             } else {
                 assert!(self.live.remove(&addr), "double free of node {addr}");
+            }
+        }
+    }
+
+    /// The cleaner's space bound relies on `path_nodes` naming exactly the nodes a flush
+    /// writes after a block (or a node) is rewritten.
+    #[test]
+    fn path_nodes_are_the_nodes_a_rewrite_writes() {
+        let ls = [
+            0,
+            11,
+            12,
+            521,
+            522,
+            522 + 510 * 510 - 1,
+            tree_base(3) + 7,
+            tree_base(3) + 510 * 510 * 3 + 510 * 4 + 9,
+            tree_base(4) + 123_456_789,
+            max_lblocks() - 1,
+        ];
+        for &l in &ls {
+            let mut s = MemSink::default();
+            let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+            m.set(&mut s, l, 7).expect("set");
+            m.flush(&mut s).expect("flush");
+            let written: HashSet<(u8, u64)> =
+                s.appended.iter().map(|e| (e.height, e.index)).collect();
+            let want: HashSet<(u8, u64)> = path_nodes(l, 1).collect();
+            assert_eq!(written, want, "lblock {l}");
+            assert_eq!(
+                s.appended.len(),
+                want.len(),
+                "lblock {l}: a node written twice"
+            );
+            // From a node's own height: that node and its ancestors.
+            for &(h, first) in &want {
+                let above: HashSet<(u8, u64)> = path_nodes(first, h).collect();
+                let expect: HashSet<(u8, u64)> =
+                    want.iter().copied().filter(|&(k, _)| k >= h).collect();
+                assert_eq!(above, expect, "node ({h}, {first}) of lblock {l}");
             }
         }
     }

@@ -19,13 +19,17 @@
 //! roll-forward, which never reuse a segment a durable checkpoint did not record clean
 //! (docs/CLEANER.md).
 
+use super::scan::SegmentScan;
 use super::Inner;
+use crate::bmap::path_nodes;
 use crate::error::Result;
-use crate::format::inode::decode_inode_block;
-use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER};
+use crate::format::inode::{decode_inode_block, DiskInode, INODES_PER_BLOCK};
+use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER, SUMMARY_MAX_ENTRIES};
+use crate::format::table::TABLE_ENTRIES;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt;
 
 /// A Full segment as a cleaning policy sees it.
@@ -61,6 +65,41 @@ pub trait VictimPicker: Send + Sync + fmt::Debug {
 
 /// Live bytes one pass holds in memory at most (it stops taking victims past this).
 const MAX_PASS_BYTES: u64 = 64 << 20;
+
+/// What a pass has taken on: enough to bound, from above, the blocks its flush group will
+/// append, so that a pass admitted by it never runs out of room half-way.
+#[derive(Debug, Clone, Default)]
+struct PassBudget {
+    /// Live data, xattr and inode-map blocks to move.
+    blocks: u64,
+    /// Tree nodes dirtied, `(ino, height, first block)`: each written once per pass.
+    nodes: HashSet<(u64, u8, u64)>,
+    inodes: HashSet<u64>,
+    /// Inode-map blocks the rewritten inodes dirty (written by the checkpoint after).
+    imap_blocks: HashSet<u64>,
+}
+
+impl PassBudget {
+    fn inode(&mut self, ino: u64) {
+        self.inodes.insert(ino);
+        self.imap_blocks.insert(ino / TABLE_ENTRIES as u64);
+    }
+    /// Block `l` of `ino` (or its node of height `from`) rewritten: the path above it too.
+    fn path(&mut self, ino: u64, l: u64, from: u8) {
+        for (h, first) in path_nodes(l, from) {
+            self.nodes.insert((ino, h, first));
+        }
+        self.inode(ino);
+    }
+    /// Blocks the pass may append: its blocks, nodes, inode blocks and inode-map blocks, a
+    /// summary per unit (units also end at segment ends) and a skipped tail per segment.
+    fn need(&self, seg_blocks: u64) -> u64 {
+        let inode_blocks = (self.inodes.len() as u64).div_ceil(INODES_PER_BLOCK as u64);
+        let body = self.blocks + self.nodes.len() as u64 + inode_blocks;
+        let body = body + self.imap_blocks.len() as u64;
+        body + body / SUMMARY_MAX_ENTRIES as u64 + 2 * (body / seg_blocks + 1)
+    }
+}
 
 /// Segments by state (see `usage.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -186,7 +225,10 @@ impl Inner {
     /// pass that gains segments and one that only churns.
     fn move_victims(&mut self, full: Vec<u64>, tables: u64, r: &mut CleanReport) -> Result<()> {
         let sb = self.st.sb.clone();
-        let mut need = 8 + tables;
+        let seg_blocks = sb.seg_blocks as u64;
+        // The checkpoint after the group also writes what users left dirty in the map.
+        let fixed = 8 + tables + self.imap.dirty_count() as u64;
+        let mut budget = PassBudget::default();
         for seg in full {
             let Some(s) = self.st.usage.get(seg).copied() else {
                 continue;
@@ -197,26 +239,27 @@ impl Inner {
                 r.segments.push(seg);
                 continue;
             }
-            // Nothing is freed before the pass's checkpoints: stop taking victims when the
-            // log could not hold their live blocks plus the nodes and inodes they dirty
-            // (the next pass goes on from there), or when a pass would hold too much in
-            // memory.
+            // Nothing is freed before the pass's checkpoints: take victims while the log
+            // can hold everything they make the pass write (the next pass goes on from
+            // there), and while the pass holds a sensible amount in memory.
+            let free = self.st.free_blocks();
             let live = s.live_bytes.div_ceil(BLOCK_BYTES);
-            // Moving a block also rewrites its share of indirect nodes, inodes and
-            // summaries: about a tenth more in measurements, half allowed.
-            let cost = live + live / 2;
-            if self.st.free_blocks() < need + cost || r.live_bytes > MAX_PASS_BYTES {
+            if free < fixed + budget.need(seg_blocks) + live || r.live_bytes > MAX_PASS_BYTES {
                 break;
             }
-            need += cost;
+            let mut buf = Vec::new();
+            self.st.read_run(sb.seg_addr(seg), seg_blocks, &mut buf)?;
+            r.blocks_read += seg_blocks;
+            let scan = self.scan_segment(seg);
+            let mut with = budget.clone();
+            self.budget_victim(seg, &scan, &buf, &mut with)?;
+            if free < fixed + with.need(seg_blocks) {
+                break;
+            }
+            budget = with;
             self.st.usage.begin_cleaning(seg);
             r.segments.push(seg);
             r.live_bytes += s.live_bytes;
-            let mut buf = Vec::new();
-            self.st
-                .read_run(sb.seg_addr(seg), sb.seg_blocks as u64, &mut buf)?;
-            r.blocks_read += sb.seg_blocks as u64;
-            let scan = self.scan_segment(seg);
             for u in &scan.units {
                 for (k, e) in u.summary.entries.iter().enumerate() {
                     let off = u.offset as usize + 1 + k;
@@ -234,6 +277,85 @@ impl Inner {
         Ok(())
     }
 
+    /// Add to `b` what moving the live blocks of victim `seg` (contents `buf`, units `scan`)
+    /// would make the pass write, judging liveness as `relocate` will.
+    fn budget_victim(
+        &mut self,
+        seg: u64,
+        scan: &SegmentScan,
+        buf: &[u8],
+        b: &mut PassBudget,
+    ) -> Result<()> {
+        let base = self.st.sb.seg_addr(seg);
+        for u in &scan.units {
+            for (k, e) in u.summary.entries.iter().enumerate() {
+                let off = u.offset as usize + 1 + k;
+                let addr = base + off as u64;
+                match e.kind {
+                    BlockKind::Data => {
+                        if self.data_live(addr, e)? {
+                            b.blocks += 1;
+                            b.path(e.ino, e.index, 1);
+                        }
+                    }
+                    // The node itself is on its path.
+                    BlockKind::Indirect if self.alive(e) => b.path(e.ino, e.index, e.height),
+                    BlockKind::Xattr if self.alive(e) => {
+                        b.blocks += 1;
+                        b.inode(e.ino);
+                    }
+                    BlockKind::InodeBlock => {
+                        let block = &buf[off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE];
+                        for (slot, d) in decode_inode_block(block)
+                            .unwrap_or_default()
+                            .iter()
+                            .enumerate()
+                        {
+                            if !d.is_tombstone() && self.inode_live(d, addr, slot) {
+                                b.inode(d.ino);
+                            }
+                        }
+                    }
+                    BlockKind::Imap => {
+                        if self.cp.imap_addrs.get(e.index as usize) == Some(&addr) {
+                            b.imap_blocks.insert(e.index);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode map has the entry's inode allocated, at the entry's version.
+    fn alive(&self, e: &SummaryEntry) -> bool {
+        self.imap
+            .get(e.ino)
+            .is_some_and(|m| m.allocated() && m.version == e.version)
+    }
+
+    /// The data block at `addr` (entry `e`) is the file's current copy of its block: not
+    /// replaced on disk, nor by a newer copy waiting in memory.
+    fn data_live(&mut self, addr: u64, e: &SummaryEntry) -> Result<bool> {
+        if !self.alive(e) {
+            return Ok(false);
+        }
+        self.load(e.ino)?;
+        let Inner { inodes, st, .. } = self;
+        let Some(i) = inodes.get_mut(&e.ino) else {
+            return Ok(false);
+        };
+        Ok(!i.data.contains_key(&e.index) && i.bmap.get(st, e.index)? == addr)
+    }
+
+    /// Slot `slot` of the inode block at `addr` holds the current copy of inode `d`.
+    fn inode_live(&self, d: &DiskInode, addr: u64, slot: usize) -> bool {
+        self.imap.get(d.ino).is_some_and(|m| {
+            m.allocated() && m.addr == addr && m.slot as usize == slot && m.version == d.version
+        })
+    }
+
     /// Mark the block at `addr` (summary entry `e`, contents `block`) to be rewritten if it
     /// is live.
     fn relocate(
@@ -245,30 +367,25 @@ impl Inner {
     ) -> Result<()> {
         match e.kind {
             BlockKind::Data | BlockKind::Indirect | BlockKind::Xattr => {
-                let alive = self
-                    .imap
-                    .get(e.ino)
-                    .is_some_and(|m| m.allocated() && m.version == e.version);
-                if !alive {
-                    return Ok(());
-                }
-                self.load(e.ino)?;
-                let moved = {
+                let moved = if e.kind == BlockKind::Data {
+                    let live = self.data_live(addr, e)?;
+                    if let Some(i) = self.inodes.get_mut(&e.ino).filter(|_| live) {
+                        i.data.insert(e.index, block.to_vec());
+                    }
+                    live
+                } else {
+                    if !self.alive(e) {
+                        return Ok(());
+                    }
+                    self.load(e.ino)?;
                     let Inner { inodes, st, .. } = self;
                     let Some(i) = inodes.get_mut(&e.ino) else {
                         return Ok(());
                     };
-                    match e.kind {
-                        BlockKind::Data => {
-                            let live =
-                                !i.data.contains_key(&e.index) && i.bmap.get(st, e.index)? == addr;
-                            if live {
-                                i.data.insert(e.index, block.to_vec());
-                            }
-                            live
-                        }
-                        BlockKind::Indirect => i.bmap.relocate_node(st, e.height, e.index, addr)?,
-                        _ => i.d.xattr == addr,
+                    if e.kind == BlockKind::Indirect {
+                        i.bmap.relocate_node(st, e.height, e.index, addr)?
+                    } else {
+                        i.d.xattr == addr
                     }
                 };
                 if moved {
@@ -284,16 +401,7 @@ impl Inner {
                     return Ok(());
                 };
                 for (slot, d) in slots.iter().enumerate() {
-                    if d.is_tombstone() {
-                        continue;
-                    }
-                    let live = self.imap.get(d.ino).is_some_and(|m| {
-                        m.allocated()
-                            && m.addr == addr
-                            && m.slot as usize == slot
-                            && m.version == d.version
-                    });
-                    if live {
+                    if !d.is_tombstone() && self.inode_live(d, addr, slot) {
                         self.load(d.ino)?;
                         self.touch(d.ino);
                         r.inodes_moved += 1;

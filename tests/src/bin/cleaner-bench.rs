@@ -350,6 +350,7 @@ fn workload(a: &Args, m: &Mount, pct: u64) -> Result<Outcome, String> {
             s2.passes - s1.passes,
             s2.segments_cleaned - s1.segments_cleaned
         );
+        eprintln!("{}", s2.render());
     }
     let read = s2.blocks_read - s1.blocks_read;
     let written = s2.blocks_written - s1.blocks_written;
