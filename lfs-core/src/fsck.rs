@@ -141,6 +141,12 @@ fn examine(dev: &Arc<dyn Device>, force: bool) -> Result<(Vec<Finding>, Option<F
         }
     };
     let r = fs.mount_report().clone();
+    if let Some(e) = &r.newest_damaged {
+        findings.push(Finding::CheckpointTablesDamaged {
+            region: if r.region == 'A' { 'B' } else { 'A' },
+            error: e.clone(),
+        });
+    }
     if let Some(e) = &r.other_region_error {
         findings.push(Finding::CheckpointRegionInvalid {
             region: if r.region == 'A' { 'B' } else { 'A' },
@@ -247,6 +253,7 @@ fn repair(dev: &Arc<dyn Device>, report: &mut FsckReport, mode: Mode) -> Result<
             Finding::RollForward { .. }
                 | Finding::Orphan { .. }
                 | Finding::CheckpointRegionInvalid { .. }
+                | Finding::CheckpointTablesDamaged { .. }
         ) {
             report.repaired.push(f.clone());
         }

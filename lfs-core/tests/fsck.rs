@@ -470,6 +470,34 @@ fn a_torn_checkpoint_region_is_crash_residue() {
     assert_clean(&fixed);
 }
 
+/// Bit rot in the newest checkpoint's inode map: mount falls back to the other region's
+/// checkpoint and rolls forward; fsck calls it damage (no crash leaves a durable checkpoint
+/// whose tables do not decode), -p leaves it, -y rewrites the tables.
+#[test]
+fn damaged_checkpoint_tables_fall_back_to_the_other_region() {
+    let (mut img, t) = build();
+    let (imap, _) = with_fs(&img, |fs| fs.table_addrs());
+    let addr = imap.iter().copied().find(|&a| a != 0).unwrap();
+    block(&mut img, addr)[100] ^= 4;
+    let (r, after) = run(&img, Mode::Check);
+    assert!(
+        matches!(
+            r.findings.first(),
+            Some(Finding::CheckpointTablesDamaged { .. })
+        ),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!((r.exit_code, after == img), (4, true));
+    with_fs(&img, |fs| {
+        assert_eq!(fs.read(t.big, 0, 4).unwrap(), [3u8; 4]);
+        assert_eq!(fs.lookup(t.d, b"b").unwrap().ino, t.b);
+    });
+    let (p, _) = run(&img, Mode::Preen);
+    assert_eq!(p.exit_code, 4, "{p:#?}");
+    assert_repaired(&img, Mode::Yes);
+}
+
 #[test]
 fn a_crash_is_not_an_error() {
     let dev = Arc::new(MemDevice::new(32 << 20));

@@ -91,6 +91,12 @@ pub enum Finding {
     },
 
     // Damage.
+    /// The newest checkpoint's inode-map or usage blocks (or what they lead to) do not
+    /// decode; mount used the other region's checkpoint and rolled forward from it.
+    CheckpointTablesDamaged {
+        region: char,
+        error: String,
+    },
     /// A superblock copy ("primary" or "backup") does not decode.
     SuperblockInvalid {
         copy: &'static str,
@@ -236,6 +242,10 @@ impl fmt::Display for Finding {
             CheckpointRegionInvalid { region, error } => {
                 write!(f, "checkpoint region {region} invalid: {error}")
             }
+            CheckpointTablesDamaged { region, error } => write!(
+                f,
+                "newest checkpoint (region {region}) unusable, the other region's was used: {error}"
+            ),
             SuperblockInvalid { copy, error } => write!(f, "{copy} superblock invalid: {error}"),
             Unmountable { error } => write!(f, "cannot mount: {error}"),
             InodeUnreadable { ino, error } => write!(f, "inode {ino} unreadable: {error}"),

@@ -62,6 +62,9 @@ pub struct MountReport {
     pub region: char,
     /// Why the other region was not used, if it was invalid.
     pub other_region_error: Option<String>,
+    /// The other region held the newest checkpoint, but its tables (or what they lead to)
+    /// are damaged: why. Mount fell back to this region's older checkpoint.
+    pub newest_damaged: Option<String>,
     pub clean_unmount: bool,
     pub primary_superblock_error: Option<String>,
     pub orphans_freed: u64,
@@ -81,6 +84,15 @@ fn random_uuid() -> [u8; 16] {
         u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
     }
     u
+}
+
+/// The region that is not `other`'s.
+fn newest_region(other: &(Checkpoint, char)) -> char {
+    if other.1 == 'A' {
+        'B'
+    } else {
+        'A'
+    }
 }
 
 /// A log id for a new mount: random, so that no two mounts (even two attempts to recover
@@ -258,11 +270,11 @@ impl Inner {
         let b = read_region(dev.as_ref(), &sb, sb.cp_b);
         // Generations are never equal (each checkpoint writes g+1 to the other region); if a
         // damaged image shows them equal, A is taken.
-        let (cp, region, other_err) = match (a, b) {
-            (Ok(a), Ok(b)) if b.generation > a.generation => (b, 'B', None),
-            (Ok(a), Ok(_)) => (a, 'A', None),
-            (Ok(a), Err(e)) => (a, 'A', Some(e)),
-            (Err(e), Ok(b)) => (b, 'B', Some(e)),
+        let (newest, older, other_err) = match (a, b) {
+            (Ok(a), Ok(b)) if b.generation > a.generation => ((b, 'B'), Some((a, 'A')), None),
+            (Ok(a), Ok(b)) => ((a, 'A'), Some((b, 'B')), None),
+            (Ok(a), Err(e)) => ((a, 'A'), None, Some(e)),
+            (Err(e), Ok(b)) => ((b, 'B'), None, Some(e)),
             (Err(ea), Err(eb)) => {
                 return Err(FsError::Damaged(format!(
                     "no valid checkpoint (region A: {ea}; region B: {eb})"
@@ -270,9 +282,47 @@ impl Inner {
             }
         };
         if let Some(e) = &other_err {
-            tracing::warn!(region = %if region == 'A' { 'B' } else { 'A' }, error = %e, "checkpoint region invalid; using the other");
+            let other = if newest.1 == 'A' { 'B' } else { 'A' };
+            tracing::warn!(region = %other, error = %e, "checkpoint region invalid; using the other");
         }
         let sb = Arc::new(sb);
+        let first = Inner::mount_from(&dev, &sb, newest, other_err, sb_err.clone(), &opts, t0);
+        let (Err(e), Some(older)) = (&first, older) else {
+            return first;
+        };
+        // Only for damage found while reading (nothing is written before that could fail
+        // so); a device error is the device's, and would recur.
+        if !matches!(e, FsError::Corrupt { .. } | FsError::Damaged(_)) {
+            return first;
+        }
+        // The newest checkpoint's tables (or what they lead to) do not decode: the other
+        // region's are elsewhere, and roll-forward from it replays what came after.
+        tracing::warn!(region = %newest_region(&older), error = %e, "cannot mount from the newest checkpoint; trying the other region");
+        let why = e.to_string();
+        match Inner::mount_from(&dev, &sb, older, None, sb_err, &opts, t0) {
+            Ok((inner, mut report)) => {
+                report.newest_damaged = Some(why);
+                Ok((inner, report))
+            }
+            Err(e2) => Err(FsError::Damaged(format!(
+                "{e} (and from the other checkpoint region: {e2})"
+            ))),
+        }
+    }
+
+    /// Mount from checkpoint `cp` of `region`; `other_err` says why the other region is not
+    /// used (for the report).
+    fn mount_from(
+        dev: &Arc<dyn Device>,
+        sb: &Arc<Superblock>,
+        (cp, region): (Checkpoint, char),
+        other_err: Option<String>,
+        sb_err: Option<String>,
+        opts: &MountOptions,
+        t0: Instant,
+    ) -> Result<(Inner, super::MountReport)> {
+        let dev = dev.clone();
+        let opts = opts.clone();
         let mut inner = Inner::assemble(
             sb.clone(),
             dev.clone(),
@@ -345,7 +395,12 @@ impl Inner {
                 report.orphans_freed += 1;
             }
             // Record what roll-forward recovered (and the new log id) in a checkpoint, so
-            // the next mount starts from here instead of replaying the same log again.
+            // the next mount starts from here instead of replaying the same log again. In
+            // both regions: roll-forward follows one log id, so if the newest region were
+            // later damaged, a fallback to a region of the previous mount would stop at this
+            // mount's first unit and lose everything written since (found by the
+            // corruption sweep, tests/corrupt.rs).
+            inner.checkpoint_with(false)?;
             inner.checkpoint_with(false)?;
         }
         report.elapsed = t0.elapsed();

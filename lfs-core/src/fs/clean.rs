@@ -292,11 +292,9 @@ impl Inner {
                 let off = u.offset as usize + 1 + k;
                 let addr = base + off as u64;
                 match e.kind {
-                    BlockKind::Data => {
-                        if self.data_live(addr, e)? {
-                            b.blocks += 1;
-                            b.path(e.ino, e.index, 1);
-                        }
+                    BlockKind::Data if self.data_live(addr, e)? => {
+                        b.blocks += 1;
+                        b.path(e.ino, e.index, 1);
                     }
                     // The node itself is on its path.
                     BlockKind::Indirect if self.alive(e) => b.path(e.ino, e.index, e.height),
@@ -316,10 +314,8 @@ impl Inner {
                             }
                         }
                     }
-                    BlockKind::Imap => {
-                        if self.cp.imap_addrs.get(e.index as usize) == Some(&addr) {
-                            b.imap_blocks.insert(e.index);
-                        }
+                    BlockKind::Imap if self.cp.imap_addrs.get(e.index as usize) == Some(&addr) => {
+                        b.imap_blocks.insert(e.index);
                     }
                     _ => {}
                 }
