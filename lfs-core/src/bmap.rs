@@ -595,18 +595,8 @@ mod tests {
     /// writes after a block (or a node) is rewritten.
     #[test]
     fn path_nodes_are_the_nodes_a_rewrite_writes() {
-        let ls = [
-            0,
-            11,
-            12,
-            521,
-            522,
-            522 + 510 * 510 - 1,
-            tree_base(3) + 7,
-            tree_base(3) + 510 * 510 * 3 + 510 * 4 + 9,
-            tree_base(4) + 123_456_789,
-            max_lblocks() - 1,
-        ];
+        let mut ls = edge_lblocks();
+        ls.push(tree_base(3) + 510 * 510 * 3 + 510 * 4 + 9);
         for &l in &ls {
             let mut s = MemSink::default();
             let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
@@ -631,11 +621,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn set_get_flush_reload_across_all_heights() {
-        let mut s = MemSink::default();
-        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
-        let ls = [
+    /// Logical blocks at the edges of the direct pointers and of each tree.
+    fn edge_lblocks() -> Vec<u64> {
+        vec![
             0,
             11,
             12,
@@ -645,7 +633,14 @@ mod tests {
             tree_base(3) + 7,
             tree_base(4) + 123_456_789,
             max_lblocks() - 1,
-        ];
+        ]
+    }
+
+    #[test]
+    fn set_get_flush_reload_across_all_heights() {
+        let mut s = MemSink::default();
+        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+        let ls = edge_lblocks();
         for (i, &l) in ls.iter().enumerate() {
             assert_eq!(m.set(&mut s, l, 10 + i as u64).expect("set"), 0);
         }
