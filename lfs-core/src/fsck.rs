@@ -143,13 +143,13 @@ fn examine(dev: &Arc<dyn Device>, force: bool) -> Result<(Vec<Finding>, Option<F
     let r = fs.mount_report().clone();
     if let Some(e) = &r.newest_damaged {
         findings.push(Finding::CheckpointTablesDamaged {
-            region: if r.region == 'A' { 'B' } else { 'A' },
+            region: r.other_region(),
             error: e.clone(),
         });
     }
     if let Some(e) = &r.other_region_error {
         findings.push(Finding::CheckpointRegionInvalid {
-            region: if r.region == 'A' { 'B' } else { 'A' },
+            region: r.other_region(),
             error: e.clone(),
         });
     }

@@ -86,9 +86,16 @@ fn random_uuid() -> [u8; 16] {
     u
 }
 
-/// The region that is not `other`'s.
-fn newest_region(other: &(Checkpoint, char)) -> char {
-    if other.1 == 'A' {
+impl super::MountReport {
+    /// The region this mount did not use.
+    pub fn other_region(&self) -> char {
+        other_region(self.region)
+    }
+}
+
+/// Checkpoint region 'A' for 'B' and 'B' for 'A'.
+fn other_region(region: char) -> char {
+    if region == 'A' {
         'B'
     } else {
         'A'
@@ -282,8 +289,7 @@ impl Inner {
             }
         };
         if let Some(e) = &other_err {
-            let other = if newest.1 == 'A' { 'B' } else { 'A' };
-            tracing::warn!(region = %other, error = %e, "checkpoint region invalid; using the other");
+            tracing::warn!(region = %other_region(newest.1), error = %e, "checkpoint region invalid; using the other");
         }
         let sb = Arc::new(sb);
         let first = Inner::mount_from(&dev, &sb, newest, other_err, sb_err.clone(), &opts, t0);
@@ -297,7 +303,7 @@ impl Inner {
         }
         // The newest checkpoint's tables (or what they lead to) do not decode: the other
         // region's are elsewhere, and roll-forward from it replays what came after.
-        tracing::warn!(region = %newest_region(&older), error = %e, "cannot mount from the newest checkpoint; trying the other region");
+        tracing::warn!(region = %other_region(older.1), error = %e, "cannot mount from the newest checkpoint; trying the other region");
         let why = e.to_string();
         match Inner::mount_from(&dev, &sb, older, None, sb_err, &opts, t0) {
             Ok((inner, mut report)) => {
