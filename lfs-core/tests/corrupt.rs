@@ -18,24 +18,24 @@
 //! documented long run uses 400, see docs/RELIABILITY.md), `LFS_CORRUPT_SEED` the seed.
 #![allow(clippy::unwrap_used)]
 
-use lfs_core::device::{Device, MemDevice};
+mod common;
+use common::*;
+
+use lfs_core::device::Device;
 use lfs_core::format::inode::FileKind;
 use lfs_core::format::summary::BlockKind;
 use lfs_core::format::superblock::Superblock;
 use lfs_core::format::{BLOCK_BYTES, BLOCK_SIZE};
 use lfs_core::fs::{Creds, Finding};
 use lfs_core::fsck::{fsck, FsckOptions, Mode};
-use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
+use lfs_core::{Fs, MountOptions};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
-const ROOT: u64 = 1;
 const C: Creds = Creds { uid: 0, gid: 0 };
 /// A case that takes longer than this is a hang.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Reading stops here in a file (a damaged size may claim terabytes of holes).
-const READ_LIMIT: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
@@ -81,138 +81,6 @@ enum Damage {
     Zeros,
 }
 
-/// What a walk saw at one path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File { size: u64, hash: u64 },
-    Link(Vec<u8>),
-    Other(FileKind),
-}
-
-/// Extended attributes of a path: (name, value).
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tree {
-    nodes: BTreeMap<Vec<u8>, (Node, Xattrs)>,
-    errors: Vec<String>,
-}
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h = (*h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-}
-
-/// Every path from the root with what it holds; errors are collected, not fatal. Bounded:
-/// a damaged directory may loop back or claim millions of entries.
-fn walk(fs: &Fs) -> Tree {
-    let mut t = Tree::default();
-    let mut seen = HashSet::new();
-    let mut todo = vec![(Vec::new(), ROOT)];
-    while let Some((path, dir)) = todo.pop() {
-        if !seen.insert(dir) || seen.len() > 5000 {
-            continue;
-        }
-        let mut cookie = 0;
-        loop {
-            let ents = match fs.readdir(dir, cookie, 128) {
-                Ok(e) => e,
-                Err(e) => {
-                    t.errors.push(format!("readdir {dir}: {e}"));
-                    break;
-                }
-            };
-            let Some(last) = ents.last() else { break };
-            if last.cookie <= cookie {
-                t.errors.push(format!("readdir {dir}: cookie went back"));
-                break;
-            }
-            cookie = last.cookie;
-            for e in ents {
-                if e.name == b"." || e.name == b".." {
-                    continue;
-                }
-                let mut p = path.clone();
-                p.push(b'/');
-                p.extend_from_slice(&e.name);
-                let node = match node_of(fs, e.ino, &mut t.errors) {
-                    Some(n) => n,
-                    None => continue,
-                };
-                if node == Node::Dir {
-                    todo.push((p.clone(), e.ino));
-                }
-                let mut xattrs = Vec::new();
-                match fs.listxattr(e.ino) {
-                    Ok(names) => {
-                        for n in names {
-                            match fs.getxattr(e.ino, &n) {
-                                Ok(v) => xattrs.push((n, v)),
-                                Err(err) => t.errors.push(format!("getxattr {}: {err}", e.ino)),
-                            }
-                        }
-                    }
-                    Err(err) => t.errors.push(format!("listxattr {}: {err}", e.ino)),
-                }
-                t.nodes.insert(p, (node, xattrs));
-            }
-        }
-    }
-    t
-}
-
-fn node_of(fs: &Fs, ino: u64, errors: &mut Vec<String>) -> Option<Node> {
-    let a = match fs.getattr(ino) {
-        Ok(a) => a,
-        Err(e) => {
-            errors.push(format!("getattr {ino}: {e}"));
-            return None;
-        }
-    };
-    Some(match a.kind {
-        FileKind::Directory => Node::Dir,
-        FileKind::Symlink => match fs.readlink(ino) {
-            Ok(t) => Node::Link(t),
-            Err(e) => {
-                errors.push(format!("readlink {ino}: {e}"));
-                return None;
-            }
-        },
-        FileKind::Regular => {
-            let mut hash = 0xcbf2_9ce4_8422_2325;
-            let mut off = 0;
-            while off < a.size.min(READ_LIMIT) {
-                match fs.read(ino, off, 1 << 20) {
-                    Ok(b) if b.is_empty() => break,
-                    Ok(b) => {
-                        fnv(&mut hash, &b);
-                        off += b.len() as u64;
-                    }
-                    Err(e) => {
-                        errors.push(format!("read {ino} at {off}: {e}"));
-                        break;
-                    }
-                }
-            }
-            Node::File { size: a.size, hash }
-        }
-        k => Node::Other(k),
-    })
-}
-
-fn dev_of(img: &[u8]) -> Arc<MemDevice> {
-    Arc::new(MemDevice::from_image(img.to_vec()))
-}
-
-fn ro() -> MountOptions {
-    MountOptions {
-        read_only: true,
-        ..Default::default()
-    }
-}
-
 /// A filesystem with something of everything: small and large files, a file reaching the
 /// second and third indirect trees, a directory of several blocks, a symlink, a hard link,
 /// xattrs (one large), and dead blocks (overwritten and deleted data).
@@ -254,16 +122,8 @@ fn populate(fs: &Fs) {
 
 /// Two images: cleanly unmounted, and crashed after an fsync (a log tail to roll forward).
 fn images() -> Vec<(&'static str, Vec<u8>)> {
-    let dev = Arc::new(MemDevice::new(16 << 20));
+    let dev = formatted(16 << 20);
     let d: Arc<dyn Device> = dev.clone();
-    mkfs(
-        d.clone(),
-        &MkfsOptions {
-            seg_bytes: 256 << 10,
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let fs = Fs::mount(d.clone(), MountOptions::default()).unwrap();
     populate(&fs);
     fs.unmount().unwrap();
@@ -380,19 +240,6 @@ fn block(img: &[u8], addr: u64) -> &[u8] {
     &img[o..o + BLOCK_SIZE]
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What one damaged image did.
 #[derive(Debug)]
 struct Outcome {
@@ -430,29 +277,6 @@ fn exercise(img: Vec<u8>, rw: bool) -> Outcome {
     .map(|r| r.findings)
     .map_err(|e| e.to_string());
     Outcome { mount, findings }
-}
-
-/// Run `exercise` on its own thread: a panic or a hang becomes an error naming the case.
-fn guarded(img: Vec<u8>, rw: bool, case: &str) -> Result<Outcome, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(case.to_string())
-        .spawn(move || {
-            let _ = tx.send(exercise(img, rw));
-        })
-        .unwrap();
-    match rx.recv_timeout(CASE_TIMEOUT) {
-        Ok(o) => Ok(o),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("{case}: hung")),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(format!("{case}: panicked")),
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]
@@ -498,7 +322,8 @@ fn corruption_sweep() {
                 }
                 tried += 1;
                 let case = format!("{name} image, {kind:?} block {addr}, {damage:?}");
-                let out = match guarded(bad, i % 2 == 1, &case) {
+                let rw = i % 2 == 1;
+                let out = match guarded(&case, CASE_TIMEOUT, move || exercise(bad, rw)) {
                     Ok(o) => o,
                     Err(e) => {
                         failures.push(e);

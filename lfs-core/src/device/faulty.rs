@@ -22,6 +22,8 @@ struct State {
     writes: u64,
     flushes: u64,
     injected: u64,
+    /// Of `injected`: failed (or torn) writes and failed flushes.
+    injected_writes: u64,
     /// Absolute call numbers (per kind) that fail.
     fail_reads: Vec<u64>,
     fail_writes: Vec<u64>,
@@ -150,6 +152,12 @@ impl<D: Device> FaultyDevice<D> {
     pub fn faults_injected(&self) -> u64 {
         self.lock().injected
     }
+
+    /// How many writes and flushes an armed fault has failed (or torn) so far: the faults
+    /// after which a filesystem must not trust what it wrote.
+    pub fn write_faults_injected(&self) -> u64 {
+        self.lock().injected_writes
+    }
 }
 
 impl<D: Device> Device for FaultyDevice<D> {
@@ -188,6 +196,7 @@ impl<D: Device> Device for FaultyDevice<D> {
             };
             if !matches!(plan, WritePlan::Pass) {
                 s.injected += 1;
+                s.injected_writes += 1;
             }
             plan
         };
@@ -211,6 +220,7 @@ impl<D: Device> Device for FaultyDevice<D> {
             s.flushes += 1;
             let fail = take(&mut s.fail_flushes, n) | s.fail_everything;
             s.injected += u64::from(fail);
+            s.injected_writes += u64::from(fail);
             fail
         };
         if fail {
@@ -244,6 +254,7 @@ mod tests {
         assert_eq!(results, vec![false, false, true, false, false]);
         assert_eq!(dev.writes(), 5);
         assert_eq!(dev.faults_injected(), 1);
+        assert_eq!(dev.write_faults_injected(), 1);
         let img = dev.inner().image();
         for i in 0..5usize {
             let expect = if i == 2 { 0 } else { i as u8 + 1 };

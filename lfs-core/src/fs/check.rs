@@ -16,6 +16,8 @@
 //! them); crash residue (a log to roll forward, orphans to free, a torn checkpoint region)
 //! is told apart from damage by [`Finding::is_damage`].
 
+use super::recovery::EndOfLog;
+use super::scan::Source;
 use super::Inner;
 use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, INODE_SIZE};
@@ -476,7 +478,13 @@ impl Inner {
         }
         let expect = std::mem::take(&mut c.expect);
         for (seg, blocks) in expect {
-            let scan = self.scan_segment(seg);
+            let scan = self.scan_segment(Source::Device, seg);
+            // A device error is not damage: the blocks past it were never judged.
+            if let Some((off, EndOfLog::Unreadable(why))) = &scan.end {
+                return Err(FsError::Io(std::io::Error::other(format!(
+                    "reading segment {seg} at block {off}: {why}"
+                ))));
+            }
             let start = sb.seg_addr(seg);
             for (addr, owner, want) in blocks {
                 match scan.entry_at(start, addr) {

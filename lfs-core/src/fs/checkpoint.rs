@@ -224,15 +224,17 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
     })
 }
 
+/// The checkpoint in the region at `addr`: the inner `Err` says why the region holds no valid
+/// one. A device error is the outer `Err`: the region may be perfectly good, and mounting
+/// from the other (older) one instead could not be undone once the mount writes.
 fn read_region(
     dev: &dyn Device,
     sb: &Superblock,
     addr: u64,
-) -> std::result::Result<Checkpoint, String> {
+) -> Result<std::result::Result<Checkpoint, String>> {
     let mut b = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
-    dev.read_at(&mut b, addr * BLOCK_BYTES)
-        .map_err(|e| e.to_string())?;
-    Checkpoint::decode(&b, sb).map_err(|e| e.to_string())
+    dev.read_at(&mut b, addr * BLOCK_BYTES)?;
+    Ok(Checkpoint::decode(&b, sb).map_err(|e| e.to_string()))
 }
 
 impl Inner {
@@ -273,8 +275,8 @@ impl Inner {
                 sb.total_blocks * BLOCK_BYTES
             )));
         }
-        let a = read_region(dev.as_ref(), &sb, sb.cp_a);
-        let b = read_region(dev.as_ref(), &sb, sb.cp_b);
+        let a = read_region(dev.as_ref(), &sb, sb.cp_a)?;
+        let b = read_region(dev.as_ref(), &sb, sb.cp_b)?;
         // Generations are never equal (each checkpoint writes g+1 to the other region); if a
         // damaged image shows them equal, A is taken.
         let (newest, older, other_err) = match (a, b) {

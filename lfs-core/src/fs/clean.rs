@@ -19,7 +19,7 @@
 //! roll-forward, which never reuse a segment a durable checkpoint did not record clean
 //! (docs/CLEANER.md).
 
-use super::scan::SegmentScan;
+use super::scan::{SegmentScan, Source};
 use super::Inner;
 use crate::bmap::path_nodes;
 use crate::error::Result;
@@ -250,7 +250,7 @@ impl Inner {
             let mut buf = Vec::new();
             self.st.read_run(sb.seg_addr(seg), seg_blocks, &mut buf)?;
             r.blocks_read += seg_blocks;
-            let scan = self.scan_segment(seg);
+            let scan = self.scan_segment(Source::Segment(&buf), seg);
             let mut with = budget.clone();
             self.budget_victim(seg, &scan, &buf, &mut with)?;
             if free < fixed + with.need(seg_blocks) {

@@ -356,8 +356,6 @@ impl Fs {
         g.after_write()?;
         Ok(n)
     }
-    /// Make the file's data and metadata durable. (Today: a checkpoint; roll-forward will
-    /// make it a single partial-segment write.)
     /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
     /// segment) and one device flush, found again by roll-forward; no checkpoint. See
     /// docs/RECOVERY.md for what this covers.
@@ -443,7 +441,7 @@ impl Fs {
     }
     /// The whole units of segment `seg`, as a walk from its start finds them.
     pub fn scan_segment(&self, seg: u64) -> SegmentScan {
-        self.lock().scan_segment(seg)
+        self.lock().scan_segment(scan::Source::Device, seg)
     }
     pub fn stats(&self) -> Stats {
         self.lock().stats()

@@ -18,7 +18,7 @@
 //! all. Inodes recovered with no links left (open-unlinked files) are marked orphans, which
 //! mount frees.
 
-use super::scan::Want;
+use super::scan::{Source, Want};
 use super::Inner;
 use crate::bmap::BlockMap;
 use crate::error::{FsError, Result};
@@ -107,6 +107,13 @@ impl Inner {
         loop {
             let unit = match self.read_unit(seg, off, seq, cp.log_id) {
                 Ok(u) => u,
+                // Not the end of the log: the device failed. Stopping here would drop every
+                // later unit for good once the mount writes its checkpoint.
+                Err(EndOfLog::Unreadable(why)) => {
+                    return Err(FsError::Io(std::io::Error::other(format!(
+                        "reading the log at segment {seg} block {off}: {why}"
+                    ))))
+                }
                 Err(end) => {
                     rf.end = Some(end);
                     break;
@@ -152,7 +159,7 @@ impl Inner {
         log_id: u64,
     ) -> std::result::Result<Unit, EndOfLog> {
         let base = self.st.sb.seg_addr(seg) + off as u64;
-        let u = self.judge_unit(seg, off, Want::Exactly { seq, log_id })?;
+        let u = self.judge_unit(Source::Device, seg, off, Want::Exactly { seq, log_id })?;
         let inode_blocks = u
             .summary
             .entries

@@ -17,6 +17,14 @@ pub(crate) enum Want {
     After { seq: Option<u64> },
 }
 
+/// Where a unit's blocks are read from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    Device,
+    /// The whole segment, already read (the cleaner reads each victim once).
+    Segment(&'a [u8]),
+}
+
 /// A unit judged whole, with its payload.
 pub(crate) struct ReadUnit {
     pub summary: Summary,
@@ -62,17 +70,14 @@ impl Inner {
     /// verdict on a place that holds no unit the reader can take.
     pub(crate) fn judge_unit(
         &mut self,
+        src: Source<'_>,
         seg: u64,
         off: u32,
         want: Want,
     ) -> std::result::Result<ReadUnit, EndOfLog> {
         let sb = self.st.sb.clone();
-        let base = sb.seg_addr(seg) + off as u64;
         let mut b = vec![0u8; BLOCK_SIZE];
-        self.st
-            .dev
-            .read_at(&mut b, base * BLOCK_BYTES)
-            .map_err(|e| EndOfLog::Unreadable(e.to_string()))?;
+        self.read_in_segment(src, seg, off, &mut b)?;
         // 1. magic.
         let p = summary::peek(&b).ok_or(EndOfLog::NoSummary)?;
         // 2. sequence number and identity.
@@ -102,18 +107,42 @@ impl Inner {
         let summary = Summary::decode(&b).map_err(|e| EndOfLog::TornSummary(e.to_string()))?;
         // 5. the payload.
         let mut payload = vec![0u8; n as usize * BLOCK_SIZE];
-        self.st
-            .dev
-            .read_at(&mut payload, (base + 1) * BLOCK_BYTES)
-            .map_err(|e| EndOfLog::Unreadable(e.to_string()))?;
+        self.read_in_segment(src, seg, off + 1, &mut payload)?;
         if data_crc(payload.chunks(BLOCK_SIZE)) != summary.data_crc {
             return Err(EndOfLog::TornData);
         }
         Ok(ReadUnit { summary, payload })
     }
 
-    /// Every whole unit of segment `seg`, front to back.
-    pub(crate) fn scan_segment(&mut self, seg: u64) -> SegmentScan {
+    /// Fill `buf` from block `off` of segment `seg` on.
+    fn read_in_segment(
+        &self,
+        src: Source<'_>,
+        seg: u64,
+        off: u32,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), EndOfLog> {
+        match src {
+            Source::Device => {
+                let addr = self.st.sb.seg_addr(seg) + off as u64;
+                self.st
+                    .dev
+                    .read_at(buf, addr * BLOCK_BYTES)
+                    .map_err(|e| EndOfLog::Unreadable(e.to_string()))
+            }
+            Source::Segment(all) => {
+                let from = off as usize * BLOCK_SIZE;
+                let part = all.get(from..from + buf.len()).ok_or_else(|| {
+                    EndOfLog::Bounds(format!("block {off} is beyond the segment read"))
+                })?;
+                buf.copy_from_slice(part);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every whole unit of segment `seg`, front to back, read from `src`.
+    pub(crate) fn scan_segment(&mut self, src: Source<'_>, seg: u64) -> SegmentScan {
         let seg_blocks = self.st.sb.seg_blocks;
         let mut scan = SegmentScan {
             segment: seg,
@@ -123,7 +152,7 @@ impl Inner {
         let mut off = 0u32;
         let mut last_seq = None;
         while off + 2 <= seg_blocks {
-            match self.judge_unit(seg, off, Want::After { seq: last_seq }) {
+            match self.judge_unit(src, seg, off, Want::After { seq: last_seq }) {
                 Ok(u) => {
                     last_seq = Some(u.summary.seq);
                     let next = off + u.summary.unit_blocks();
