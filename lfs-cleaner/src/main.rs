@@ -44,15 +44,15 @@ enum Cmd {
     Pass {
         target: PathBuf,
         /// Most segments to take (default: the daemon's segments per pass, offline 8).
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         segments: Option<usize>,
     },
     /// Clean until at least this many segments are clean ("50" or "25%").
     Run {
         target: PathBuf,
-        #[arg(long = "until-clean", value_name = "N|P%")]
-        until: String,
-        #[arg(long)]
+        #[arg(long = "until-clean", value_name = "N|P%", value_parser = parse_goal)]
+        until: Goal,
+        #[arg(long, value_parser = positive)]
         segments: Option<usize>,
         /// No progress bar even on a terminal.
         #[arg(long)]
@@ -74,7 +74,7 @@ enum Cmd {
         #[arg(long)]
         svg: Option<PathBuf>,
         /// Utilizations to simulate, in percent (default 10..=90 by 5 and the table's 75..90).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..100))]
         at: Vec<u32>,
         #[arg(long, default_value_t = 500)]
         segments: usize,
@@ -90,6 +90,35 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         high: usize,
     },
+}
+
+/// How many segments `run --until-clean` wants clean.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    Segments(u64),
+    Percent(u64),
+}
+
+fn parse_goal(s: &str) -> Result<Goal, String> {
+    match s.strip_suffix('%') {
+        Some(p) => p
+            .parse::<u64>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(Goal::Percent)
+            .ok_or_else(|| format!("{s}: not a percentage from 0% to 100%")),
+        None => s
+            .parse::<u64>()
+            .map(Goal::Segments)
+            .map_err(|_| format!("{s}: not a number of segments or a percentage")),
+    }
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s}: not a number above 0"))
 }
 
 fn parse_policy(s: &str) -> Result<String, String> {
@@ -275,7 +304,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             until,
             segments,
             quiet,
-        } => run_until(cli, target, until, *segments, *quiet),
+        } => run_until(cli, target, *until, *segments, *quiet),
         Cmd::Suspend { mountpoint } | Cmd::Resume { mountpoint } => {
             let suspend = matches!(cli.cmd, Cmd::Suspend { .. });
             let Target::Live(mut c) = Target::open(mountpoint, false)? else {
@@ -323,21 +352,16 @@ fn run(cli: &Cli) -> Result<(), String> {
 fn run_until(
     cli: &Cli,
     target: &Path,
-    until: &str,
+    until: Goal,
     segments: Option<usize>,
     quiet: bool,
 ) -> Result<(), String> {
     let mut t = Target::open(target, true)?;
     let first = t.status()?;
-    let goal = match until.strip_suffix('%') {
-        Some(p) => p
-            .parse::<u64>()
-            .ok()
-            .filter(|p| *p <= 100)
-            .map(|p| first.segments * p / 100),
-        None => until.parse::<u64>().ok(),
-    }
-    .ok_or_else(|| format!("--until-clean {until}: not a count or a percentage"))?;
+    let goal = match until {
+        Goal::Percent(p) => first.segments * p / 100,
+        Goal::Segments(n) => n,
+    };
     let bar = !quiet && !cli.json && std::io::stderr().is_terminal();
     let start = first.clean_segments;
     let mut now = first;
@@ -426,6 +450,17 @@ fn simulate(
     at: &[u32],
     template: &SimConfig,
 ) -> Result<(), String> {
+    if template.seg_blocks == 0
+        || template.reserve == 0
+        || template.clean_target <= template.reserve
+        || template.segments < template.clean_target + 2
+    {
+        return Err(format!(
+            "cannot simulate {} segments of {} blocks cleaning from {} to {} clean: need \
+             blocks, 0 < --low < --high, and --segments above --high + 1",
+            template.segments, template.seg_blocks, template.reserve, template.clean_target
+        ));
+    }
     let mut us: Vec<f64> = if at.is_empty() {
         (2..=18).map(|i| i as f64 * 0.05).collect()
     } else {
@@ -497,6 +532,9 @@ fn simulate(
                 Err(e) => eprintln!("lfs-cleaner: skipped: {e}"),
             }
         }
+    }
+    if rows.is_empty() {
+        return Err("nothing could be simulated with these settings (see above)".into());
     }
     if let Some(path) = svg {
         let pick = |policy: &str, hot: bool, age: &str| -> Vec<(f64, f64)> {

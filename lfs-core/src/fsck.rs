@@ -80,6 +80,7 @@ impl FsckReport {
 /// last block. Returns the superblock to use and the findings. `Err` when no copy decodes
 /// (or the device holds something that is not ours).
 fn check_superblocks(dev: &dyn Device) -> Result<(Superblock, Vec<Finding>)> {
+    crate::fs::not_too_small(dev)?;
     let mut b = vec![0u8; BLOCK_SIZE];
     dev.read_at(&mut b, 0)?;
     let primary = Superblock::decode(&b);

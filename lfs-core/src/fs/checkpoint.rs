@@ -195,7 +195,21 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
     Ok((*sb).clone())
 }
 
+/// Refuse a device too small to hold even a superblock (an empty file, say) in words a user
+/// understands, rather than as a read past its end.
+pub(crate) fn not_too_small(dev: &dyn Device) -> Result<()> {
+    let len = dev.len_bytes();
+    if len < BLOCK_BYTES {
+        return Err(FsError::Damaged(format!(
+            "not an LFS filesystem (the device holds only {len} bytes)"
+        )));
+    }
+    Ok(())
+}
+
 fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
+    not_too_small(dev)?;
+    let len = dev.len_bytes();
     let mut b = vec![0u8; BLOCK_SIZE];
     dev.read_at(&mut b, 0)?;
     let primary = Superblock::decode(&b);
@@ -209,7 +223,6 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
     {
         return Err(FsError::Damaged(format!("not an LFS filesystem ({err})")));
     }
-    let len = dev.len_bytes();
     if len >= 2 * BLOCK_BYTES {
         dev.read_at(&mut b, (len / BLOCK_BYTES - 1) * BLOCK_BYTES)?;
         if let Ok(sb) = Superblock::decode(&b) {

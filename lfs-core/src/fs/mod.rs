@@ -19,6 +19,7 @@ mod store;
 mod xattr;
 
 pub use check::{Finding, Owner};
+pub(crate) use checkpoint::not_too_small;
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
 pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;

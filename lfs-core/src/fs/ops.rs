@@ -11,6 +11,7 @@ use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
 use crate::format::inode::{FileKind, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::usage::SegState;
 
 const S_ISGID: u32 = 0o2000;
 const S_ISUID: u32 = 0o4000;
@@ -498,7 +499,26 @@ impl Inner {
         let total = sb.nsegs * sb.seg_blocks as u64;
         let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64;
         let pending = self.pending_blocks();
-        let free = self.st.free_blocks().saturating_sub(pending);
+        // Dead space in full segments is free too: a writer that needs it gets it back by
+        // cleaning (check_space), so df drops when files are deleted, as in F2FS. Not
+        // counted: what a segment spends on summaries and an unusable tail (1/32 of it),
+        // which moving its live blocks elsewhere costs again.
+        let seg_blocks = sb.seg_blocks as u64;
+        let reclaimable: u64 = self
+            .st
+            .usage
+            .iter()
+            .map(|(_, s)| match s.state {
+                // Empty already; clean once the next checkpoint is durable.
+                SegState::Freed => seg_blocks,
+                SegState::Full => {
+                    let live = s.live_bytes.div_ceil(BLOCK_BYTES).min(seg_blocks);
+                    (seg_blocks - live).saturating_sub(seg_blocks / 32)
+                }
+                _ => 0,
+            })
+            .sum();
+        let free = (self.st.free_blocks() + reclaimable).saturating_sub(pending);
         // The reserve is not part of the capacity users see, so free never exceeds total.
         let usable = total - reserve;
         let avail = free.saturating_sub(reserve).min(usable);

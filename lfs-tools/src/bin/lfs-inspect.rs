@@ -69,10 +69,23 @@ fn main() -> ExitCode {
     ) {
         Ok(d) => Arc::new(d) as Arc<dyn Device>,
         Err(e) => {
-            eprintln!("lfs-inspect: cannot open {}: {e}", cli.image.display());
+            // Device errors name the file already.
+            let p = cli.image.display().to_string();
+            match e.to_string() {
+                m if m.starts_with(&p) => eprintln!("lfs-inspect: {m}"),
+                m => eprintln!("lfs-inspect: {p}: {m}"),
+            }
             return ExitCode::FAILURE;
         }
     };
+    if dev.len_bytes() < BLOCK_BYTES {
+        eprintln!(
+            "lfs-inspect: {}: not an LFS filesystem (only {} bytes)",
+            cli.image.display(),
+            dev.len_bytes()
+        );
+        return ExitCode::FAILURE;
+    }
     let out = match &cli.what {
         What::Superblock => superblock(&dev),
         What::Checkpoints => checkpoints(&dev),
