@@ -13,3 +13,6 @@ scripts/fsx.sh 25000 4
 scripts/workload.sh
 # The cleaner on a real mount, bounded: 128 MiB, once its capacity at 75% and 90% full.
 scripts/cleaner-bench.sh 128 1
+# Concurrent load with verification while the cleaner runs, bounded: 60 s of stress-ng's
+# filesystem stressors and fio (crc32c, fsync), then fsck and fio's check after remount.
+scripts/stress.sh 60
