@@ -12,6 +12,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
+pub mod fuzz;
 pub mod imap;
 pub mod log;
 pub mod usage;

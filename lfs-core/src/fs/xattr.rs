@@ -105,7 +105,10 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
     }
     // The namespaces Linux knows; ext4 and XFS refuse the rest the same way.
     const NAMESPACES: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
-    if !NAMESPACES.iter().any(|ns| name.starts_with(ns) && name.len() > ns.len()) {
+    if !NAMESPACES
+        .iter()
+        .any(|ns| name.starts_with(ns) && name.len() > ns.len())
+    {
         return Err(FsError::NotSupported);
     }
     Ok(())

@@ -1,0 +1,208 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the stable replay of their corpus
+//! (`lfs-core/tests/fuzz_corpus.rs`). Each takes arbitrary bytes and must neither panic nor
+//! hang; what the decoders and the mount answer is not judged here (the corruption sweep
+//! does that), only that they answer.
+#![doc(hidden)]
+
+use crate::device::{Device, MemDevice};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::dir::decode_dir_block;
+use crate::format::indirect::decode_indirect;
+use crate::format::inode::{decode_inode_block, FileKind};
+use crate::format::summary::{self, Summary};
+use crate::format::superblock::{LayoutRequest, Superblock};
+use crate::format::table::{decode_imap_block, decode_usage_block};
+use crate::format::xattr::decode_xattrs;
+use crate::format::{seal, BLOCK_SIZE};
+use crate::fs::Creds;
+use crate::fsck::{fsck, FsckOptions, Mode};
+use crate::{mkfs, Fs, MkfsOptions, MountOptions};
+use std::sync::{Arc, OnceLock};
+
+/// One block of `data` (zero-padded), its checksum made valid when `reseal`.
+fn block_of(data: &[u8], reseal: bool) -> Vec<u8> {
+    let mut b = vec![0u8; BLOCK_SIZE];
+    let n = data.len().min(BLOCK_SIZE);
+    b[..n].copy_from_slice(&data[..n]);
+    if reseal {
+        seal(&mut b);
+    }
+    b
+}
+
+fn small_superblock() -> &'static Superblock {
+    static SB: OnceLock<Superblock> = OnceLock::new();
+    SB.get_or_init(|| {
+        Superblock::layout(&LayoutRequest {
+            total_bytes: 8 << 20,
+            seg_bytes: 256 << 10,
+            bytes_per_inode: 16 << 10,
+            label: String::new(),
+            uuid: [7; 16],
+            created_ns: 1,
+        })
+        .unwrap_or_else(|e| panic!("the fuzz layout is valid: {e}"))
+    })
+}
+
+/// Every decoder of an on-disk structure. The first byte picks the decoder (and whether the
+/// block's checksum is made valid, so the fuzzer gets past it); the rest is the block.
+pub fn decode(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let reseal = sel & 0x80 != 0;
+    let arg = (sel >> 4) & 0x7;
+    let b = block_of(rest, reseal);
+    match sel % 10 {
+        0 => drop(Superblock::decode(&b)),
+        1 => {
+            let _ = summary::peek(&b);
+            drop(Summary::decode(&b));
+        }
+        2 => drop(decode_inode_block(&b)),
+        3 => drop(decode_indirect(&b, arg % 5)),
+        4 => drop(decode_dir_block(&b)),
+        5 => drop(decode_imap_block(&b, u32::from(arg))),
+        6 => drop(decode_usage_block(&b, u32::from(arg), 256 << 10)),
+        7 => drop(decode_xattrs(&b)),
+        _ => {
+            // A whole checkpoint region: the input's blocks in turn, each resealed if asked.
+            let sb = small_superblock();
+            let n = sb.cp_blocks as usize;
+            let mut region = Vec::with_capacity(n * BLOCK_SIZE);
+            for i in 0..n {
+                let from = (i * BLOCK_SIZE).min(rest.len());
+                region.extend(block_of(&rest[from..], reseal));
+            }
+            drop(Checkpoint::decode(&region, sb));
+        }
+    }
+}
+
+const ROOT: u64 = 1;
+const C: Creds = Creds { uid: 0, gid: 0 };
+
+/// A small populated image (8 MiB, 256 KiB segments) with a log tail after its checkpoint:
+/// files small and large, a directory, a symlink, a hard link, xattrs, deleted data.
+pub fn template_image() -> &'static [u8] {
+    static IMG: OnceLock<Vec<u8>> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let dev = Arc::new(MemDevice::new(8 << 20));
+        let d: Arc<dyn Device> = dev.clone();
+        let opts = MkfsOptions {
+            seg_bytes: 256 << 10,
+            ..Default::default()
+        };
+        let build = || -> crate::Result<()> {
+            mkfs(d.clone(), &opts)?;
+            let fs = Fs::mount(d.clone(), MountOptions::default())?;
+            let dir = fs.mkdir(ROOT, b"dir", 0o755, C)?.ino;
+            for i in 0..12u32 {
+                let f = fs.create(dir, format!("f{i}").as_bytes(), 0o644, C)?.ino;
+                fs.write(f, 0, &vec![i as u8; (i as usize) * 700])?;
+            }
+            let big = fs.create(ROOT, b"big", 0o644, C)?.ino;
+            fs.write(big, 0, &vec![0x42; 300_000])?;
+            fs.write(big, 5 << 20, b"far")?;
+            fs.symlink(ROOT, b"ln", b"dir/f1", C)?;
+            fs.link(big, dir, b"hard")?;
+            fs.setxattr(big, b"user.k", b"value", 0)?;
+            fs.unmount()?;
+            let fs = Fs::mount(d.clone(), MountOptions::default())?;
+            let late = fs.create(ROOT, b"late", 0o644, C)?.ino;
+            fs.write(late, 0, &[0x6c; 9000])?;
+            fs.unlink(dir, b"f3")?;
+            fs.fsync(late, false)?;
+            drop(fs);
+            Ok(())
+        };
+        build().unwrap_or_else(|e| panic!("the fuzz template builds: {e}"));
+        dev.image()
+    })
+}
+
+/// The template image patched by `data`, then mounted read-only, walked (every directory,
+/// attribute, link, xattr, and up to 64 KiB of each file), and checked by fsck. `data` is a
+/// list of patches: block (u16, little-endian, modulo the image), offset in the block (u16),
+/// length (u8, the bytes follow), flags (u8: bit 0 makes the block's checksum valid).
+pub fn mount_walk_fsck(data: &[u8]) {
+    let mut img = template_image().to_vec();
+    let blocks = img.len() / BLOCK_SIZE;
+    let mut rest = data;
+    while rest.len() >= 6 {
+        let block = u16::from_le_bytes([rest[0], rest[1]]) as usize % blocks;
+        let off = u16::from_le_bytes([rest[2], rest[3]]) as usize % BLOCK_SIZE;
+        let len = rest[4] as usize;
+        let flags = rest[5];
+        rest = &rest[6..];
+        let bytes = &rest[..len.min(rest.len())];
+        rest = &rest[bytes.len()..];
+        let b = &mut img[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
+        let end = (off + bytes.len()).min(BLOCK_SIZE);
+        b[off..end].copy_from_slice(&bytes[..end - off]);
+        if flags & 1 != 0 {
+            seal(b);
+        }
+    }
+    let dev = Arc::new(MemDevice::from_image(img));
+    let ro = MountOptions {
+        read_only: true,
+        cache_blocks: 64,
+        ..Default::default()
+    };
+    if let Ok(fs) = Fs::mount(dev.clone(), ro) {
+        walk(&fs);
+    }
+    drop(fsck(
+        dev,
+        FsckOptions {
+            mode: Mode::Check,
+            force: true,
+        },
+    ));
+}
+
+/// Touch everything reachable, bounded (a damaged tree may loop or claim huge sizes).
+fn walk(fs: &Fs) {
+    let mut todo = vec![ROOT];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(dir) = todo.pop() {
+        if !seen.insert(dir) || seen.len() > 500 {
+            continue;
+        }
+        let mut cookie = 0;
+        for _ in 0..64 {
+            let Ok(ents) = fs.readdir(dir, cookie, 64) else {
+                break;
+            };
+            let Some(last) = ents.last() else { break };
+            if last.cookie <= cookie {
+                break;
+            }
+            cookie = last.cookie;
+            for e in ents {
+                if e.name == b"." || e.name == b".." {
+                    continue;
+                }
+                let _ = fs.lookup(dir, &e.name);
+                let Ok(a) = fs.getattr(e.ino) else { continue };
+                if let Ok(names) = fs.listxattr(e.ino) {
+                    for n in names.iter().take(64) {
+                        let _ = fs.getxattr(e.ino, n);
+                    }
+                }
+                match a.kind {
+                    FileKind::Directory => todo.push(e.ino),
+                    FileKind::Symlink => drop(fs.readlink(e.ino)),
+                    FileKind::Regular => {
+                        let _ = fs.read(e.ino, 0, 64 << 10);
+                        let _ = fs.read(e.ino, a.size.saturating_sub(4096), 4096);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = fs.statfs();
+}
