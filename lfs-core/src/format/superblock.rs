@@ -235,6 +235,10 @@ impl Superblock {
         if (self.reserved_segs as u64) >= self.nsegs {
             return bad("reserved segments exceed segment count".into());
         }
+        // Byte offsets of every block must fit in a u64.
+        if self.total_blocks > u64::MAX / BLOCK_BYTES {
+            return bad(format!("{} blocks cannot be addressed", self.total_blocks));
+        }
         let seg_end = self
             .nsegs
             .checked_mul(sb as u64)

@@ -64,12 +64,16 @@ impl Inode {
     }
 
     pub fn attr(&self) -> Attr {
-        let blocks = self.bmap.blocks + (self.d.xattr != 0) as u64 + self.new_blocks.len() as u64;
+        // The block count is read from disk: saturate rather than overflow on a damaged one.
+        let blocks = self
+            .bmap
+            .blocks
+            .saturating_add((self.d.xattr != 0) as u64 + self.new_blocks.len() as u64);
         Attr {
             ino: self.d.ino,
             generation: self.d.version,
             size: self.d.size,
-            blocks: blocks * (BLOCK_BYTES / 512),
+            blocks: blocks.saturating_mul(BLOCK_BYTES / 512),
             atime: self.d.atime,
             mtime: self.d.mtime,
             ctime: self.d.ctime,

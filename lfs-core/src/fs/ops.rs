@@ -177,6 +177,12 @@ impl Inner {
             return Err(FsError::Invalid("not a symlink"));
         }
         let size = i.d.size;
+        // The size comes from disk: a damaged one must not size an allocation.
+        if size == 0 || size > SYMLINK_MAX as u64 {
+            return Err(FsError::Damaged(format!(
+                "symlink inode {ino} claims a target of {size} bytes"
+            )));
+        }
         self.read_raw(ino, 0, size)
     }
 

@@ -117,8 +117,14 @@ impl Store {
     /// them is still in memory or the cache; otherwise block by block. Sequential file reads
     /// find their blocks contiguous in the log, so this turns them into large reads.
     pub fn read_run(&mut self, addr: u64, n: u64, out: &mut Vec<u8>) -> Result<()> {
+        // Addresses come from disk: a damaged pointer may sit near u64::MAX.
+        let Some(end) = addr.checked_add(n) else {
+            return Err(FsError::Damaged(format!(
+                "a run of {n} blocks at block {addr} lies beyond any device"
+            )));
+        };
         let seg = self.sb.seg_of(addr);
-        let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(addr + n - 1);
+        let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(end - 1);
         // Blocks still in memory (the current segment, or one queued for writing) may not be
         // on disk yet. Cached blocks need no check: a block never changes at its address,
         // so the device holds the same bytes.
@@ -133,7 +139,7 @@ impl Store {
             })
         };
         if !one_segment || in_memory(seg.unwrap_or(0)) {
-            for a in addr..addr + n {
+            for a in addr..end {
                 out.extend_from_slice(&self.read_block(a)?);
             }
             return Ok(());
