@@ -50,7 +50,7 @@ impl Inner {
             let mut n = 1;
             while l + n <= last
                 && !i.data.contains_key(&(l + n))
-                && i.bmap.get(st, l + n)? == addr + n
+                && Some(i.bmap.get(st, l + n)?) == addr.checked_add(n)
             {
                 n += 1;
             }

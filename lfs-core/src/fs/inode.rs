@@ -173,8 +173,15 @@ impl Inner {
             if i.kind() != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
+            // The size comes from disk: a directory cannot hold more blocks than the device.
             let nblocks = i.d.size / BLOCK_BYTES;
-            let mut blocks = Vec::with_capacity(nblocks as usize);
+            if nblocks > st.sb.total_blocks {
+                return Err(FsError::Damaged(format!(
+                    "directory inode {ino} claims {} bytes",
+                    i.d.size
+                )));
+            }
+            let mut blocks = Vec::with_capacity(nblocks.min(4096) as usize);
             for l in 0..nblocks {
                 let addr = i.bmap.get(st, l)?;
                 if addr == 0 {
