@@ -187,7 +187,7 @@ impl Target {
                     path.display()
                 )
             } else {
-                format!("{}: {e}", path.display())
+                e.to_string() // names the image
             }
         })?;
         let dev: Arc<dyn Device> = Arc::new(dev);

@@ -235,7 +235,7 @@ fn mount_and_run(
                 o.image.display()
             )
         } else {
-            format!("{}: {e}", o.image.display())
+            e.to_string() // names the image
         }
     })?;
     let dev: Arc<dyn Device> = Arc::new(dev);

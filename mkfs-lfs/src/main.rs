@@ -234,9 +234,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 ..Default::default()
             },
         )
-        .map_err(|e| about(&cli.image, &e))?
+        .map_err(|e| e.to_string())?
         .len_bytes(),
-        (None, Err(e)) => return Err(about(&cli.image, e)),
+        (None, Err(e)) => return Err(format!("{}: {e}", cli.image.display())),
     };
     let sb = lfs_core::fs::plan(dev_len, &opts).map_err(|e| strip(&e.to_string()))?;
     if exists {
@@ -247,7 +247,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 ..Default::default()
             },
         )
-        .map_err(|e| about(&cli.image, &e))?;
+        .map_err(|e| e.to_string())?;
         if let Some(fs) = existing_filesystem(&probe) {
             if !cli.force {
                 return Err(format!(
@@ -266,8 +266,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if !(is_blockdev || (exists && size.is_none())) {
         // Create the image, or extend it to SIZE, before opening it like any device.
-        FileDevice::create(&cli.image, size.unwrap_or(dev_len))
-            .map_err(|e| about(&cli.image, &e))?;
+        FileDevice::create(&cli.image, size.unwrap_or(dev_len)).map_err(|e| e.to_string())?;
     }
     let dev = FileDevice::open(
         &cli.image,
@@ -277,7 +276,7 @@ fn run(cli: Cli) -> Result<(), String> {
             lock: true,
         },
     )
-    .map_err(|e| about(&cli.image, &e))?;
+    .map_err(|e| e.to_string())?;
     if let Some(s) = size {
         if dev.len_bytes() > s && !cli.quiet {
             eprintln!(
@@ -345,16 +344,6 @@ fn main() -> ExitCode {
             eprintln!("mkfs-lfs: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// An I/O error as one line naming the image (once: device errors often name it already).
-fn about(image: &Path, e: &std::io::Error) -> String {
-    let (e, p) = (e.to_string(), image.display().to_string());
-    if e.starts_with(&p) {
-        e
-    } else {
-        format!("{p}: {e}")
     }
 }
 

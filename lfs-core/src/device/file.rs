@@ -78,13 +78,18 @@ impl FileDevice {
     /// Errors: `InvalidInput` for a directory ("… is a directory") or anything that is neither
     /// a regular file nor a block device; `WouldBlock` ("image is in use by another process
     /// (locked)") when `opts.lock` is set and another open file holds a conflicting lock.
+    ///
+    /// Every error names `path`, once.
     pub fn open(path: &Path, opts: OpenOptions) -> io::Result<FileDevice> {
-        let meta = std::fs::metadata(path).map_err(|e| with_path(e, path))?;
+        Self::open_at(path, opts).map_err(|e| with_path(e, path))
+    }
+
+    fn open_at(path: &Path, opts: OpenOptions) -> io::Result<FileDevice> {
+        let meta = std::fs::metadata(path)?;
         check_kind(path, &meta)?;
         let (file, direct) = open_with_fallback(opts.direct, |direct| {
             open_file(path, opts.read_only, direct)
-        })
-        .map_err(|e| with_path(e, path))?;
+        })?;
         if opts.direct && !direct {
             tracing::warn!(
                 path = %path.display(),
@@ -100,7 +105,7 @@ impl FileDevice {
         }
         let len = device_len(&file, &meta)?;
         let reader = if direct {
-            Some(open_file(path, true, false).map_err(|e| with_path(e, path))?)
+            Some(open_file(path, true, false)?)
         } else {
             None
         };
@@ -123,8 +128,13 @@ impl FileDevice {
 
     /// [`create`](Self::create) with explicit options (`read_only` must be false). The lock,
     /// if asked for, is taken before the file is extended. If `path` is an existing block
-    /// device it is opened as is and must hold at least `len_bytes`.
+    /// device it is opened as is and must hold at least `len_bytes`. Every error names
+    /// `path`, once.
     pub fn create_with(path: &Path, len_bytes: u64, opts: OpenOptions) -> io::Result<FileDevice> {
+        Self::create_at(path, len_bytes, opts).map_err(|e| with_path(e, path))
+    }
+
+    fn create_at(path: &Path, len_bytes: u64, opts: OpenOptions) -> io::Result<FileDevice> {
         if opts.read_only {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -138,12 +148,11 @@ impl FileDevice {
                     .write(true)
                     .create(true)
                     .truncate(false)
-                    .open(path)
-                    .map_err(|e| with_path(e, path))?;
+                    .open(path)?;
             }
-            Err(e) => return Err(with_path(e, path)),
+            Err(e) => return Err(e),
         }
-        let mut dev = Self::open(path, opts)?;
+        let mut dev = Self::open_at(path, opts)?;
         if dev.len < len_bytes {
             if dev.file.metadata()?.file_type().is_file() {
                 dev.file.set_len(len_bytes)?;
@@ -288,8 +297,15 @@ impl Device for FileDevice {
     }
 }
 
+/// `e`, its message starting with `path` (unless it already does: some messages name it
+/// in a sentence, "… is a directory"). The lock conflict (`WouldBlock`) is left as it is:
+/// every caller words that one itself.
 fn with_path(e: io::Error, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    let p = path.display().to_string();
+    if e.kind() == io::ErrorKind::WouldBlock || e.to_string().starts_with(&p) {
+        return e;
+    }
+    io::Error::new(e.kind(), format!("{p}: {e}"))
 }
 
 /// Accept regular files and block devices; a directory or anything else is `InvalidInput`.

@@ -69,12 +69,8 @@ fn main() -> ExitCode {
     ) {
         Ok(d) => Arc::new(d) as Arc<dyn Device>,
         Err(e) => {
-            // Device errors name the file already.
-            let p = cli.image.display().to_string();
-            match e.to_string() {
-                m if m.starts_with(&p) => eprintln!("lfs-inspect: {m}"),
-                m => eprintln!("lfs-inspect: {p}: {m}"),
-            }
+            // Device errors name the file.
+            eprintln!("lfs-inspect: {e}");
             return ExitCode::FAILURE;
         }
     };
