@@ -167,6 +167,11 @@ impl Dir {
     pub fn dirty_blocks(&self) -> u64 {
         self.blocks.iter().filter(|b| b.dirty).count() as u64
     }
+    /// Dirty blocks from index `first` on.
+    pub fn dirty_blocks_past(&self, first: u64) -> u64 {
+        let skip = usize::try_from(first).unwrap_or(usize::MAX);
+        self.blocks.iter().skip(skip).filter(|b| b.dirty).count() as u64
+    }
 }
 
 #[cfg(test)]

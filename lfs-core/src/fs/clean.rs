@@ -366,7 +366,7 @@ impl Inner {
                 let moved = if e.kind == BlockKind::Data {
                     let live = self.data_live(addr, e)?;
                     if let Some(i) = self.inodes.get_mut(&e.ino).filter(|_| live) {
-                        i.data.insert(e.index, block.to_vec());
+                        i.buffer(e.index, block.to_vec());
                     }
                     live
                 } else {

@@ -109,7 +109,7 @@ impl Inner {
         }
         let first = offset / BLOCK_BYTES;
         let last = (end - 1) / BLOCK_BYTES;
-        let new = (first..=last).filter(|l| !i.data.contains_key(l)).count() as u64;
+        let new = i.buffering_cost(first, last);
         self.check_space(new, false)?;
         let mut pos = offset;
         let mut src = data;
@@ -132,7 +132,7 @@ impl Inner {
                 if addr == 0 {
                     i.new_blocks.insert(l);
                 }
-                i.data.insert(l, b);
+                i.buffer(l, b);
             }
             if let Some(b) = i.data.get_mut(&l) {
                 b[within..within + n].copy_from_slice(&src[..n]);
@@ -171,7 +171,7 @@ impl Inner {
         let s = (from % BLOCK_BYTES) as usize;
         let e = s + (to - from) as usize;
         b[s..e].fill(0);
-        self.inode(ino)?.data.insert(l, b);
+        self.inode(ino)?.buffer(l, b);
         Ok(())
     }
 

@@ -3,13 +3,13 @@
 //! data, directory and xattr blocks, then indirect blocks bottom-up, then inode blocks.
 
 use super::{Attr, Inner};
-use crate::bmap::BlockMap;
+use crate::bmap::{path_nodes, BlockMap};
 use crate::dir::Dir;
 use crate::error::{FsError, Result};
 use crate::format::dir::decode_dir_block;
 use crate::format::inode::{
     decode_inode_block, encode_inode_block, DiskInode, FileKind, Timespec, INODES_PER_BLOCK,
-    INODE_SIZE,
+    INODE_SIZE, NDIRECT, NINDIRECT,
 };
 use crate::format::summary::SummaryEntry;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
@@ -29,6 +29,9 @@ pub(crate) struct Inode {
     pub xattr_dirty: bool,
     pub dirty: bool,
     pub open: u32,
+    /// Tree nodes `(height, first block)` that writing `data` out will dirty (a bound:
+    /// some may be dirty already, and blocks dropped from `data` leave theirs here).
+    pending_nodes: BTreeSet<(u8, u64)>,
     /// What this inode contributes to Inner's dirty_blocks / dirty_nodes.
     counted_blocks: u64,
     counted_nodes: u64,
@@ -54,9 +57,40 @@ impl Inode {
             xattr_dirty: false,
             dirty: false,
             open: 0,
+            pending_nodes: BTreeSet::new(),
             counted_blocks: 0,
             counted_nodes: 0,
         }
+    }
+
+    /// Hold `block` as the new contents of logical block `l`, to be written out later.
+    pub fn buffer(&mut self, l: u64, block: Vec<u8>) {
+        if self.data.insert(l, block).is_none() {
+            self.pending_nodes.extend(path_nodes(l, 1));
+        }
+    }
+
+    /// Blocks that buffering logical blocks `first..=last` would add to what writing this
+    /// inode out takes: the blocks not buffered yet and the tree nodes they bring.
+    pub fn buffering_cost(&self, first: u64, last: u64) -> u64 {
+        let mut nodes = BTreeSet::new();
+        let mut blocks = 0;
+        for l in (first..=last).filter(|l| !self.data.contains_key(l)) {
+            blocks += 1;
+            nodes.extend(path_nodes(l, 1).filter(|n| !self.pending_nodes.contains(n)));
+        }
+        blocks + nodes.len() as u64
+    }
+
+    /// Tree nodes writing out the dirty blocks will dirty, at most: those of buffered file
+    /// data, and for a directory with dirty blocks past the direct pointers, a path's worth
+    /// for each such block (directories rarely have any).
+    fn pending_node_count(&self) -> u64 {
+        let dir = self.dir.as_ref().map_or(0, |d| {
+            let n = d.dirty_blocks_past(NDIRECT as u64);
+            n.saturating_mul(NINDIRECT as u64)
+        });
+        self.pending_nodes.len() as u64 + dir
     }
 
     pub fn kind(&self) -> FileKind {
@@ -150,7 +184,7 @@ impl Inner {
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.dirty = true;
             let b = i.dirty_block_count();
-            let n = i.bmap.dirty_nodes;
+            let n = i.bmap.dirty_nodes + i.pending_node_count();
             self.dirty_blocks = self.dirty_blocks + b - i.counted_blocks.min(self.dirty_blocks + b);
             self.dirty_nodes = self.dirty_nodes + n - i.counted_nodes.min(self.dirty_nodes + n);
             i.counted_blocks = b;
@@ -294,6 +328,7 @@ impl Inner {
         };
         let (v, data) = (i.d.version, std::mem::take(&mut i.data));
         i.new_blocks.clear();
+        i.pending_nodes.clear();
         for (l, buf) in data {
             let addr = st.append_counted(SummaryEntry::data(ino, v, l), &buf, BLOCK_BYTES)?;
             let old = i.bmap.set(st, l, addr)?;
