@@ -126,7 +126,9 @@ pub fn template_image() -> &'static [u8] {
 /// attribute, link, xattr, and up to 64 KiB of each file), and checked by fsck. `data` is a
 /// list of patches: block (u16, little-endian, modulo the image), offset in the block (u16),
 /// length (u8, the bytes follow), flags (u8: bit 0 makes the block's checksum valid).
-pub fn mount_walk_fsck(data: &[u8]) {
+/// The template image with the patches `data` describes: records of (block u16, offset u16,
+/// length u8, flags u8, bytes), flag bit 0 resealing the block's checksum afterwards.
+fn patched_image(data: &[u8]) -> Vec<u8> {
     let mut img = template_image().to_vec();
     let blocks = img.len() / BLOCK_SIZE;
     let mut rest = data;
@@ -145,7 +147,21 @@ pub fn mount_walk_fsck(data: &[u8]) {
             seal(b);
         }
     }
-    let dev = Arc::new(MemDevice::from_image(img));
+    img
+}
+
+fn fsck_check(dev: Arc<MemDevice>) {
+    drop(fsck(
+        dev,
+        FsckOptions {
+            mode: Mode::Check,
+            force: true,
+        },
+    ));
+}
+
+pub fn mount_walk_fsck(data: &[u8]) {
+    let dev = Arc::new(MemDevice::from_image(patched_image(data)));
     let ro = MountOptions {
         read_only: true,
         cache_blocks: 64,
@@ -154,13 +170,71 @@ pub fn mount_walk_fsck(data: &[u8]) {
     if let Ok(fs) = Fs::mount(dev.clone(), ro) {
         walk(&fs);
     }
-    drop(fsck(
-        dev,
-        FsckOptions {
-            mode: Mode::Check,
-            force: true,
-        },
-    ));
+    fsck_check(dev);
+}
+
+/// The patched image mounted read-write: walked, then changed the ways that read and
+/// rewrite damaged metadata (overwrites and extensions through the block map, truncate,
+/// unlink, rename, xattrs, mkdir/rmdir), a cleaning pass over the emptiest segments, a
+/// checkpoint and an unmount; then fsck, and a read-only mount walked again. Errors are
+/// expected; a panic, a hang or an allocation the size of a damaged field is the bug.
+pub fn mount_write_fsck(data: &[u8]) {
+    let dev = Arc::new(MemDevice::from_image(patched_image(data)));
+    let rw = MountOptions {
+        cache_blocks: 64,
+        ..Default::default()
+    };
+    if let Ok(fs) = Fs::mount(dev.clone(), rw) {
+        walk(&fs);
+        change(&fs);
+        let _ = fs.unmount();
+    }
+    fsck_check(dev.clone());
+    let ro = MountOptions {
+        read_only: true,
+        cache_blocks: 64,
+        ..Default::default()
+    };
+    if let Ok(fs) = Fs::mount(dev, ro) {
+        walk(&fs);
+    }
+}
+
+fn change(fs: &Fs) {
+    if let Ok(n) = fs.create(ROOT, b"new", 0o644, C) {
+        let _ = fs.write(n.ino, 0, &[0x4e; 5000]);
+        let _ = fs.fsync(n.ino, false);
+    }
+    if let Ok(big) = fs.lookup(ROOT, b"big") {
+        let _ = fs.write(big.ino, 3 * 4096, &[1; 4096]);
+        let _ = fs.write(big.ino, 2 << 20, &[2; 100]);
+        let _ = fs.setxattr(big.ino, b"user.k", &[3; 600], 0);
+        let _ = fs.setattr(
+            big.ino,
+            &crate::fs::SetAttr {
+                size: Some(100_000),
+                ..Default::default()
+            },
+        );
+    }
+    if let Ok(dir) = fs.lookup(ROOT, b"dir") {
+        let _ = fs.unlink(dir.ino, b"f1");
+        let _ = fs.rename(dir.ino, b"f2", ROOT, b"moved", 0);
+        let _ = fs.unlink(dir.ino, b"hard");
+    }
+    if let Ok(late) = fs.lookup(ROOT, b"late") {
+        let _ = fs.removexattr(late.ino, b"user.none");
+        let _ = fs.write(late.ino, 8000, &[5; 3000]);
+    }
+    if fs.mkdir(ROOT, b"d2", 0o755, C).is_ok() {
+        let _ = fs.rmdir(ROOT, b"d2");
+    }
+    let _ = fs.unlink(ROOT, b"ln");
+    let mut views = fs.segment_views();
+    views.sort_by_key(|v| (v.live_bytes, v.segment));
+    let victims: Vec<u64> = views.iter().take(4).map(|v| v.segment).collect();
+    let _ = fs.clean(&victims);
+    let _ = fs.checkpoint();
 }
 
 /// Touch everything reachable, bounded (a damaged tree may loop or claim huge sizes).

@@ -38,3 +38,10 @@ fn mount_corpus() {
     eprintln!("mount: {n} inputs");
     assert!(n > 0, "no corpus for the mount target");
 }
+
+#[test]
+fn mount_rw_corpus() {
+    let n = replay("mount_rw", lfs_core::fuzz::mount_write_fsck);
+    eprintln!("mount_rw: {n} inputs");
+    assert!(n > 0, "no corpus for the mount_rw target");
+}
