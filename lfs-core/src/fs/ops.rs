@@ -676,7 +676,9 @@ mod tests {
         let f = fs.create(1, b"sparse", 0o644, Creds::default()).unwrap();
         let mut x = 12345u64;
         for _ in 0..300 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let block = (x >> 20) % ((1 << 32) - 1);
             fs.write(f.ino, block * 4096, &[7u8; 4096]).unwrap();
         }
@@ -685,7 +687,8 @@ mod tests {
         assert!(promised >= taken, "promised {promised}, flush took {taken}");
         // Overwriting the same blocks again: the nodes are there, and dirtied once each.
         for i in 0..300u64 {
-            fs.write(f.ino, (12 + i * 511) * 4096, &[8u8; 4096]).unwrap();
+            fs.write(f.ino, (12 + i * 511) * 4096, &[8u8; 4096])
+                .unwrap();
         }
         let (promised, taken) = promised_and_taken(&fs);
         assert!(promised >= taken, "promised {promised}, flush took {taken}");
@@ -711,6 +714,9 @@ mod tests {
         }
         let (promised, taken) = promised_and_taken(&fs);
         assert!(promised >= taken, "promised {promised}, flush took {taken}");
-        assert!(promised * 4 <= taken * 5, "promised {promised}, flush took {taken}");
+        assert!(
+            promised * 4 <= taken * 5,
+            "promised {promised}, flush took {taken}"
+        );
     }
 }
