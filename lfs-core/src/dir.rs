@@ -164,13 +164,15 @@ impl Dir {
             })
     }
 
-    pub fn dirty_blocks(&self) -> u64 {
-        self.blocks.iter().filter(|b| b.dirty).count() as u64
-    }
-    /// Dirty blocks from index `first` on.
-    pub fn dirty_blocks_past(&self, first: u64) -> u64 {
-        let skip = usize::try_from(first).unwrap_or(usize::MAX);
-        self.blocks.iter().skip(skip).filter(|b| b.dirty).count() as u64
+    /// Dirty blocks: all of them, and those from index `deep` on.
+    pub fn dirty_blocks(&self, deep: u64) -> (u64, u64) {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.dirty)
+            .fold((0, 0), |(all, past), (i, _)| {
+                (all + 1, past + u64::from(i as u64 >= deep))
+            })
     }
 }
 

@@ -162,14 +162,7 @@ fn fsck_check(dev: Arc<MemDevice>) {
 
 pub fn mount_walk_fsck(data: &[u8]) {
     let dev = Arc::new(MemDevice::from_image(patched_image(data)));
-    let ro = MountOptions {
-        read_only: true,
-        cache_blocks: 64,
-        ..Default::default()
-    };
-    if let Ok(fs) = Fs::mount(dev.clone(), ro) {
-        walk(&fs);
-    }
+    walk_read_only(dev.clone());
     fsck_check(dev);
 }
 
@@ -190,6 +183,11 @@ pub fn mount_write_fsck(data: &[u8]) {
         let _ = fs.unmount();
     }
     fsck_check(dev.clone());
+    walk_read_only(dev);
+}
+
+/// Mount read-only (if it mounts at all) and walk.
+fn walk_read_only(dev: Arc<MemDevice>) {
     let ro = MountOptions {
         read_only: true,
         cache_blocks: 64,

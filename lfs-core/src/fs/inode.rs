@@ -82,15 +82,18 @@ impl Inode {
         blocks + nodes.len() as u64
     }
 
-    /// Tree nodes writing out the dirty blocks will dirty, at most: those of buffered file
-    /// data, and for a directory with dirty blocks past the direct pointers, a path's worth
-    /// for each such block (directories rarely have any).
-    fn pending_node_count(&self) -> u64 {
-        let dir = self.dir.as_ref().map_or(0, |d| {
-            let n = d.dirty_blocks_past(NDIRECT as u64);
-            n.saturating_mul(NINDIRECT as u64)
-        });
-        self.pending_nodes.len() as u64 + dir
+    /// Dirty blocks, and the tree nodes writing them out will dirty at most: those of
+    /// buffered file data, and for a directory a path's worth for each dirty block past the
+    /// direct pointers (directories rarely have any). One pass over a directory's blocks.
+    fn dirty_counts(&self) -> (u64, u64) {
+        let (dir_blocks, dir_deep) = self
+            .dir
+            .as_ref()
+            .map_or((0, 0), |d| d.dirty_blocks(NDIRECT as u64));
+        (
+            self.data.len() as u64 + dir_blocks,
+            self.pending_nodes.len() as u64 + dir_deep.saturating_mul(NINDIRECT as u64),
+        )
     }
 
     pub fn kind(&self) -> FileKind {
@@ -120,10 +123,6 @@ impl Inode {
             rdev: self.d.rdev,
             blksize: BLOCK_SIZE as u32,
         }
-    }
-
-    fn dirty_block_count(&self) -> u64 {
-        self.data.len() as u64 + self.dir.as_ref().map_or(0, |d| d.dirty_blocks())
     }
 }
 
@@ -183,8 +182,8 @@ impl Inner {
     pub(crate) fn touch(&mut self, ino: u64) {
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.dirty = true;
-            let b = i.dirty_block_count();
-            let n = i.bmap.dirty_nodes + i.pending_node_count();
+            let (b, pending) = i.dirty_counts();
+            let n = i.bmap.dirty_nodes + pending;
             self.dirty_blocks = self.dirty_blocks + b - i.counted_blocks.min(self.dirty_blocks + b);
             self.dirty_nodes = self.dirty_nodes + n - i.counted_nodes.min(self.dirty_nodes + n);
             i.counted_blocks = b;
