@@ -339,3 +339,88 @@ fn link_count_stops_at_link_max() {
     assert_eq!(fs.getattr(f.ino).unwrap().nlink, lfs_core::fs::LINK_MAX);
     unmount_and_fsck(fs, &dev);
 }
+
+/// Linux's rules for privileges (set-ID bits, `security.capability`) on write, truncate and
+/// chown: the engine applies the parts that do not depend on the caller, and
+/// `kill_privileges` the rest when its caller says the writer lacks CAP_FSETID.
+#[test]
+fn privileges_go_on_write_truncate_and_chown() {
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    let f = fs.create(ROOT, b"f", 0o644, C).unwrap().ino;
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let set = |s: SetAttr| fs.setattr(f, &s).unwrap().perm;
+    let mode = |m: u32| {
+        set(SetAttr {
+            mode: Some(m),
+            ..Default::default()
+        })
+    };
+    let has_cap = || fs.getxattr(f, b"security.capability").is_ok();
+    // A write keeps set-ID bits (the engine cannot see CAP_FSETID) but drops the capability.
+    mode(0o6777);
+    fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+    fs.write(f, 0, b"x").unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
+    assert!(!has_cap());
+    // So does a truncate; other attributes stay.
+    fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+    fs.setxattr(f, b"user.k", b"v", 0).unwrap();
+    set(SetAttr {
+        size: Some(0),
+        ..Default::default()
+    });
+    assert!(!has_cap());
+    assert_eq!(fs.getxattr(f, b"user.k").unwrap(), b"v");
+    // kill_privileges: set-user-ID always; set-group-ID with group execute, or for a caller
+    // outside the file's group.
+    for (before, caller_gid, after) in [
+        (0o6777, 0, 0o777),
+        (0o6767, 0, 0o2767),
+        (0o6767, 5, 0o767),
+        (0o0755, 5, 0o755),
+    ] {
+        mode(before);
+        fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+        fs.kill_privileges(f, Some(caller_gid)).unwrap();
+        assert_eq!(
+            fs.getattr(f).unwrap().perm,
+            after,
+            "{before:o} by gid {caller_gid}"
+        );
+        assert!(!has_cap());
+    }
+    // A caller with CAP_FSETID (no group given) loses only the capability.
+    mode(0o6777);
+    fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+    fs.kill_privileges(f, None).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
+    assert!(!has_cap());
+    // chown, even to the same owner or with neither given: as a change of owner.
+    for s in [
+        SetAttr {
+            uid: Some(0),
+            ..Default::default()
+        },
+        SetAttr {
+            chown: true,
+            ..Default::default()
+        },
+    ] {
+        mode(0o6777);
+        fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+        assert_eq!(set(s), 0o777);
+        assert!(!has_cap());
+    }
+    // A chmod keeps the capability; a directory keeps its set-group-ID.
+    fs.setxattr(f, b"security.capability", cap, 0).unwrap();
+    mode(0o755);
+    assert!(has_cap());
+    let d = fs.mkdir(ROOT, b"d", 0o2775, C).unwrap().ino;
+    fs.kill_privileges(d, Some(5)).unwrap();
+    assert_eq!(fs.getattr(d).unwrap().perm, 0o2775);
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o755);
+    assert!(fs.getxattr(f, b"security.capability").is_ok());
+    unmount_and_fsck(fs, &dev);
+}

@@ -310,12 +310,14 @@ fn mount_and_run(
     if o.auto_unmount {
         mo.push(fuser::MountOption::AutoUnmount);
     }
+    let notifier = Arc::new(std::sync::OnceLock::new());
     let session = fuser::spawn_mount2(
-        Adapter::new(fs.clone(), o.workers, o.writeback),
+        Adapter::new(fs.clone(), o.workers, o.writeback, notifier.clone()),
         &o.mountpoint,
         &mo,
     )
     .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     tracing::info!(mountpoint = %o.mountpoint.display(), "mounted");
     // The daemon (a thread; none with nogc) and its control socket, on read-write mounts.
     let (daemon, control) = if o.read_only {

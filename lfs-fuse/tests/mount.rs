@@ -281,6 +281,134 @@ fn another_user_gets_only_what_the_modes_allow() {
     m.stop();
 }
 
+/// Set-ID bits and file capabilities go as on Linux (the table was taken on ext4 here): the
+/// kernel leaves killing them to us (FUSE_HANDLE_KILLPRIV_V2), and stat(2) must see the
+/// result at once even when the write went through the writeback cache.
+#[test]
+fn writes_truncates_and_chown_kill_privileges_as_linux_does() {
+    let (d, img, mnt) = setup("64M");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mounted::new(&img, &mnt, &["-o", "allow_other"]);
+    std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = mnt.join("f");
+    std::fs::write(&f, b"0").unwrap();
+    let fs_ = f.display().to_string();
+    let set = |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+    // statx(2) for the mode alone, as `stat -c %A` and ls ask: the kernel answers from its
+    // cache when the mode is still valid there (a write invalidates only size and times), and
+    // the point is what the kernel has cached.
+    let mode = || {
+        let c = CString::new(fs_.as_bytes()).unwrap();
+        // SAFETY: a valid C string and a zeroed statx buffer.
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MODE, &mut st) };
+        assert_eq!(rc, 0);
+        u32::from(st.stx_mode) & 0o7777
+    };
+    let chown = |uid: i32, gid: i32| {
+        let c = CString::new(fs_.as_bytes()).unwrap();
+        // SAFETY: a valid C string; -1 (as u32) leaves owner or group alone.
+        assert_eq!(
+            unsafe { libc::chown(c.as_ptr(), uid as u32, gid as u32) },
+            0
+        );
+    };
+    let root_append = || {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        h.write_all(b"r").unwrap();
+        h.sync_all().unwrap();
+    };
+    let root_truncate = |len: u64| {
+        let h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        h.set_len(len).unwrap();
+    };
+    let nobody = |script: &str| {
+        let (rc, err) = as_nobody(script);
+        assert_eq!(rc, 0, "as nobody: {script}: {err}");
+    };
+    let cases: Vec<(&str, u32, Box<dyn Fn()>, u32)> = vec![
+        (
+            "write by another user",
+            0o6777,
+            Box::new(|| nobody(&format!("echo n >> {fs_}"))),
+            0o777,
+        ),
+        ("write by root", 0o6777, Box::new(root_append), 0o6777),
+        (
+            "truncate by another user",
+            0o6777,
+            Box::new(|| nobody(&format!("truncate -s 1 {fs_}"))),
+            0o777,
+        ),
+        (
+            "truncate by root",
+            0o6777,
+            Box::new(|| root_truncate(3)),
+            0o6777,
+        ),
+        // Set-group-ID without group execute goes only for a caller outside the group.
+        (
+            "write by another user, no group execute",
+            0o2767,
+            Box::new(|| nobody(&format!("echo n >> {fs_}"))),
+            0o767,
+        ),
+        (
+            "fallocate by another user",
+            0o6777,
+            Box::new(|| nobody(&format!("fallocate -l 100000 {fs_}"))),
+            0o777,
+        ),
+        (
+            "chown to the same owner",
+            0o6777,
+            Box::new(|| chown(0, 0)),
+            0o777,
+        ),
+        ("chown(-1, -1)", 0o6777, Box::new(|| chown(-1, -1)), 0o777),
+        (
+            "chown by root, no group execute",
+            0o2767,
+            Box::new(|| chown(0, 0)),
+            0o2767,
+        ),
+    ];
+    for (what, before, op, after) in &cases {
+        set(*before);
+        assert_eq!(mode(), *before, "{what}: set up");
+        op();
+        assert_eq!(mode(), *after, "{what}: mode {:o}, want {after:o}", mode());
+    }
+    // A file capability (a valid VFS_CAP_REVISION_2 value: cap_net_raw, effective) goes on
+    // every write, truncate and chown, whoever makes it; a chmod keeps it.
+    let mut cap = Vec::new();
+    for w in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        cap.extend_from_slice(&w.to_le_bytes());
+    }
+    let name = "security.capability";
+    let cap_ops: Vec<(&str, Box<dyn Fn()>, bool)> = vec![
+        ("write", Box::new(root_append), false),
+        ("truncate", Box::new(|| root_truncate(0)), false),
+        ("chown(-1, -1)", Box::new(|| chown(-1, -1)), false),
+        ("chmod", Box::new(|| set(0o755)), true),
+    ];
+    for (what, op, kept) in &cap_ops {
+        assert_eq!(xattr_set(&f, name, &cap), 0, "{what}: set the capability");
+        assert_eq!(xattr_get(&f, name).as_deref(), Some(&cap[..]));
+        op();
+        assert_eq!(xattr_get(&f, name).is_some(), *kept, "{what}");
+    }
+    // And all of it is on disk.
+    set(0o6777);
+    nobody(&format!("echo n >> {fs_}"));
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert_eq!(mode(), 0o777);
+    assert_eq!(xattr_get(&f, name), None);
+    m.stop();
+}
+
 #[test]
 fn hundred_thousand_entries_in_one_directory() {
     const N: usize = 100_000;

@@ -145,10 +145,11 @@ impl Inner {
         i.d.size = i.d.size.max(end);
         i.d.mtime = t;
         i.d.ctime = t;
-        // A write by anyone clears set-user-ID (the kernel asks for it on FUSE too; this
-        // makes the engine safe on its own).
-        i.d.mode &= !0o4000;
         self.touch(ino);
+        // As Linux, a write drops the file capability whoever writes; the set-ID bits go only
+        // for callers without CAP_FSETID, which the engine cannot see: its caller says so
+        // with `Fs::kill_privileges` (lfs-fuse does when the kernel asks).
+        self.drop_capability(ino)?;
         Ok(data.len() as u32)
     }
 
@@ -235,7 +236,7 @@ impl Inner {
         i.d.mtime = t;
         i.d.ctime = t;
         self.touch(ino);
-        Ok(())
+        self.drop_capability(ino)
     }
 
     pub(crate) fn fallocate(&mut self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {

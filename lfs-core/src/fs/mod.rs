@@ -135,6 +135,10 @@ pub struct SetAttr {
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
     pub ctime: Option<Timespec>,
+    /// A chown(2) even with neither owner nor group given (chown(f, -1, -1)), which Linux
+    /// treats as a change of owner: set-ID bits and the capability go. Implied by `uid` or
+    /// `gid`.
+    pub chown: bool,
 }
 
 /// One readdir result; `cookie` resumes after it.
@@ -268,6 +272,17 @@ impl Fs {
         let a = g.setattr(ino, set)?;
         g.after_write()?;
         Ok(a)
+    }
+    /// What Linux does to `ino` before a write or truncate: drop the file capability and,
+    /// when the caller lacks CAP_FSETID (`caller_gid` is then its group), clear set-user-ID
+    /// and set-group-ID. Set-group-ID stays only on a file its group may not execute and
+    /// whose group is `caller_gid` (Linux also counts the caller's supplementary groups,
+    /// which FUSE does not pass). lfs-fuse calls it when the kernel leaves killing
+    /// privileges to the filesystem.
+    pub fn kill_privileges(&self, ino: u64, caller_gid: Option<u32>) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        g.kill_privileges(ino, caller_gid)?;
+        g.after_write()
     }
     /// Create a regular file, fifo, socket or device node (the type is in `mode`).
     pub fn mknod(

@@ -16,6 +16,17 @@ use crate::usage::SegState;
 const S_ISGID: u32 = 0o2000;
 const S_ISUID: u32 = 0o4000;
 
+/// `mode` without set-user-ID, and without set-group-ID when the group may execute (without
+/// group execute the bit marks mandatory locking, which Linux keeps).
+fn without_set_ids(mode: u32) -> u32 {
+    let mode = mode & !S_ISUID;
+    if mode & 0o010 != 0 {
+        mode & !S_ISGID
+    } else {
+        mode
+    }
+}
+
 /// Check a name for a new or looked-up entry.
 fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
@@ -458,6 +469,30 @@ impl Inner {
         Ok(out)
     }
 
+    /// What Linux does to a file before a write or truncate: drop the file capability and,
+    /// for a caller without CAP_FSETID (`caller_gid` given), clear set-user-ID, and
+    /// set-group-ID when the group may execute or the caller is outside the file's group.
+    pub(crate) fn kill_privileges(&mut self, ino: u64, caller_gid: Option<u32>) -> Result<()> {
+        self.drop_capability(ino)?;
+        let i = self.inode(ino)?;
+        let Some(caller_gid) = caller_gid else {
+            return Ok(());
+        };
+        if i.kind() == FileKind::Directory {
+            return Ok(());
+        }
+        let mut mode = without_set_ids(i.d.mode);
+        if caller_gid != i.d.gid {
+            mode &= !S_ISGID;
+        }
+        if mode != i.d.mode {
+            i.d.mode = mode;
+            i.d.ctime = now();
+            self.touch(ino);
+        }
+        Ok(())
+    }
+
     pub(crate) fn setattr(&mut self, ino: u64, set: &SetAttr) -> Result<Attr> {
         if let Some(size) = set.size {
             if self.inode(ino)?.kind() == FileKind::Directory {
@@ -470,7 +505,7 @@ impl Inner {
         if let Some(mode) = set.mode {
             i.d.mode = (i.d.mode & S_IFMT) | (mode & 0o7777);
         }
-        let chown = set.uid.is_some_and(|u| u != i.d.uid) || set.gid.is_some_and(|g| g != i.d.gid);
+        let chown = set.chown || set.uid.is_some() || set.gid.is_some();
         if let Some(uid) = set.uid {
             i.d.uid = uid;
         }
@@ -478,13 +513,13 @@ impl Inner {
             i.d.gid = gid;
         }
         if chown && set.mode.is_none() && i.kind() != FileKind::Directory {
-            // As Linux: a change of owner clears set-user-ID, and set-group-ID when the group
-            // execute bit is set.
-            i.d.mode &= !S_ISUID;
-            if i.d.mode & 0o010 != 0 {
-                i.d.mode &= !S_ISGID;
-            }
+            // As Linux's chown(2), whoever calls it and even to the same owner.
+            i.d.mode = without_set_ids(i.d.mode);
         }
+        if chown {
+            self.drop_capability(ino)?;
+        }
+        let i = self.inode(ino)?;
         let pick = |x: TimeOrNow| match x {
             TimeOrNow::Now => t,
             TimeOrNow::At(ts) => ts,

@@ -8,6 +8,9 @@ use crate::format::xattr::{
 };
 use crate::format::MAX_NAME_LEN;
 
+/// Where Linux keeps a file's capabilities.
+const XATTR_CAPABILITY: &[u8] = b"security.capability";
+
 impl Inner {
     /// The cleaner: write the xattr block of `ino` again at the next flush.
     pub(crate) fn rewrite_xattrs(&mut self, ino: u64) -> Result<()> {
@@ -82,6 +85,23 @@ impl Inner {
         i.xattr_dirty = true;
         i.d.ctime = now();
         self.touch(ino);
+        Ok(())
+    }
+
+    /// Drop the file capability (`security.capability`), as Linux does when a file is written,
+    /// truncated or given to another owner, so that a changed binary does not keep its
+    /// privileges. Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves this to the filesystem.
+    /// Cheap when the inode has no attributes: nothing is loaded.
+    pub(crate) fn drop_capability(&mut self, ino: u64) -> Result<()> {
+        let i = self.inode(ino)?;
+        let maybe = match &i.xattrs {
+            Some(x) => x.contains_key(XATTR_CAPABILITY),
+            None => i.d.xattr != 0,
+        };
+        if maybe && self.xattrs(ino)?.remove(XATTR_CAPABILITY).is_some() {
+            self.inode(ino)?.xattr_dirty = true;
+            self.touch(ino);
+        }
         Ok(())
     }
 
