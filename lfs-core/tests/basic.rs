@@ -382,7 +382,8 @@ fn privileges_go_on_write_truncate_and_chown() {
     ] {
         mode(before);
         fs.setxattr(f, b"security.capability", cap, 0).unwrap();
-        fs.kill_privileges(f, Some(caller_gid)).unwrap();
+        let changed = fs.kill_privileges(f, Some(caller_gid)).unwrap();
+        assert_eq!(changed, before != after, "{before:o} by gid {caller_gid}");
         assert_eq!(
             fs.getattr(f).unwrap().perm,
             after,
@@ -393,9 +394,24 @@ fn privileges_go_on_write_truncate_and_chown() {
     // A caller with CAP_FSETID (no group given) loses only the capability.
     mode(0o6777);
     fs.setxattr(f, b"security.capability", cap, 0).unwrap();
-    fs.kill_privileges(f, None).unwrap();
+    assert!(!fs.kill_privileges(f, None).unwrap());
     assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
     assert!(!has_cap());
+    // A truncate by such a caller kills them with the truncate; a failed one does not.
+    mode(0o6777);
+    let too_big = SetAttr {
+        size: Some(u64::MAX),
+        kill_privileges: Some(5),
+        ..Default::default()
+    };
+    assert!(fs.setattr(f, &too_big).is_err());
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
+    let truncate = SetAttr {
+        size: Some(1),
+        kill_privileges: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(set(truncate), 0o777);
     // chown, even to the same owner or with neither given: as a change of owner.
     for s in [
         SetAttr {

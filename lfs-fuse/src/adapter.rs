@@ -25,10 +25,11 @@ const MAX_WRITE: u32 = 1 << 20;
 /// back in batches; it then owns the file size and mtime while pages are dirty.
 const FUSE_WRITEBACK_CACHE: u32 = 1 << 16;
 /// FUSE_HANDLE_KILLPRIV_V2 (fuse_kernel.h, ABI 7.33): the filesystem, not the kernel, clears
-/// set-user-ID, set-group-ID and the file capability when a file is written, truncated or
-/// given away. In exchange the kernel marks the superblock SB_NOSEC and stops asking for
-/// `security.capability` (one GETXATTR round trip) before every write(2): random 4 KiB
-/// writes went from ~230 to ~540 MiB/s with it (see docs/BENCHMARKS.md).
+/// set-user-ID and set-group-ID when a file is written, truncated or given away. In exchange
+/// the kernel marks the superblock SB_NOSEC and asks for `security.capability` (one GETXATTR
+/// round trip) only after refreshing an inode's attributes, not before every write(2):
+/// random 4 KiB writes went from ~230 to ~540 MiB/s with it (see docs/BENCHMARKS.md and
+/// "Privileges" in docs/DESIGN.md).
 const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
 /// In a WRITE's flags under FUSE_HANDLE_KILLPRIV_V2: the caller lacks CAP_FSETID, clear the
 /// set-ID bits (FUSE_WRITE_KILL_SUIDGID).
@@ -273,6 +274,14 @@ impl Filesystem for Adapter {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        // Privileges die with a truncate, and on a SETATTR of nothing at all: what the kernel
+        // sends where it would have killed them itself (fallocate(2), or a write, to a set-ID
+        // file; the capability it removes itself). It decides with the caller's CAP_FSETID
+        // and says so in FATTR_KILL_SUIDGID, which fuser does not pass on: root stands for
+        // CAP_FSETID here, so for root there is nothing left to do.
+        let nothing = (mode, uid, gid, size) == (None, None, None, None)
+            && (atime, mtime, ctime) == (None, None, None);
+        let kill = self.killpriv && (size.is_some() || nothing) && req.uid() != 0;
         let set = SetAttr {
             mode,
             uid,
@@ -281,28 +290,19 @@ impl Filesystem for Adapter {
             atime: atime.map(time),
             mtime: mtime.map(time),
             ctime: ctime.map(from_system),
-            // chown(f, -1, -1) arrives as a SETATTR of ctime alone: chown(2) always sets
-            // ctime, and nothing else sends it alone. With the kernel's help gone (killpriv)
-            // it is ours to treat as a change of owner.
+            // chown(f, -1, -1) arrives, with the writeback cache on a regular file, as a
+            // SETATTR of ctime alone: chown(2) always sets ctime, and nothing else sends it
+            // alone (the kernel's own time updates carry mtime). With the kernel's help gone
+            // (killpriv) it is ours to treat as a change of owner. Elsewhere it arrives
+            // empty and, from root, cannot be told from the kernel's capability removal:
+            // there root's chown(f, -1, -1) keeps the set-ID bits.
             chown: self.killpriv
                 && ctime.is_some()
                 && (mode, uid, gid, size) == (None, None, None, None)
                 && atime.is_none()
                 && mtime.is_none(),
+            kill_privileges: kill.then(|| req.gid()),
         };
-        // Privileges die before a truncate, and on a SETATTR of nothing at all: what the
-        // kernel sends when it would have killed them itself (fallocate(2), and writes, to a
-        // set-ID file or one with a capability). It decides with the caller's CAP_FSETID and
-        // says so in FATTR_KILL_SUIDGID, which fuser does not pass on: root stands for
-        // CAP_FSETID here.
-        let nothing = (mode, uid, gid, size) == (None, None, None, None)
-            && (atime, mtime, ctime) == (None, None, None);
-        if self.killpriv && (size.is_some() || nothing) {
-            let caller = (req.uid() != 0).then(|| req.gid());
-            if let Err(e) = self.fs.kill_privileges(ino, caller) {
-                return reply.error(errno(&e));
-            }
-        }
         match self.fs.setattr(ino, &set) {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(errno(&e)),
@@ -464,11 +464,17 @@ impl Filesystem for Adapter {
             .then(|| (req.gid(), self.notifier.clone()));
         self.workers.run(move || {
             let r = match kill {
-                Some((gid, notifier)) => fs.kill_privileges(ino, Some(gid)).map(|()| {
+                Some((gid, notifier)) => fs.kill_privileges(ino, Some(gid)).map(|changed| {
                     // The kernel keeps the old mode until its attributes time out; make
-                    // stat(2) see the cleared bits at once, as on a local filesystem.
-                    if let Some(n) = notifier.get() {
-                        let _ = n.inval_inode(ino, -1, 0);
+                    // stat(2) see the cleared bits at once, as on a local filesystem. The
+                    // kernel flags every direct or write-through WRITE of a caller without
+                    // CAP_FSETID, so only when something changed. Offset -1: attributes
+                    // only; invalidating pages would wait on the folios this very write
+                    // holds locked.
+                    if changed {
+                        if let Some(n) = notifier.get() {
+                            let _ = n.inval_inode(ino, -1, 0);
+                        }
                     }
                 }),
                 None => Ok(()),

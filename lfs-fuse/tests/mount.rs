@@ -381,7 +381,9 @@ fn writes_truncates_and_chown_kill_privileges_as_linux_does() {
         assert_eq!(mode(), *after, "{what}: mode {:o}, want {after:o}", mode());
     }
     // A file capability (a valid VFS_CAP_REVISION_2 value: cap_net_raw, effective) goes on
-    // every write, truncate and chown, whoever makes it; a chmod keeps it.
+    // every write, truncate and chown, whoever makes it; a chmod keeps it. (Setting it makes
+    // the kernel look again, and it removes what it finds itself; the engine's own removal
+    // is tested in lfs-core/tests/basic.rs.)
     let mut cap = Vec::new();
     for w in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
         cap.extend_from_slice(&w.to_le_bytes());

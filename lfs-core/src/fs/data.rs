@@ -111,6 +111,11 @@ impl Inner {
         let last = (end - 1) / BLOCK_BYTES;
         let new = i.buffering_cost(first, last);
         self.check_space(new, false)?;
+        // As Linux, a write drops the file capability whoever writes, before it changes
+        // anything; the set-ID bits go only for callers without CAP_FSETID, which the engine
+        // cannot see: its caller says so with `Fs::kill_privileges` (lfs-fuse does when the
+        // kernel asks).
+        self.drop_capability(ino)?;
         let mut pos = offset;
         let mut src = data;
         while !src.is_empty() {
@@ -146,10 +151,6 @@ impl Inner {
         i.d.mtime = t;
         i.d.ctime = t;
         self.touch(ino);
-        // As Linux, a write drops the file capability whoever writes; the set-ID bits go only
-        // for callers without CAP_FSETID, which the engine cannot see: its caller says so
-        // with `Fs::kill_privileges` (lfs-fuse does when the kernel asks).
-        self.drop_capability(ino)?;
         Ok(data.len() as u32)
     }
 
@@ -217,7 +218,8 @@ impl Inner {
         if i.kind() != FileKind::Regular {
             return Err(FsError::Invalid("not a regular file"));
         }
-        let old = i.d.size;
+        self.drop_capability(ino)?;
+        let old = self.inode(ino)?.d.size;
         if size < old {
             let keep = size.div_ceil(BLOCK_BYTES);
             self.clear_bytes(ino, size, keep * BLOCK_BYTES)?;
@@ -236,7 +238,7 @@ impl Inner {
         i.d.mtime = t;
         i.d.ctime = t;
         self.touch(ino);
-        self.drop_capability(ino)
+        Ok(())
     }
 
     pub(crate) fn fallocate(&mut self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {

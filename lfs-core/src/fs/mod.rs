@@ -139,6 +139,9 @@ pub struct SetAttr {
     /// treats as a change of owner: set-ID bits and the capability go. Implied by `uid` or
     /// `gid`.
     pub chown: bool,
+    /// The caller lacks CAP_FSETID; its group: after the truncate, if any, and before the
+    /// rest, do what `Fs::kill_privileges` does.
+    pub kill_privileges: Option<u32>,
 }
 
 /// One readdir result; `cookie` resumes after it.
@@ -278,11 +281,12 @@ impl Fs {
     /// and set-group-ID. Set-group-ID stays only on a file its group may not execute and
     /// whose group is `caller_gid` (Linux also counts the caller's supplementary groups,
     /// which FUSE does not pass). lfs-fuse calls it when the kernel leaves killing
-    /// privileges to the filesystem.
-    pub fn kill_privileges(&self, ino: u64, caller_gid: Option<u32>) -> Result<()> {
+    /// privileges to the filesystem. Returns whether the mode changed.
+    pub fn kill_privileges(&self, ino: u64, caller_gid: Option<u32>) -> Result<bool> {
         let mut g = self.lock_rw()?;
-        g.kill_privileges(ino, caller_gid)?;
-        g.after_write()
+        let changed = g.kill_privileges(ino, caller_gid)?;
+        g.after_write()?;
+        Ok(changed)
     }
     /// Create a regular file, fifo, socket or device node (the type is in `mode`).
     pub fn mknod(

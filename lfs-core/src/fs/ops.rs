@@ -472,25 +472,27 @@ impl Inner {
     /// What Linux does to a file before a write or truncate: drop the file capability and,
     /// for a caller without CAP_FSETID (`caller_gid` given), clear set-user-ID, and
     /// set-group-ID when the group may execute or the caller is outside the file's group.
-    pub(crate) fn kill_privileges(&mut self, ino: u64, caller_gid: Option<u32>) -> Result<()> {
+    /// Returns whether the mode changed.
+    pub(crate) fn kill_privileges(&mut self, ino: u64, caller_gid: Option<u32>) -> Result<bool> {
         self.drop_capability(ino)?;
         let i = self.inode(ino)?;
         let Some(caller_gid) = caller_gid else {
-            return Ok(());
+            return Ok(false);
         };
         if i.kind() == FileKind::Directory {
-            return Ok(());
+            return Ok(false);
         }
         let mut mode = without_set_ids(i.d.mode);
         if caller_gid != i.d.gid {
             mode &= !S_ISGID;
         }
-        if mode != i.d.mode {
-            i.d.mode = mode;
-            i.d.ctime = now();
-            self.touch(ino);
+        if mode == i.d.mode {
+            return Ok(false);
         }
-        Ok(())
+        i.d.mode = mode;
+        i.d.ctime = now();
+        self.touch(ino);
+        Ok(true)
     }
 
     pub(crate) fn setattr(&mut self, ino: u64, set: &SetAttr) -> Result<Attr> {
@@ -499,6 +501,9 @@ impl Inner {
                 return Err(FsError::IsDir);
             }
             self.truncate(ino, size)?;
+        }
+        if let Some(gid) = set.kill_privileges {
+            self.kill_privileges(ino, Some(gid))?;
         }
         let t = now();
         let i = self.inode(ino)?;
