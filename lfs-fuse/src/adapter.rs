@@ -279,9 +279,9 @@ impl Filesystem for Adapter {
         // file; the capability it removes itself). It decides with the caller's CAP_FSETID
         // and says so in FATTR_KILL_SUIDGID, which fuser does not pass on: root stands for
         // CAP_FSETID here, so for root there is nothing left to do.
-        let nothing = (mode, uid, gid, size) == (None, None, None, None)
-            && (atime, mtime, ctime) == (None, None, None);
-        let kill = self.killpriv && (size.is_some() || nothing) && req.uid() != 0;
+        let bare =
+            (mode, uid, gid, size) == (None, None, None, None) && (atime, mtime) == (None, None);
+        let kill = self.killpriv && (size.is_some() || (bare && ctime.is_none())) && req.uid() != 0;
         let set = SetAttr {
             mode,
             uid,
@@ -296,11 +296,7 @@ impl Filesystem for Adapter {
             // (killpriv) it is ours to treat as a change of owner. Elsewhere it arrives
             // empty and, from root, cannot be told from the kernel's capability removal:
             // there root's chown(f, -1, -1) keeps the set-ID bits.
-            chown: self.killpriv
-                && ctime.is_some()
-                && (mode, uid, gid, size) == (None, None, None, None)
-                && atime.is_none()
-                && mtime.is_none(),
+            chown: self.killpriv && bare && ctime.is_some(),
             kill_privileges: kill.then(|| req.gid()),
         };
         match self.fs.setattr(ino, &set) {
