@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
-use lfs_core::fs::{Creds, SegmentView, VictimPicker};
+use lfs_core::fs::{Creds, SegmentView, SetAttr, TimeOrNow, VictimPicker};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -182,6 +182,66 @@ fn m_segments_into_n_keeps_every_file() {
     let d = fs.lookup(ROOT, b"dir").unwrap().ino;
     // f0, f3, ..., f297 minus every fifth: 100 names less the 20 deleted, plus . and ..
     assert_eq!(fs.readdir(d, 0, 1000).unwrap().len(), 2 + 100 - 20);
+    unmount_and_fsck(fs, &dev);
+}
+
+/// A pass writes what it moves file by file, the least recently modified files first: cold
+/// data gathers with cold data (whatever the inode numbers), and a file's blocks stay
+/// together so a later pass rewrites one tree node per file.
+#[test]
+fn a_pass_writes_cold_files_first_each_file_together() {
+    let dev = fresh(16 << 20, 128 << 10);
+    let fs = Fs::mount(dev.clone(), MountOptions::default()).unwrap();
+    let data = content(5, 6 * 4096);
+    // `newer` gets the lower inode number; `older` was modified long before it.
+    let mut inos = Vec::new();
+    for (name, sec) in [("newer", 2_000_000), ("older", 1_000_000)] {
+        let f = fs.create(ROOT, name.as_bytes(), 0o644, C).unwrap().ino;
+        fs.write(f, 0, &data).unwrap();
+        let at = lfs_core::format::inode::Timespec { sec, nsec: 0 };
+        fs.setattr(
+            f,
+            &SetAttr {
+                mtime: Some(TimeOrNow::At(at)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        inos.push(f);
+    }
+    let (newer, older) = (inos[0], inos[1]);
+    assert!(newer < older);
+    // Push the log head past them, so their segments are Full.
+    let filler = fs.create(ROOT, b"filler", 0o644, C).unwrap().ino;
+    fs.write(filler, 0, &content(9, 80 * 4096)).unwrap();
+    fs.checkpoint().unwrap();
+    let sb = fs.superblock().clone();
+    let addrs = |ino: u64| -> Vec<u64> {
+        let info = fs.inode_info(ino).unwrap();
+        assert_eq!(info.blocks.len(), 6);
+        info.blocks.iter().map(|b| b.0).collect()
+    };
+    let mut victims: Vec<u64> = addrs(newer)
+        .into_iter()
+        .chain(addrs(older))
+        .filter_map(|a| sb.seg_of(a))
+        .collect();
+    victims.sort_unstable();
+    victims.dedup();
+    let before = (addrs(newer), addrs(older));
+    let r = fs.clean(&victims).unwrap();
+    assert_eq!(r.segments, victims, "{r:?}");
+    let (n, o) = (addrs(newer), addrs(older));
+    assert!(n != before.0 && o != before.1, "not moved: {before:?}");
+    // The older file's blocks all come before the newer file's.
+    assert!(
+        o.iter().max() < n.iter().min(),
+        "older at {o:?}, newer at {n:?}"
+    );
+    let mut expect = BTreeMap::new();
+    expect.insert(newer, data.clone());
+    expect.insert(older, data);
+    check_all(&fs, &expect);
     unmount_and_fsck(fs, &dev);
 }
 

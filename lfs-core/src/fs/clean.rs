@@ -270,7 +270,7 @@ impl Inner {
             }
         }
         self.st.begin_group(FLAG_CLEANER)?;
-        let res = self.flush_group();
+        let res = self.flush_group(true);
         self.st.end_group()?;
         res?;
         self.stats.flushes += 1;

@@ -389,14 +389,25 @@ impl Inner {
             return Ok(());
         }
         self.st.begin_group(0)?;
-        let res = self.flush_group();
+        let res = self.flush_group(false);
         self.st.end_group()?;
         self.stats.flushes += 1;
         res
     }
 
-    pub(crate) fn flush_group(&mut self) -> Result<()> {
-        let inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+    /// Write everything dirty into the open group, file by file in inode order, or for
+    /// the cleaner (`oldest_first`) the least recently modified files first, so that cold
+    /// data gathers with cold data while each file's blocks stay together (one tree node
+    /// rewrite per file when a later pass moves them; see docs/CLEANER.md).
+    pub(crate) fn flush_group(&mut self, oldest_first: bool) -> Result<()> {
+        let mut inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+        if oldest_first {
+            let inodes = &self.inodes;
+            inos.sort_by_key(|ino| {
+                let m = inodes.get(ino).map(|i| i.d.mtime);
+                (m.map(|t| (t.sec, t.nsec)), *ino)
+            });
+        }
         for &ino in &inos {
             self.write_blocks(ino)?;
         }
