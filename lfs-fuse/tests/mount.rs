@@ -281,6 +281,9 @@ fn another_user_gets_only_what_the_modes_allow() {
     m.stop();
 }
 
+/// One operation of a table-driven test.
+type Op<'a> = Box<dyn Fn() + 'a>;
+
 /// Set-ID bits and file capabilities go as on Linux (the table was taken on ext4 here): the
 /// kernel leaves killing them to us (FUSE_HANDLE_KILLPRIV_V2), and stat(2) must see the
 /// result at once even when the write went through the writeback cache.
@@ -327,7 +330,8 @@ fn writes_truncates_and_chown_kill_privileges_as_linux_does() {
         let (rc, err) = as_nobody(script);
         assert_eq!(rc, 0, "as nobody: {script}: {err}");
     };
-    let cases: Vec<(&str, u32, Box<dyn Fn()>, u32)> = vec![
+    // (what, mode before, the operation, mode after)
+    let cases: Vec<(&str, u32, Op, u32)> = vec![
         (
             "write by another user",
             0o6777,
@@ -389,7 +393,7 @@ fn writes_truncates_and_chown_kill_privileges_as_linux_does() {
         cap.extend_from_slice(&w.to_le_bytes());
     }
     let name = "security.capability";
-    let cap_ops: Vec<(&str, Box<dyn Fn()>, bool)> = vec![
+    let cap_ops: Vec<(&str, Op, bool)> = vec![
         ("write", Box::new(root_append), false),
         ("truncate", Box::new(|| root_truncate(0)), false),
         ("chown(-1, -1)", Box::new(|| chown(-1, -1)), false),
