@@ -83,6 +83,21 @@ enum Cmd {
         /// Model a write-back buffer of this many blocks (the engine's is 2048).
         #[arg(long, default_value_t = 0)]
         buffer_blocks: usize,
+        /// Buffer a write only with room for the whole buffer above the reserve, as the
+        /// engine does (the paper's model lets the buffer borrow room).
+        #[arg(long)]
+        admission: bool,
+        /// Model the engine's metadata for files of this many blocks (tree nodes, inode
+        /// blocks, summaries, checkpoints); 0: none, the paper's model.
+        #[arg(long, default_value_t = 0)]
+        file_blocks: usize,
+        /// With --file-blocks: blocks each cleaning pass's checkpoints write.
+        #[arg(long, default_value_t = 3)]
+        checkpoint_blocks: usize,
+        /// With --file-blocks, a what-if: passes record their moves instead of rewriting
+        /// tree nodes and inodes (the engine does not; see docs/CLEANER.md).
+        #[arg(long)]
+        deferred_nodes: bool,
         /// Clean when this few segments are clean, until this many are (the daemon's low
         /// and high watermarks).
         #[arg(long, default_value_t = 2)]
@@ -333,6 +348,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             segments,
             segment_blocks,
             buffer_blocks,
+            admission,
+            file_blocks,
+            checkpoint_blocks,
+            deferred_nodes,
             low,
             high,
         } => {
@@ -340,6 +359,12 @@ fn run(cli: &Cli) -> Result<(), String> {
                 segments: *segments,
                 seg_blocks: *segment_blocks,
                 buffer_blocks: *buffer_blocks,
+                admission: *admission,
+                metadata: (*file_blocks > 0).then_some(sim::Metadata {
+                    file_blocks: *file_blocks,
+                    checkpoint_blocks: *checkpoint_blocks,
+                    deferred_nodes: *deferred_nodes,
+                }),
                 reserve: *low,
                 clean_target: *high,
                 ..SimConfig::paper(0.5, Access::Uniform)
