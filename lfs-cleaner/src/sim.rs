@@ -358,16 +358,16 @@ impl Sim<'_> {
     }
 
     /// What a pass moving the live blocks `ids` of one more victim adds to the room it
-    /// needs, given the files the pass touches already (an upper bound, as the engine's).
+    /// needs, given the files the pass touches already: an upper bound, as the engine's
+    /// (a node and an inode slot per new file, a summary per 167 blocks, rounded up).
     fn victim_need(&self, ids: &[u32], files: &mut std::collections::BTreeSet<usize>) -> usize {
         let mut need = ids.len();
         if self.cfg.metadata.is_some() {
-            for &id in ids {
-                if files.insert(self.file_of(id)) {
-                    need += 1;
-                }
-            }
-            need += need.div_ceil(INODES_PER_BLOCK) + need.div_ceil(SUMMARY_MAX_ENTRIES);
+            let before = files.len();
+            files.extend(ids.iter().map(|&id| self.file_of(id)));
+            let new = files.len() - before;
+            need +=
+                new + new.div_ceil(INODES_PER_BLOCK) + (need + new).div_ceil(SUMMARY_MAX_ENTRIES);
         }
         need
     }
