@@ -544,9 +544,9 @@ pub fn simulate(policy: &dyn Policy, cfg: &SimConfig) -> Result<SimResult, Strin
     let steps = warmup + (total as f64 * cfg.measure_capacities) as u64;
     let mut buffer: Vec<u32> = Vec::new();
     let mut buffered = vec![false; data_blocks];
-    // Files with a block in the buffer, and how many blocks each has there.
+    // With metadata: which files have a block in the buffer, and how many do.
+    let mut file_buffered = vec![false; files];
     let mut buffered_files = 0usize;
-    let mut per_file = vec![0u32; files];
     for step in 0..steps {
         if step == warmup {
             s.r = SimResult::default();
@@ -575,8 +575,8 @@ pub fn simulate(policy: &dyn Policy, cfg: &SimConfig) -> Result<SimResult, Strin
                 buffer.push(id);
                 if cfg.metadata.is_some() {
                     let f = s.file_of(id);
-                    per_file[f] += 1;
-                    if per_file[f] == 1 {
+                    if !file_buffered[f] {
+                        file_buffered[f] = true;
                         buffered_files += 1;
                     }
                 }
@@ -602,11 +602,11 @@ pub fn simulate(policy: &dyn Policy, cfg: &SimConfig) -> Result<SimResult, Strin
         }
         for &id in &buffer {
             buffered[id as usize] = false;
+            if cfg.metadata.is_some() {
+                file_buffered[s.file_of(id)] = false;
+            }
         }
-        if cfg.metadata.is_some() {
-            per_file.fill(0);
-            buffered_files = 0;
-        }
+        buffered_files = 0;
         let unit = std::mem::take(&mut buffer);
         s.write_unit(&unit, now, false)?;
         // The engine admits a write only with room for it above the reserve: when the

@@ -403,10 +403,7 @@ impl Inner {
         let mut inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
         if oldest_first {
             let inodes = &self.inodes;
-            inos.sort_by_key(|ino| {
-                let m = inodes.get(ino).map(|i| i.d.mtime);
-                (m.map(|t| (t.sec, t.nsec)), *ino)
-            });
+            inos.sort_by_key(|ino| (inodes.get(ino).map(|i| i.d.mtime), *ino));
         }
         for &ino in &inos {
             self.write_blocks(ino)?;
