@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build, format a default image, mount it.
+# The main job on a fresh machine: build, format a default image if there is none, mount it.
 #   scripts/run.sh [IMAGE] [SIZE] [MOUNTPOINT]     (defaults: ./lfs.img, 1G, ./mnt)
 # Unmount with: fusermount3 -u MOUNTPOINT   (or umount, or kill the lfs-fuse daemon)
 set -euo pipefail
@@ -12,13 +12,23 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq fuse3
 fi
 cargo build --release --workspace
+# An existing image is mounted, never formatted again: running this twice must not
+# destroy the files of the first run. Only a missing image is created.
 if [ -e "$IMAGE" ]; then
-  echo "run.sh: $IMAGE exists; formatting it again (-f)"
-  target/release/mkfs-lfs -f "$IMAGE" "$SIZE"
+  if ! target/release/lfs-inspect "$IMAGE" superblock >/dev/null 2>&1; then
+    echo "run.sh: $IMAGE exists and holds no lfs filesystem; not touching it" >&2
+    echo "run.sh: remove it, or format it yourself: target/release/mkfs-lfs -f $IMAGE $SIZE" >&2
+    exit 1
+  fi
+  echo "run.sh: $IMAGE holds an lfs filesystem; mounting it as it is"
 else
   target/release/mkfs-lfs "$IMAGE" "$SIZE"
 fi
 mkdir -p "$MNT"
+if mountpoint -q "$MNT"; then
+  echo "run.sh: $MNT is already a mountpoint; nothing to do"
+  exit 0
+fi
 target/release/lfs-fuse "$IMAGE" "$MNT"
 echo "run.sh: mounted $IMAGE on $MNT"
 df -h "$MNT"
