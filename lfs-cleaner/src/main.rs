@@ -143,6 +143,7 @@ fn parse_policy(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     tracing_init();
     let cli = Cli::parse();
     match run(&cli) {

@@ -5,6 +5,7 @@
 //! buffer, write units, back-end thread) → `imap`, `usage`, `bmap`, `dir` (in-memory maps) →
 //! `fs` (the filesystem API, free of FUSE types; checkpoints and mount) → `mkfs`.
 pub mod bmap;
+pub mod cli;
 pub mod device;
 pub mod dir;
 pub mod dirty;

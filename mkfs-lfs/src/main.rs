@@ -327,6 +327,7 @@ fn strip(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -58,6 +58,7 @@ enum What {
 type Out = Result<Value, String>;
 
 fn main() -> ExitCode {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let dev = match FileDevice::open(
         &cli.image,

@@ -372,6 +372,7 @@ fn workload(a: &Args, m: &Mount, pct: u64) -> Result<Outcome, String> {
 }
 
 fn main() {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {

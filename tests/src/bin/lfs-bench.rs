@@ -33,6 +33,7 @@ fn usage() -> ! {
 }
 
 fn main() {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("smoke") => smoke(Path::new(args.get(1).unwrap_or_else(|| usage()))),

@@ -195,6 +195,7 @@ fn time_mount(path: &Path, ro: bool, cold: bool) -> (f64, Fs) {
 }
 
 fn main() {
+    lfs_core::cli::exit_quietly_on_closed_pipe();
     let a = parse();
     let path = a
         .dir
