@@ -53,6 +53,8 @@ pub enum FsError {
         "an earlier write or flush failed; the filesystem refuses writes until it is mounted again"
     )]
     Poisoned,
+    #[error("the filesystem was shut down (unmounted)")]
+    ShutDown,
 }
 
 pub type Result<T> = std::result::Result<T, FsError>;

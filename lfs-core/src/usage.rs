@@ -33,6 +33,9 @@ pub struct UsageTable {
     clean: u64,
     /// Accounting errors seen (a live count that would go negative); fsck looks deeper.
     pub underflows: u64,
+    /// Bytes that died since the mount, ever growing: a writer refused for want of space
+    /// tries cleaning again only once more than it lacked has died (`check_space`).
+    pub killed_bytes: u64,
 }
 
 impl UsageTable {
@@ -51,6 +54,7 @@ impl UsageTable {
             seg_bytes,
             clean: nsegs,
             underflows: 0,
+            killed_bytes: 0,
         }
     }
 
@@ -117,6 +121,7 @@ impl UsageTable {
         let Some(s) = self.segs.get_mut(seg as usize) else {
             return;
         };
+        self.killed_bytes += bytes;
         if s.live_bytes < bytes {
             self.underflows += 1;
             tracing::warn!(

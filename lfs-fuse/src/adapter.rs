@@ -10,10 +10,12 @@ use fuser::{
 use lfs_core::format::inode::{FileKind, Timespec};
 use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
 use lfs_core::Fs;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may cache attributes and entries. We are the only writer to the
@@ -34,6 +36,91 @@ const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
 /// In a WRITE's flags under FUSE_HANDLE_KILLPRIV_V2: the caller lacks CAP_FSETID, clear the
 /// set-ID bits (FUSE_WRITE_KILL_SUIDGID).
 const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
+/// In a WRITE's flags: the data comes from the page cache (writeback), not from a write(2)
+/// waiting for the answer (FUSE_WRITE_CACHE).
+const FUSE_WRITE_CACHE: u32 = 1 << 0;
+/// In an OPEN or CREATE reply: bypass the page cache for this open file (FOPEN_DIRECT_IO).
+const FOPEN_DIRECT_IO: u32 = 1 << 0;
+
+/// Space for the kernel's writeback cache: how a full disk answers ENOSPC at the write(2)
+/// that cannot be kept, although with the writeback cache the kernel accepts write(2)
+/// without asking us and sends the data seconds later (docs/RECOVERY.md, "A full disk").
+///
+/// - The daemon bounds what the kernel may hold dirty for this mount (the bdi's
+///   `max_bytes`), and the engine keeps twice that free for it: ordinary writes leave it
+///   alone, writes from the cache (FUSE_WRITE_CACHE) may use it.
+/// - While the disk has room to spare, nothing else happens. Once the headroom falls below
+///   twice the reserve (`tight`), attributes are given with no cache time, so the kernel
+///   asks for them (GETATTR with the file handle) before every write(2) through a cached
+///   open file; that GETATTR answers ENOSPC when the reserve is no longer intact, and the
+///   write(2) fails before it copies a byte. Entering that state invalidates the cached
+///   attributes of every file open for writing, so no writer goes on unasked.
+/// - Files opened for writing while tight bypass the cache (FOPEN_DIRECT_IO): each write(2)
+///   is then a WRITE, answered ENOSPC exactly when the log cannot take it.
+///
+/// What a write(2) admitted by the GETATTR may add is not known to us; the reserve covers
+/// the kernel's dirty bound once more for it. A single write(2) larger than that, or stores
+/// through a shared writable mmap, on a disk that is full can still meet ENOSPC at
+/// writeback, reported by the next fsync or close (docs/RECOVERY.md).
+#[derive(Default)]
+pub struct CacheGate {
+    /// Blocks the engine keeps for the kernel's cache (0: no writeback cache, no gate).
+    reserve_blocks: AtomicU64,
+    tight: AtomicBool,
+    /// Open files by handle.
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Handle {
+    ino: u64,
+    /// Opened for writing, through the kernel's page cache.
+    cached_writer: bool,
+}
+
+impl CacheGate {
+    /// The engine keeps `bytes` for the kernel's cache (see `Fs::set_cache_reserve`).
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve_blocks
+            .store(bytes.div_ceil(4096), Ordering::Relaxed);
+    }
+
+    fn is_tight(&self) -> bool {
+        self.tight.load(Ordering::Relaxed)
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Look at the headroom after a change; on becoming tight, make every cached writer ask
+    /// before its next write(2).
+    fn refresh(&self, fs: &Fs, notifier: &OnceLock<Notifier>) {
+        let reserve = self.reserve_blocks.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return;
+        }
+        let tight = fs.headroom_blocks() < 2 * reserve;
+        if self.tight.swap(tight, Ordering::Relaxed) || !tight {
+            return;
+        }
+        tracing::info!("little free space left: writers are now checked at every write");
+        let inos: Vec<u64> = self
+            .handles()
+            .values()
+            .filter(|h| h.cached_writer)
+            .map(|h| h.ino)
+            .collect();
+        if let Some(n) = notifier.get() {
+            for ino in inos {
+                // Offset -1: attributes only, no page invalidation (which could wait on
+                // folios a write in progress holds).
+                let _ = n.inval_inode(ino, -1, 0);
+            }
+        }
+    }
+}
 
 pub struct Adapter {
     fs: Arc<Fs>,
@@ -44,17 +131,25 @@ pub struct Adapter {
     /// Set once the session runs: tells the kernel to drop cached attributes we changed
     /// behind its back (a mode whose set-ID bits a write cleared).
     notifier: Arc<OnceLock<Notifier>>,
+    /// Run once at FUSE_DESTROY (or when the session ends without one): the daemon's
+    /// orderly end — services stopped, final checkpoint, image released. On a fuseblk mount
+    /// `umount` waits for the reply, which fuser sends when this returns.
+    on_destroy: Option<Box<dyn FnOnce() + Send>>,
+    gate: Arc<CacheGate>,
 }
 
 impl Adapter {
     /// `workers` threads serve reads, writes and fsyncs (0: the session thread does);
     /// `writeback` asks the kernel for its writeback cache.
-    /// `notifier` is filled in by the caller once the session is up.
+    /// `notifier` is filled in by the caller once the session is up; `on_destroy` runs once,
+    /// at FUSE_DESTROY or at the end of the session.
     pub fn new(
         fs: Arc<Fs>,
         workers: usize,
         writeback: bool,
         notifier: Arc<OnceLock<Notifier>>,
+        on_destroy: Box<dyn FnOnce() + Send>,
+        gate: Arc<CacheGate>,
     ) -> Adapter {
         Adapter {
             fs,
@@ -62,7 +157,38 @@ impl Adapter {
             writeback,
             killpriv: false,
             notifier,
+            on_destroy: Some(on_destroy),
+            gate,
         }
+    }
+
+    /// How long the kernel may keep what we answer: not at all while space is tight (see
+    /// `CacheGate`).
+    fn ttl(&self) -> Duration {
+        if self.gate.is_tight() {
+            Duration::ZERO
+        } else {
+            TTL
+        }
+    }
+
+    /// A new open file: its handle, and FOPEN_DIRECT_IO for a writer while space is tight.
+    fn open_handle(&self, ino: u64, flags: i32) -> (u64, u32) {
+        let writer = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let direct = writer && self.writeback && self.gate.is_tight();
+        let fh = self.gate.next_fh.fetch_add(1, Ordering::Relaxed) + 1;
+        self.gate.handles().insert(
+            fh,
+            Handle {
+                ino,
+                cached_writer: writer && self.writeback && !direct,
+            },
+        );
+        (fh, if direct { FOPEN_DIRECT_IO } else { 0 })
+    }
+
+    fn refresh_gate(&self) {
+        self.gate.refresh(&self.fs, &self.notifier);
     }
 }
 
@@ -199,9 +325,9 @@ fn time(t: TimeOrNow) -> lfs::TimeOrNow {
 }
 
 macro_rules! reply_entry {
-    ($reply:expr, $r:expr) => {
+    ($self:expr, $reply:expr, $r:expr) => {
         match $r {
-            Ok(a) => $reply.entry(&TTL, &attr(&a), a.generation as u64),
+            Ok(a) => $reply.entry(&$self.ttl(), &attr(&a), a.generation as u64),
             Err(e) => $reply.error(errno(&e)),
         }
     };
@@ -245,13 +371,33 @@ impl Filesystem for Adapter {
         Ok(())
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        reply_entry!(reply, self.fs.lookup(parent, name.as_bytes()))
+    fn destroy(&mut self) {
+        // Every request the kernel sent before DESTROY has been answered (it waits for them),
+        // but a worker may still be finishing the job behind an answer it already sent: let
+        // the workers drain first, so nothing touches the filesystem after it shuts down.
+        self.workers = Workers::start(0);
+        if let Some(f) = self.on_destroy.take() {
+            f();
+        }
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        reply_entry!(self, reply, self.fs.lookup(parent, name.as_bytes()))
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+        // With a handle, from a file open for writing through the cache, while space is
+        // tight: the kernel asks before a write(2) (`CacheGate`). Refuse it if the data could
+        // not be kept.
+        let writer = fh.and_then(|fh| self.gate.handles().get(&fh).copied());
+        if writer.is_some_and(|h| h.cached_writer) && self.gate.is_tight() {
+            if let Err(e) = self.fs.admit_cached_writer() {
+                self.refresh_gate();
+                return reply.error(errno(&e));
+            }
+        }
         match self.fs.getattr(ino) {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -299,8 +445,12 @@ impl Filesystem for Adapter {
             chown: self.killpriv && bare && ctime.is_some(),
             kill_privileges: kill.then(|| req.gid()),
         };
-        match self.fs.setattr(ino, &set) {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
+        let r = self.fs.setattr(ino, &set);
+        if size.is_some() {
+            self.refresh_gate();
+        }
+        match r {
+            Ok(a) => reply.attr(&self.ttl(), &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -323,6 +473,7 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         reply_entry!(
+            self,
             reply,
             self.fs.mknod(
                 parent,
@@ -344,6 +495,7 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         reply_entry!(
+            self,
             reply,
             self.fs
                 .mkdir(parent, name.as_bytes(), mode & !umask, creds(req))
@@ -351,7 +503,9 @@ impl Filesystem for Adapter {
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty!(reply, self.fs.unlink(parent, name.as_bytes()))
+        let r = self.fs.unlink(parent, name.as_bytes());
+        self.refresh_gate();
+        reply_empty!(reply, r)
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -367,6 +521,7 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         reply_entry!(
+            self,
             reply,
             self.fs.symlink(
                 parent,
@@ -407,12 +562,19 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry!(reply, self.fs.link(ino, newparent, newname.as_bytes()))
+        reply_entry!(
+            self,
+            reply,
+            self.fs.link(ino, newparent, newname.as_bytes())
+        )
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         match self.fs.open(ino) {
-            Ok(_) => reply.opened(0, 0),
+            Ok(_) => {
+                let (fh, flags) = self.open_handle(ino, flags);
+                reply.opened(fh, flags)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -458,6 +620,8 @@ impl Filesystem for Adapter {
         let data = data.to_vec();
         let kill = (self.killpriv && wf & FUSE_WRITE_KILL_SUIDGID != 0)
             .then(|| (req.gid(), self.notifier.clone()));
+        let cached = wf & FUSE_WRITE_CACHE != 0;
+        let (gate, notifier) = (self.gate.clone(), self.notifier.clone());
         self.workers.run(move || {
             let r = match kill {
                 Some((gid, notifier)) => fs.kill_privileges(ino, Some(gid)).map(|changed| {
@@ -475,9 +639,24 @@ impl Filesystem for Adapter {
                 }),
                 None => Ok(()),
             };
-            match r.and_then(|()| fs.write(ino, offset as u64, &data)) {
+            let r = r.and_then(|()| {
+                if cached {
+                    fs.write_cached(ino, offset as u64, &data)
+                } else {
+                    fs.write(ino, offset as u64, &data)
+                }
+            });
+            gate.refresh(&fs, &notifier);
+            match r {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => {
+                    if cached {
+                        // Data a writer was told was written: say loudly that it is lost.
+                        tracing::error!(ino, offset, len = data.len(), error = %e,
+                            "writeback from the kernel's cache failed; the next fsync or close reports it");
+                    }
+                    reply.error(errno(&e))
+                }
             }
         });
     }
@@ -497,13 +676,16 @@ impl Filesystem for Adapter {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         _flags: i32,
         _lock: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty!(reply, self.fs.release(ino))
+        self.gate.handles().remove(&fh);
+        let r = self.fs.release(ino);
+        self.refresh_gate();
+        reply_empty!(reply, r)
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
@@ -644,7 +826,7 @@ impl Filesystem for Adapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let r = self
@@ -652,7 +834,10 @@ impl Filesystem for Adapter {
             .mknod(parent, name.as_bytes(), mode & !umask, 0, creds(req))
             .and_then(|a| self.fs.open(a.ino).map(|_| a));
         match r {
-            Ok(a) => reply.created(&TTL, &attr(&a), a.generation as u64, 0, 0),
+            Ok(a) => {
+                let (fh, flags) = self.open_handle(a.ino, flags);
+                reply.created(&self.ttl(), &attr(&a), a.generation as u64, fh, flags)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

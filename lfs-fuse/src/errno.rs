@@ -25,6 +25,9 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Io(_) | FsError::Corrupt { .. } | FsError::Damaged(_) | FsError::Poisoned => {
             libc::EIO
         }
+        // Nothing is served after FUSE_DESTROY; should a request slip through, the
+        // connection is as good as gone.
+        FsError::ShutDown => libc::ENOTCONN,
     }
 }
 

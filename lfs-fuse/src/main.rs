@@ -10,16 +10,18 @@
 
 use lfs_core::device::{Device, FileDevice, OpenOptions};
 use lfs_core::{Fs, MountOptions};
-use lfs_fuse::adapter::Adapter;
+use lfs_fuse::adapter::{Adapter, CacheGate};
+use lfs_fuse::mount;
 use lfs_fuse::options::{self, Options};
 use std::io::Write;
 use std::os::unix::io::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("lfs-fuse: {msg}");
+    // Not eprintln!: it panics when stderr is a closed pipe.
+    let _ = writeln!(std::io::stderr(), "lfs-fuse: {msg}");
     ExitCode::from(1)
 }
 
@@ -40,17 +42,31 @@ fn main() -> ExitCode {
     if let Err(e) = preflight(&o) {
         return fail(&e);
     }
+    // A log file that cannot be opened is an error now, not a silent fall-back later.
+    let logfile = match &o.logfile {
+        None => None,
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Some(f),
+            Err(e) => return fail(&format!("logfile {}: {e}", p.display())),
+        },
+    };
     if o.foreground {
-        init_logging(&o, false);
+        init_logging(&o, logfile, false);
         return match serve(&o, None) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
     }
-    // Daemon: the child reports "mounted" (or why not) through a pipe; the parent waits.
+    // Daemon: the child reports "mounted" (or why not) through a pipe; the parent waits for
+    // the end of it. Close-on-exec: a program the daemon starts (fusermount3 staying behind
+    // for auto_unmount) must not inherit the write end, or the parent would wait forever.
     let mut fds = [0; 2];
-    // SAFETY: plain pipe(2) into a local array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // SAFETY: plain pipe2(2) into a local array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return fail(&format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: no threads exist yet in this process, so fork is safe.
@@ -62,7 +78,7 @@ fn main() -> ExitCode {
                 libc::close(fds[0]);
                 libc::setsid();
             }
-            init_logging(&o, true);
+            init_logging(&o, logfile, true);
             // SAFETY: the write end is ours alone from here on.
             let report = unsafe { std::fs::File::from_raw_fd(fds[1]) };
             match serve(&o, Some(report)) {
@@ -129,7 +145,11 @@ fn preflight(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn init_logging(o: &Options, daemon: bool) {
+/// Logs go to the log file, else to syslog when daemonized, else to stderr. A failed log write
+/// is dropped, never reported on stderr: `lfs-fuse -f IMG MNT 2>&1 | head -1` closes the pipe
+/// under a live mount, and tracing-subscriber's own report of the failure (an `eprintln!`)
+/// would panic the daemon and take the mount with it.
+fn init_logging(o: &Options, logfile: Option<std::fs::File>, daemon: bool) {
     // fuser's own unmount on drop fails once we have detached the mount ourselves (see
     // lazy_unmount) and logs that as an error; it is expected, so its mount module is quiet.
     let level = if o.debug {
@@ -141,16 +161,10 @@ fn init_logging(o: &Options, daemon: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false);
-    match (&o.logfile, daemon) {
-        (Some(p), _) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            Ok(f) => b.with_writer(std::sync::Mutex::new(f)).init(),
-            Err(_) => b.with_writer(std::io::stderr).init(),
-        },
+        .with_ansi(false)
+        .log_internal_errors(false);
+    match (logfile, daemon) {
+        (Some(f), _) => b.with_writer(std::sync::Mutex::new(f)).init(),
         (None, true) => b.without_time().with_writer(Syslog::default).init(),
         (None, false) => b.with_writer(std::io::stderr).init(),
     }
@@ -287,54 +301,132 @@ fn mount_and_run(
         r.orphans_freed,
         r.elapsed.as_millis()
     );
-    let mut mo = vec![
-        fuser::MountOption::FSName(
-            o.fsname
-                .clone()
-                .unwrap_or_else(|| o.image.display().to_string()),
-        ),
-        fuser::MountOption::Subtype("lfs-fuse".into()),
-        fuser::MountOption::DefaultPermissions,
-        if o.read_only {
-            fuser::MountOption::RO
-        } else {
-            fuser::MountOption::RW
-        },
-    ];
-    if o.allow_other {
-        mo.push(fuser::MountOption::AllowOther);
-    }
-    if o.allow_root {
-        mo.push(fuser::MountOption::AllowRoot);
-    }
-    if o.auto_unmount {
-        mo.push(fuser::MountOption::AutoUnmount);
-    }
+    let img = std::fs::canonicalize(&o.image).map_err(|e| format!("{}: {e}", o.image.display()))?;
+    let mnt = std::fs::canonicalize(&o.mountpoint)
+        .map_err(|e| format!("{}: {e}", o.mountpoint.display()))?;
+    // The cleaner and its control socket, started once the mount is live; the destroy hook
+    // stops them before the final checkpoint, whoever ends the mount.
+    let services: Arc<Mutex<Services>> = Arc::default();
+    let on_destroy = {
+        let (fs, services) = (fs.clone(), services.clone());
+        Box::new(move || {
+            stop_services(&services);
+            match fs.shutdown() {
+                Ok(()) => tracing::info!("final checkpoint written; image released"),
+                Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+            }
+        })
+    };
     let notifier = Arc::new(std::sync::OnceLock::new());
-    let session = fuser::spawn_mount2(
-        Adapter::new(fs.clone(), o.workers, o.writeback, notifier.clone()),
-        &o.mountpoint,
-        &mo,
-    )
-    .map_err(|e| format!("cannot mount on {}: {e}", o.mountpoint.display()))?;
-    let _ = notifier.set(session.notifier());
-    tracing::info!(mountpoint = %o.mountpoint.display(), "mounted");
-    // The daemon (a thread; none with nogc) and its control socket, on read-write mounts.
-    let (daemon, control) = if o.read_only {
-        (None, None)
+    let gate = Arc::new(CacheGate::default());
+    let adapter = Adapter::new(
+        fs.clone(),
+        o.workers,
+        o.writeback,
+        notifier.clone(),
+        on_destroy,
+        gate.clone(),
+    );
+    let own_mount = mount::can_mount();
+    let session = if own_mount {
+        let m = mount::mount(o, &img, &mnt)
+            .map_err(|e| format!("cannot mount on {}: {e}", mnt.display()))?;
+        let acl = if o.allow_other {
+            fuser::SessionACL::All
+        } else if o.allow_root {
+            fuser::SessionACL::RootAndOwner
+        } else {
+            fuser::SessionACL::Owner
+        };
+        tracing::info!(
+            source = %m.source.display(),
+            loop_device = m.loop_device,
+            "mounted as {}",
+            mount::FSTYPE
+        );
+        let session = fuser::Session::from_fd(adapter, m.fuse, acl)
+            .spawn()
+            .map_err(|e| format!("cannot start the session: {e}"))?;
+        if o.auto_unmount {
+            mount::start_auto_unmount_watcher(&mnt).map_err(|e| format!("auto_unmount: {e}"))?;
+        }
+        session
     } else {
+        // Without the right to mount, fusermount3 mounts a plain `fuse` filesystem, whose
+        // unmount the kernel does not tell us about: umount returns before the final
+        // checkpoint (docs/RECOVERY.md).
+        let mut mo = vec![
+            fuser::MountOption::FSName(
+                o.fsname
+                    .clone()
+                    .unwrap_or_else(|| img.display().to_string()),
+            ),
+            fuser::MountOption::Subtype("lfs-fuse".into()),
+            fuser::MountOption::DefaultPermissions,
+            if o.read_only {
+                fuser::MountOption::RO
+            } else {
+                fuser::MountOption::RW
+            },
+        ];
+        for (no, neg, pos) in [
+            (o.nodev, fuser::MountOption::NoDev, fuser::MountOption::Dev),
+            (
+                o.nosuid,
+                fuser::MountOption::NoSuid,
+                fuser::MountOption::Suid,
+            ),
+            (
+                o.noexec,
+                fuser::MountOption::NoExec,
+                fuser::MountOption::Exec,
+            ),
+        ] {
+            mo.push(if no { neg } else { pos });
+        }
+        if o.allow_other {
+            mo.push(fuser::MountOption::AllowOther);
+        }
+        if o.allow_root {
+            mo.push(fuser::MountOption::AllowRoot);
+        }
+        if o.auto_unmount {
+            mo.push(fuser::MountOption::AutoUnmount);
+        }
+        fuser::spawn_mount2(adapter, &mnt, &mo)
+            .map_err(|e| format!("cannot mount on {}: {e}", mnt.display()))?
+    };
+    let _ = notifier.set(session.notifier());
+    if o.writeback && !o.read_only {
+        // Bound what the kernel may cache for us and keep room for it (adapter::CacheGate).
+        let capacity = fs.statfs().map_or(0, |s| s.blocks * s.block_size as u64);
+        let dirty = mount::bound_kernel_cache(&mnt, capacity);
+        let reserve = 2 * dirty + mount::CACHE_SLACK_BYTES;
+        fs.set_cache_reserve(reserve);
+        gate.set_reserve(reserve);
+        tracing::info!(
+            dirty_bound_kib = dirty / 1024,
+            reserve_kib = reserve / 1024,
+            "space kept for the kernel's writeback cache"
+        );
+    }
+    tracing::info!(mountpoint = %mnt.display(), "mounted");
+    // The daemon (a thread; none with nogc) and its control socket, on read-write mounts.
+    if !o.read_only {
         let d = lfs_cleaner::Daemon::start(fs.clone(), gc, !o.nogc)
             .map_err(|e| format!("cannot start the cleaner: {e}"))?;
-        let canon = std::fs::canonicalize(&o.mountpoint).unwrap_or_else(|_| o.mountpoint.clone());
-        let c = match lfs_cleaner::control::Server::start(&canon, d.handle()) {
+        let c = match lfs_cleaner::control::Server::start(&mnt, d.handle()) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(error = %e, "no cleaner control socket (lfs-cleaner cannot reach this mount)");
                 None
             }
         };
-        (Some(d), c)
-    };
+        *lock(&services) = Services {
+            daemon: Some(d),
+            control: c,
+        };
+    }
     if let Some(mut r) = report.take() {
         let _ = r.write_all(b"ok");
         drop(r);
@@ -358,29 +450,60 @@ fn mount_and_run(
         }
     };
     tracing::info!("stopping ({why})");
+    if !session.guard.is_finished() {
+        // Make everything durable first, whatever happens to the unmount (files held open
+        // keep a lazily detached mount alive).
+        if !o.read_only {
+            if let Err(e) = fs.checkpoint() {
+                tracing::error!(error = %e, "checkpoint before unmount failed");
+            }
+        }
+        if own_mount {
+            if let Err(e) = mount::unmount(&mnt) {
+                tracing::error!(error = %e, "cannot unmount {}", mnt.display());
+            }
+        } else {
+            lazy_unmount(&mnt);
+        }
+    }
+    // The session ends when the kernel closes the connection; its end runs the destroy
+    // hook if FUSE_DESTROY did not.
+    let ended = session.guard.join();
+    stop_services(&services);
+    let fs = Arc::try_unwrap(fs).map_err(|_| {
+        "internal error: filesystem still in use after the session ended".to_string()
+    })?;
+    fs.unmount()
+        .map_err(|e| format!("final checkpoint failed: {e}"))?;
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the FUSE session ended with an error"),
+        Err(_) => return Err("the FUSE session thread panicked".into()),
+    }
+    tracing::info!("clean unmount");
+    Ok(())
+}
+
+/// What runs beside the mount on a read-write filesystem.
+#[derive(Default)]
+struct Services {
+    daemon: Option<lfs_cleaner::Daemon>,
+    control: Option<lfs_cleaner::control::Server>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stop the cleaner's control socket, then the cleaner (after its pass in progress). Once.
+fn stop_services(s: &Mutex<Services>) {
+    let Services { daemon, control } = std::mem::take(&mut *lock(s));
     if let Some(c) = control {
         c.stop();
     }
     if let Some(d) = daemon {
         d.stop();
     }
-    // Make everything durable first, whatever happens to the unmount.
-    if !o.read_only {
-        if let Err(e) = fs.checkpoint() {
-            tracing::error!(error = %e, "checkpoint before unmount failed");
-        }
-    }
-    if !session.guard.is_finished() {
-        lazy_unmount(&o.mountpoint);
-    }
-    session.join();
-    let fs = Arc::try_unwrap(fs).map_err(|_| {
-        "internal error: filesystem still in use after the session ended".to_string()
-    })?;
-    fs.unmount()
-        .map_err(|e| format!("final checkpoint failed: {e}"))?;
-    tracing::info!("clean unmount");
-    Ok(())
 }
 
 /// Detach the mount even while files are open; the session ends when the last is closed.

@@ -2,7 +2,7 @@
 //!
 //! `lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]]... [-f] [-d]`, as sshfs and fuse2fs. `-o` may
 //! repeat and stand anywhere. The generic options mount(8) and mount.fuse3 add are accepted
-//! and ignored; an unknown option is refused with its name.
+//! (dev/suid/exec and their no- forms honoured, the rest ignored); an unknown option is refused with its name.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +31,11 @@ pub struct Options {
     pub workers: usize,
     pub writeback: bool,
     pub logfile: Option<PathBuf>,
+    /// Mount flags mount(8) users rely on, with the defaults of a root ext4 mount (device
+    /// files, set-ID bits and execution allowed): `nodev`, `nosuid`, `noexec`.
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
 }
 
 pub const USAGE: &str = "usage: lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]...] [-f] [-d]
@@ -62,8 +67,11 @@ options:
   -o workers=N             threads serving reads, writes and fsync (default 1; 0: none)
   -o writeback | nowriteback    kernel writeback cache for writes (default on)
   -o logfile=PATH          when daemonized, log here instead of syslog
-generic options from mount(8) / fstab (rw, dev, suid, exec, atime, nofail, _netdev, x-*, ...)
-are accepted and ignored.";
+  -o nodev | dev           refuse / allow device files (default dev, as ext4 for root)
+  -o nosuid | suid         ignore / honour set-ID bits (default suid)
+  -o noexec | exec         refuse / allow execution (default exec)
+generic options from mount(8) / fstab (defaults, atime, nofail, _netdev, x-*, ...) are
+accepted and ignored.";
 
 /// Options mount(8), mount.fuse3 and fstab pass that mean nothing to us.
 fn generic(o: &str) -> bool {
@@ -77,12 +85,6 @@ fn generic(o: &str) -> bool {
         "noauto",
         "nofail",
         "_netdev",
-        "dev",
-        "nodev",
-        "suid",
-        "nosuid",
-        "exec",
-        "noexec",
         "atime",
         "noatime",
         "relatime",
@@ -155,6 +157,9 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         workers: 1,
         writeback: true,
         logfile: None,
+        nodev: false,
+        nosuid: false,
+        noexec: false,
     };
     for opt in opts {
         let (k, v) = match opt.split_once('=') {
@@ -213,6 +218,12 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                 o.checkpoint_interval = Duration::from_secs(s);
             }
             ("logfile", Some(v)) => o.logfile = Some(PathBuf::from(v)),
+            ("dev", None) => o.nodev = false,
+            ("nodev", None) => o.nodev = true,
+            ("suid", None) => o.nosuid = false,
+            ("nosuid", None) => o.nosuid = true,
+            ("exec", None) => o.noexec = false,
+            ("noexec", None) => o.noexec = true,
             _ if generic(&opt) => {}
             _ => return Err(format!("unknown option '{opt}' (see lfs-fuse --help)")),
         }
@@ -255,6 +266,12 @@ mod tests {
         assert!(o.writeback && o.workers == 1);
         let o = p("img /mnt -o nowriteback,workers=0").unwrap();
         assert!(!o.writeback && o.workers == 0);
+        let o = p("img /mnt").unwrap();
+        assert!(!o.nodev && !o.nosuid && !o.noexec);
+        let o = p("img /mnt -o nodev,nosuid,noexec").unwrap();
+        assert!(o.nodev && o.nosuid && o.noexec);
+        let o = p("img /mnt -o noexec,exec,nosuid,suid,nodev,dev").unwrap();
+        assert!(!o.nodev && !o.nosuid && !o.noexec);
     }
 
     #[test]

@@ -220,3 +220,41 @@ fn inspector_views_in_json() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// `lfs-inspect … | head -1` and `fsck-lfs … | head -1`: a reader that goes away ends the
+/// tool quietly (SIGPIPE, as coreutils), never with a panic and a backtrace.
+#[test]
+fn tools_end_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.img");
+    // 4 096 segments of 64 KiB: `usage --all` prints far more than a pipe holds.
+    let dev: Arc<dyn Device> = Arc::new(FileDevice::create(&path, 256 << 20).unwrap());
+    mkfs(
+        dev,
+        &MkfsOptions {
+            seg_bytes: 64 << 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for cmd in [
+        format!("{INSPECT} {} usage --all", path.display()),
+        format!("{INSPECT} --json {} usage --all", path.display()),
+    ] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{cmd} | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}"
+            ))
+            .output()
+            .unwrap();
+        let status: i32 = stdout(&out).trim().parse().unwrap();
+        // 141: killed by SIGPIPE, what `seq 1 1000000 | head -1` gives; 0 if it finished.
+        assert!(status == 141 || status == 0, "{cmd}: exit {status}");
+        assert!(
+            out.stderr.is_empty(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

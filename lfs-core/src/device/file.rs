@@ -59,6 +59,9 @@ pub struct FileDevice {
     /// One cached bounce buffer for unaligned direct I/O; concurrent callers that find it
     /// taken allocate their own.
     bounce: Mutex<Option<AlignedBuf>>,
+    /// When the device is a loop device: its backing file, locked as the image itself is, so
+    /// that the image file and a loop device over it cannot both be opened for writing.
+    backing: Option<File>,
 }
 
 impl fmt::Debug for FileDevice {
@@ -100,8 +103,28 @@ impl FileDevice {
         // we actually hold.
         let meta = file.metadata()?;
         check_kind(path, &meta)?;
+        let mut backing = None;
         if opts.lock {
             lock_file(&file, opts.read_only)?;
+            if meta.file_type().is_block_device() {
+                if !opts.read_only {
+                    claimed_by_kernel(path)?;
+                }
+                if let Some(b) = loop_backing_file(&meta) {
+                    let f = File::open(&b)?;
+                    lock_file(&f, opts.read_only).map_err(|e| match e.kind() {
+                        io::ErrorKind::WouldBlock => io::Error::new(
+                            e.kind(),
+                            format!(
+                                "loop device over {}, which is in use by another process (locked)",
+                                b.display()
+                            ),
+                        ),
+                        _ => e,
+                    })?;
+                    backing = Some(f);
+                }
+            }
         }
         let len = device_len(&file, &meta)?;
         let reader = if direct {
@@ -117,6 +140,7 @@ impl FileDevice {
             direct,
             reader,
             bounce: Mutex::new(None),
+            backing,
         })
     }
 
@@ -237,6 +261,13 @@ impl FileDevice {
 }
 
 impl Device for FileDevice {
+    fn release(&self) {
+        for f in std::iter::once(&self.file).chain(&self.backing) {
+            // SAFETY: flock on a descriptor we own. Unlocking cannot fail on a valid one.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
         if buf.is_empty() {
@@ -352,6 +383,37 @@ fn open_with_fallback(
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(false).map(|f| (f, false)),
         Err(e) => Err(e),
     }
+}
+
+/// A block device that a kernel filesystem (or anyone with `O_EXCL`) holds — mounted ext4,
+/// our own fuseblk mount, a device-mapper table — refuses an exclusive open with `EBUSY`.
+/// Writing under such a holder would corrupt both; say so instead.
+fn claimed_by_kernel(path: &Path) -> io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "device is in use (mounted, or held by another process)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// The file behind a loop device, as sysfs names it; None for any other block device (or
+/// a loop device whose file is gone).
+fn loop_backing_file(meta: &Metadata) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let name = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/loop/backing_file"))
+        .ok()?;
+    let name = name.trim_end_matches('\n');
+    // A deleted backing file reads "PATH (deleted)": nobody else can open it by name.
+    (!name.is_empty() && !name.ends_with(" (deleted)")).then(|| PathBuf::from(name))
 }
 
 /// Non-blocking `flock`: shared for read-only opens, exclusive otherwise. The lock belongs to

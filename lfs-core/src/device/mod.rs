@@ -29,4 +29,8 @@ pub trait Device: Send + Sync {
     fn flush(&self) -> io::Result<()>;
     /// Size of the device in bytes.
     fn len_bytes(&self) -> u64;
+    /// Give up the device's claim on its image (the lock that keeps a second writer out): the
+    /// filesystem is done with it and will do no more I/O. Called once everything is
+    /// durable, so that whoever waits for the unmount may open the image at once.
+    fn release(&self) {}
 }

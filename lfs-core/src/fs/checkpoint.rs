@@ -272,6 +272,9 @@ impl Inner {
             appended_at_cp: 0,
             last_cp: Instant::now(),
             stats: Stats::default(),
+            shut_down: false,
+            cache_reserve: 0,
+            out_of_space: None,
         }
     }
 

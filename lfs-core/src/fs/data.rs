@@ -2,7 +2,7 @@
 //! inode; they reach the log at writeback, flush or checkpoint.
 
 use super::inode::now;
-use super::{Inner, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use super::{Admit, Inner, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, MAX_FILE_SIZE};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
@@ -91,7 +91,16 @@ impl Inner {
         Ok(out)
     }
 
-    pub(crate) fn write(&mut self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    /// Write `data` at `offset`. `cached`: the bytes come from the kernel's writeback
+    /// cache, which already told the writer they were written, so they may use the space
+    /// kept for them (`Admit::Cached`).
+    pub(crate) fn write(
+        &mut self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        cached: bool,
+    ) -> Result<u32> {
         let i = self.inode(ino)?;
         match i.kind() {
             FileKind::Regular => {}
@@ -110,7 +119,7 @@ impl Inner {
         let first = offset / BLOCK_BYTES;
         let last = (end - 1) / BLOCK_BYTES;
         let new = i.buffering_cost(first, last);
-        self.check_space(new, false)?;
+        self.check_space(new, if cached { Admit::Cached } else { Admit::Data })?;
         // As Linux, a write drops the file capability whoever writes, before it changes
         // anything; the set-ID bits go only for callers without CAP_FSETID, which the engine
         // cannot see: its caller says so with `Fs::kill_privileges` (lfs-fuse does when the
@@ -278,7 +287,7 @@ impl Inner {
                 return Err(FsError::FileTooBig);
             }
             let blocks = end.div_ceil(BLOCK_BYTES) - offset / BLOCK_BYTES;
-            self.check_space(blocks, false)?;
+            self.check_space(blocks, Admit::Data)?;
             if !keep && end > size {
                 self.inode(ino)?.d.size = end;
             }

@@ -213,6 +213,36 @@ pub(crate) struct Inner {
     pub appended_at_cp: u64,
     pub last_cp: Instant,
     pub stats: Stats,
+    /// [`Fs::shutdown`] ran: the final checkpoint is written and the device released; no
+    /// more writes.
+    pub shut_down: bool,
+    /// Blocks kept free for data the kernel's writeback cache holds: writes from that cache
+    /// may use them, nothing else may (`Admit`). 0 without such a cache.
+    pub cache_reserve: u64,
+    /// The last refusal for want of space, so the next is cheap (`check_space`).
+    pub out_of_space: Option<OutOfSpace>,
+}
+
+/// What an operation must leave free when it adds blocks to the log (`check_space`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Metadata (create, rename, xattrs): may use half of the cleaner's reserve, so that a
+    /// full disk can still be tidied.
+    Meta,
+    /// Data the kernel's writeback cache already accepted from a writer: may use the cache
+    /// reserve kept for it, never the cleaner's.
+    Cached,
+    /// Any other data: leaves both reserves alone.
+    Data,
+}
+
+/// A refusal for want of space: what was asked (blocks, with the reserve), how many bytes
+/// had died by then, and how many more were lacking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutOfSpace {
+    pub asked_blocks: u64,
+    pub killed_bytes: u64,
+    pub lacking_bytes: u64,
 }
 
 pub struct Fs {
@@ -248,6 +278,9 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let g = self.lock();
+        if g.shut_down {
+            return Err(FsError::ShutDown);
+        }
         if g.st.log.as_ref().is_some_and(|l| l.backend.poisoned()) {
             return Err(FsError::Poisoned);
         }
@@ -372,9 +405,38 @@ impl Fs {
     }
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let mut g = self.lock_rw()?;
-        let n = g.write(ino, offset, data)?;
+        let n = g.write(ino, offset, data, false)?;
         g.after_write()?;
         Ok(n)
+    }
+    /// [`Fs::write`] of data the kernel's writeback cache accepted from a writer earlier:
+    /// it may use the cache reserve ([`Fs::set_cache_reserve`]).
+    pub fn write_cached(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut g = self.lock_rw()?;
+        let n = g.write(ino, offset, data, true)?;
+        g.after_write()?;
+        Ok(n)
+    }
+    /// Keep `bytes` free for data held in the kernel's writeback cache: ordinary writes
+    /// and [`Fs::admit_cached_writer`] leave that much, writes from the cache may use it.
+    /// The caller bounds what the kernel may cache to this (docs/RECOVERY.md, "A full
+    /// disk").
+    pub fn set_cache_reserve(&self, bytes: u64) {
+        self.lock().cache_reserve = bytes.div_ceil(crate::format::BLOCK_BYTES);
+    }
+    /// May a writer add more to the kernel's writeback cache? Yes while the cache reserve is
+    /// intact above the cleaner's (cleaning to make it so if need be); NoSpace otherwise.
+    pub fn admit_cached_writer(&self) -> Result<()> {
+        self.lock_rw()?.check_space(0, Admit::Data)
+    }
+    /// Blocks that could be written now without cleaning and keep every reserve: cheap
+    /// (no walk over the segments), for deciding how careful a caller must be.
+    pub fn headroom_blocks(&self) -> u64 {
+        let g = self.lock();
+        let sb = &g.st.sb;
+        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64 + g.cache_reserve;
+        g.st.free_blocks()
+            .saturating_sub(g.pending_blocks() + reserve)
     }
     /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
     /// segment) and one device flush, found again by roll-forward; no checkpoint. See
@@ -482,14 +544,35 @@ impl Fs {
     }
     /// Final checkpoint and stop the writer. The filesystem must not be used afterwards.
     pub fn unmount(self) -> Result<()> {
-        let mut g = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
-        if !self.read_only {
-            g.checkpoint_with(true)?;
+        self.shutdown()
+    }
+
+    /// The end of a mount, through a shared reference: the final (clean) checkpoint, the
+    /// writer stopped, the device released (its lock dropped). Afterwards every change is
+    /// refused with [`FsError::ShutDown`] and nothing more is written, so the image belongs
+    /// to whoever opens it next — what FUSE_DESTROY needs while the session still holds the
+    /// filesystem, so that `umount` returns with the image durable and free. Idempotent: a
+    /// second call does nothing. On an error the filesystem is shut down all the same (the
+    /// roll-forward at the next mount recovers what the last flush made durable).
+    pub fn shutdown(&self) -> Result<()> {
+        let mut g = self.lock();
+        if g.shut_down {
+            return Ok(());
         }
+        g.shut_down = true;
+        let poisoned = g.st.log.as_ref().is_some_and(|l| l.backend.poisoned());
+        let r = if self.read_only {
+            Ok(())
+        } else if poisoned {
+            Err(FsError::Poisoned)
+        } else {
+            g.checkpoint_with(true)
+        };
         if let Some(mut log) = g.st.log.take() {
             log.backend.stop();
         }
-        Ok(())
+        g.st.dev.release();
+        r
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::inode::now;
 use super::{
-    Attr, Creds, DirEntryOut, Inner, SetAttr, StatFs, TimeOrNow, LINK_MAX, RENAME_EXCHANGE,
-    RENAME_NOREPLACE, SYMLINK_MAX,
+    Admit, Attr, Creds, DirEntryOut, Inner, OutOfSpace, SetAttr, StatFs, TimeOrNow, LINK_MAX,
+    RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
 };
 use crate::dir::FIRST_ENTRY_COOKIE;
 use crate::error::{FsError, Result};
@@ -96,7 +96,7 @@ impl Inner {
         if self.inode(parent)?.d.nlink == 0 {
             return Err(FsError::NotFound); // a removed directory
         }
-        self.check_space(8, true)
+        self.check_space(8, Admit::Meta)
     }
 
     /// Owner and group of a new inode: the group of a setgid directory is inherited.
@@ -342,7 +342,7 @@ impl Inner {
         {
             return Err(FsError::TooManyLinks);
         }
-        self.check_space(8, true)?;
+        self.check_space(8, Admit::Meta)?;
         // Replace or add the target name, then drop the source name.
         match &dst {
             Some(d) => {
@@ -402,7 +402,7 @@ impl Inner {
                 return Err(FsError::Invalid("cannot move a directory into itself"));
             }
         }
-        self.check_space(8, true)?;
+        self.check_space(8, Admit::Meta)?;
         self.dir(p1)?.replace(n1, e2.ino, e2.kind);
         self.dir(p2)?.replace(n2, e1.ino, e1.kind);
         self.touch_dir_times(p1);
@@ -566,8 +566,12 @@ impl Inner {
             .sum();
         let free = (self.st.free_blocks() + reclaimable).saturating_sub(pending);
         // The reserve is not part of the capacity users see, so free never exceeds total.
+        // Nor is the room kept for what the kernel's writeback cache holds: a writer meets
+        // ENOSPC when only that is left (`check_space`).
         let usable = total - reserve;
-        let avail = free.saturating_sub(reserve).min(usable);
+        let avail = free
+            .saturating_sub(reserve + self.cache_reserve)
+            .min(usable);
         StatFs {
             block_size: BLOCK_SIZE as u32,
             blocks: usable,
@@ -595,14 +599,51 @@ impl Inner {
     }
 
     /// Refuse an operation that would add `new_blocks` when the log could not take them and
-    /// still keep its reserve. Metadata operations (`meta`) may use half the reserve, so
-    /// deleting and renaming still work on a full disk; the cleaner uses the rest.
-    pub(crate) fn check_space(&mut self, new_blocks: u64, meta: bool) -> Result<()> {
+    /// still keep what `kind` must leave (see [`Admit`]): metadata operations may use half the
+    /// cleaner's reserve, so deleting and renaming still work on a full disk; data from the
+    /// kernel's writeback cache may use the cache reserve, kept for it from everything else.
+    ///
+    /// When the room is not there it is made: dirty state written out, freed segments
+    /// reclaimed by a checkpoint, then foreground cleaning. A refusal is remembered, and the
+    /// next writer that would need the same work is refused at once, until more than was
+    /// lacking has died (a delete, a truncate): without that, a writer hammering a full disk
+    /// (the kernel retrying writeback) made every refused write flush, checkpoint and clean
+    /// again — tens of thousands of checkpoints and gigabytes rewritten for nothing.
+    pub(crate) fn check_space(&mut self, new_blocks: u64, kind: Admit) -> Result<()> {
         let sb = &self.st.sb;
-        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64 / if meta { 2 } else { 1 };
-        if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
+        let cleaner = sb.reserved_segs as u64 * sb.seg_blocks as u64;
+        let reserve = match kind {
+            Admit::Meta => cleaner / 2,
+            Admit::Cached => cleaner,
+            Admit::Data => cleaner + self.cache_reserve,
+        };
+        let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
+        if self.st.free_blocks() >= want(self) {
             return Ok(());
         }
+        if let Some(m) = self.out_of_space {
+            let died = self.st.usage.killed_bytes - m.killed_bytes;
+            if new_blocks + reserve >= m.asked_blocks
+                && died <= m.lacking_bytes
+                && self.st.usage.freed().is_empty()
+            {
+                return Err(FsError::NoSpace);
+            }
+        }
+        let r = self.make_room(new_blocks, reserve);
+        self.out_of_space = match r {
+            Err(FsError::NoSpace) => Some(OutOfSpace {
+                asked_blocks: new_blocks + reserve,
+                killed_bytes: self.st.usage.killed_bytes,
+                lacking_bytes: want(self).saturating_sub(self.st.free_blocks()) * BLOCK_BYTES,
+            }),
+            _ => None,
+        };
+        r
+    }
+
+    /// The slow half of `check_space`: make `new_blocks` fit above `reserve`, or NoSpace.
+    fn make_room(&mut self, new_blocks: u64, reserve: u64) -> Result<()> {
         if self.pending_blocks() > 64 {
             // The estimate for dirty state is pessimistic (every dirty inode may need four
             // indirect blocks); write it out and look at what it really took. Safe here:

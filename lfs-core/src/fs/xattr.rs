@@ -1,7 +1,7 @@
 //! Extended attributes: all of an inode's attributes in one block, loaded on first use.
 
 use super::inode::now;
-use super::{Inner, XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
+use super::{Admit, Inner, XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
 use crate::error::{FsError, Result};
 use crate::format::xattr::{
     decode_xattrs, xattrs_size, Xattrs, XATTR_CAPACITY, XATTR_ENTRY_HEADER,
@@ -63,7 +63,7 @@ impl Inner {
         if XATTR_ENTRY_HEADER + name.len() + value.len() > XATTR_CAPACITY {
             return Err(FsError::NoSpace);
         }
-        self.check_space(2, true)?;
+        self.check_space(2, Admit::Meta)?;
         let x = self.xattrs(ino)?;
         let exists = x.contains_key(name);
         if flags & XATTR_CREATE != 0 && exists {

@@ -1,0 +1,367 @@
+//! Mounting: our own mount(2) of a `fuseblk` filesystem, so that `umount` waits for us.
+//!
+//! Why not fuser's mount: for a plain `fuse` mount the kernel tears the connection down at
+//! unmount without a word to the daemon, and `umount` returns at once — before the final
+//! checkpoint is written and while the image is still locked (`umount m && fsck-lfs img`
+//! fails; a kill -9 in that window loses everything since the last checkpoint). Only for a
+//! `fuseblk` mount does the kernel send FUSE_DESTROY from `umount` and wait for its reply
+//! (fs/fuse/inode.c: `fc->destroy` is set for fuseblk alone), so we mount that way: the
+//! reply goes out once the filesystem is shut down (`Fs::shutdown`: final checkpoint, image
+//! unlocked), and whatever unmounts us — `umount`, `fusermount3 -u`, shutdown scripts — then
+//! returns with the image durable and free.
+//!
+//! A fuseblk mount names a block device: the image itself when it is one, else a loop device
+//! set up over the image file with autoclear, so that it goes away with the mount. The loop
+//! device only anchors the mount: the daemon does its I/O on the image file, and the kernel
+//! reads nothing through it. /proc/mounts then shows `fuseblk.lfs-fuse` and the loop device
+//! (as for `mount -o loop`; `losetup -j IMAGE` finds it).
+//!
+//! The same mount(2) honours `dev`/`suid`/`exec` and their `no` forms (fuser always adds
+//! nodev,nosuid) and sets the subtype. Mounting like this needs CAP_SYS_ADMIN; without it the
+//! daemon falls back to fuser's mount through fusermount3, where umount stays asynchronous
+//! (docs/RECOVERY.md says what that means).
+
+use crate::options::Options;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The FUSE type we mount, shown in /proc/mounts as `fuseblk.lfs-fuse`.
+pub const FSTYPE: &str = "fuseblk.lfs-fuse";
+
+/// A live mount made by [`mount`].
+pub struct Mounted {
+    /// The /dev/fuse descriptor the session serves.
+    pub fuse: OwnedFd,
+    /// The block device named as the mount's source.
+    pub source: PathBuf,
+    /// Set up by us over an image file (freed by the kernel when the mount goes).
+    pub loop_device: bool,
+}
+
+/// Whether this process may mount by itself (CAP_SYS_ADMIN: we only ask for root).
+pub fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Mount `image` (canonical path) on `mountpoint` as fuseblk, with the flags of `o`.
+pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted> {
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| io::Error::new(e.kind(), format!("/dev/fuse: {e}")))?;
+    let meta = std::fs::metadata(image)?;
+    // Held until the mount has its own reference; with autoclear the loop device goes away
+    // when the last one is dropped, so a failed mount leaves nothing behind.
+    let (source, _anchor) = if meta.file_type().is_block_device() {
+        (image.to_path_buf(), None)
+    } else {
+        let (path, dev) = loop_device_over(image, o.read_only)?;
+        (path, Some(dev))
+    };
+    let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={root_mode:o},user_id=0,group_id=0,default_permissions,blksize=4096",
+        fuse.as_raw_fd()
+    );
+    if o.allow_other || o.allow_root {
+        // allow_root is allow_other in the kernel, narrowed by the session's ACL.
+        data.push_str(",allow_other");
+    }
+    let mut flags: libc::c_ulong = 0;
+    for (on, flag) in [
+        (o.read_only, libc::MS_RDONLY),
+        (o.nodev, libc::MS_NODEV),
+        (o.nosuid, libc::MS_NOSUID),
+        (o.noexec, libc::MS_NOEXEC),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let c = |s: &[u8]| {
+        CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+    };
+    let (c_source, c_target, c_type, c_data) = (
+        c(source.as_os_str().as_bytes())?,
+        c(mountpoint.as_os_str().as_bytes())?,
+        c(FSTYPE.as_bytes())?,
+        c(data.as_bytes())?,
+    );
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c_source.as_ptr(),
+            c_target.as_ptr(),
+            c_type.as_ptr(),
+            flags,
+            c_data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mount(2): {e}")));
+    }
+    Ok(Mounted {
+        fuse: fuse.into(),
+        source,
+        loop_device: _anchor.is_some(),
+    })
+}
+
+// The loop driver's interface (linux/loop.h), which the libc crate does not carry.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_NAME_SIZE: usize = 64;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; LO_NAME_SIZE],
+    lo_crypt_name: [u8; LO_NAME_SIZE],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
+
+/// A free loop device bound to `image` with autoclear; returns its path and an open
+/// descriptor (the device is freed once the last descriptor, ours or the mount's, closes).
+fn loop_device_over(image: &Path, read_only: bool) -> io::Result<(PathBuf, File)> {
+    let ctl = File::open("/dev/loop-control")
+        .map_err(|e| io::Error::new(e.kind(), format!("/dev/loop-control: {e}")))?;
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(image)?;
+    let mut name = [0u8; LO_NAME_SIZE];
+    let bytes = image.as_os_str().as_bytes();
+    let n = bytes.len().min(LO_NAME_SIZE - 1);
+    name[..n].copy_from_slice(&bytes[..n]);
+    // Another process may take the device we were offered before we bind it: ask again.
+    let mut last = io::Error::other("no free loop device");
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let nr = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if nr < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("no free loop device: {e}"),
+            ));
+        }
+        let path = PathBuf::from(format!("/dev/loop{nr}"));
+        let dev = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(d) => d,
+            Err(e) => {
+                last = io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        let cfg = LoopConfig {
+            fd: backing.as_raw_fd() as u32,
+            block_size: 4096,
+            info: LoopInfo64 {
+                lo_device: 0,
+                lo_inode: 0,
+                lo_rdevice: 0,
+                lo_offset: 0,
+                lo_sizelimit: 0,
+                lo_number: 0,
+                lo_encrypt_type: 0,
+                lo_encrypt_key_size: 0,
+                lo_flags: LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 },
+                lo_file_name: name,
+                lo_crypt_name: [0; LO_NAME_SIZE],
+                lo_encrypt_key: [0; 32],
+                lo_init: [0; 2],
+            },
+            reserved: [0; 8],
+        };
+        // SAFETY: LOOP_CONFIGURE reads one loop_config, which lives across the call.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        if rc == 0 {
+            return Ok((path, dev));
+        }
+        let e = io::Error::last_os_error();
+        last = io::Error::new(e.kind(), format!("{}: LOOP_CONFIGURE: {e}", path.display()));
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(last);
+        }
+    }
+    Err(last)
+}
+
+/// Unmount `mountpoint`: a plain umount, which for fuseblk returns once our FUSE_DESTROY
+/// handler has shut the filesystem down; if files are still open (EBUSY), a lazy one: the
+/// mount disappears from the namespace now and the kernel sends FUSE_DESTROY when the last
+/// file is closed.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    let c = CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    // SAFETY: umount2 with a valid path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// `auto_unmount` for our own mounts (fusermount3 does it for its own): a small process that
+/// waits for the daemon to die — the end of a pipe only the daemon holds — and then lazily
+/// unmounts the mountpoint, if the same mount is still there. A daemon that ends normally
+/// has unmounted already, and the watcher finds nothing to do.
+pub fn start_auto_unmount_watcher(mountpoint: &Path) -> io::Result<()> {
+    let target = CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    let dev = std::fs::metadata(mountpoint)?.dev();
+    let null = CString::new("/dev/null").map_err(|_| io::Error::other("NUL"))?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a local array. The read end stays open across fork, not exec.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the child only makes async-signal-safe system calls (close, read, stat,
+    // umount2, _exit) on memory prepared before the fork, as required after fork in a
+    // process with threads.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => unsafe {
+            // Hold nothing of the daemon's: not /dev/fuse (the connection must die with the
+            // daemon), not the image (nor its lock), not the pipe that tells the parent the
+            // mount is live, not the daemon's stdout/stderr.
+            let n = libc::open(null.as_ptr(), libc::O_RDWR);
+            if n >= 0 {
+                for std_fd in 0..3 {
+                    libc::dup2(n, std_fd);
+                }
+            }
+            let keep = fds[0] as libc::c_uint;
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            );
+            libc::syscall(
+                libc::SYS_close_range,
+                keep + 1,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            );
+            // Away from the daemon's session and signals (a Ctrl-C for the daemon in the
+            // foreground must not kill the watcher first).
+            libc::setsid();
+            let mut b = 0u8;
+            loop {
+                let n = libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                    break;
+                }
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::stat(target.as_ptr(), &mut st) != 0
+                && *libc::__errno_location() == libc::ENOTCONN
+                || st.st_dev == dev
+            {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+            libc::_exit(0)
+        },
+        _ => {
+            // SAFETY: the read end is the child's now; the write end stays open in the daemon
+            // (deliberately leaked: it must live exactly as long as this process).
+            unsafe { libc::close(fds[0]) };
+            Ok(())
+        }
+    }
+}
+
+/// Slack kept for the kernel's cache beyond twice its dirty bound: its dirty throttling lets a
+/// writer run a little past the bound before it waits (per-task and per-CPU rate limits).
+pub const CACHE_SLACK_BYTES: u64 = 4 << 20;
+
+/// Bound the dirty data the kernel may hold for the mount on `mountpoint` — its backing
+/// device info's `max_bytes` (Linux 6.2+; FUSE mounts use strict per-device limits) — to a
+/// 64th of the filesystem's `capacity_bytes`, between 2 and 32 MiB. Returns the bound in
+/// force: the one set, or, if it cannot be set (no such file, no permission), the one the
+/// kernel reports, or else a generous guess.
+pub fn bound_kernel_cache(mountpoint: &Path, capacity_bytes: u64) -> u64 {
+    let want = (capacity_bytes / 64).clamp(2 << 20, 32 << 20);
+    let guess = 64 << 20;
+    let Ok(st) = std::fs::metadata(mountpoint) else {
+        return guess;
+    };
+    let (major, minor) = (libc::major(st.dev()), libc::minor(st.dev()));
+    let Some(dir) = ["-fuseblk", ""]
+        .iter()
+        .map(|s| PathBuf::from(format!("/sys/class/bdi/{major}:{minor}{s}")))
+        .find(|p| p.is_dir())
+    else {
+        tracing::warn!(
+            "no backing device info for the mount; assuming the kernel may cache 64 MiB"
+        );
+        return guess;
+    };
+    let file = dir.join("max_bytes");
+    match std::fs::write(&file, want.to_string()) {
+        Ok(()) => want,
+        Err(e) => {
+            let now = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|&b| b > 0);
+            tracing::warn!(error = %e, file = %file.display(), kernel_bound = ?now,
+                "cannot bound the kernel's writeback cache");
+            now.unwrap_or(guess)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_loop_structures_match_the_kernel() {
+        // linux/loop.h: struct loop_info64 is 232 bytes, struct loop_config 304 (also checked
+        // at compile time above); lo_flags sits at byte 52.
+        let i: super::LoopInfo64 = unsafe { std::mem::zeroed() };
+        let base = &i as *const _ as usize;
+        assert_eq!(&i.lo_flags as *const _ as usize - base, 52);
+        assert_eq!(&i.lo_file_name as *const _ as usize - base, 56);
+    }
+}
