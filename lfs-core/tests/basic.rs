@@ -440,3 +440,66 @@ fn privileges_go_on_write_truncate_and_chown() {
     assert!(fs.getxattr(f, b"security.capability").is_ok());
     unmount_and_fsck(fs, &dev);
 }
+
+/// posix_fallocate's promise on a log: space granted to a range stays for the writes into
+/// it, however full other files make the disk (once per block); a truncate gives it back.
+/// And a full disk refuses quickly: a second refusal without anything deleted does no
+/// cleaning, flushing or checkpointing (no checkpoint storm).
+#[test]
+fn fallocated_space_is_kept_for_its_range_and_a_full_disk_refuses_cheaply() {
+    let dev = fresh(32 << 20);
+    let fs = mount(&dev);
+    // As lfs-fuse with its writeback cache: writes from the cache may use this, and use it
+    // all here, before the preallocated file is written.
+    fs.set_cache_reserve(2 << 20);
+    let pre = fs.create(ROOT, b"pre", 0o644, C).unwrap().ino;
+    let keep = fs.create(ROOT, b"keep", 0o644, C).unwrap().ino;
+    fs.fallocate(pre, 0, 4 << 20, 0).unwrap();
+    fs.fallocate(keep, 0, 1 << 20, lfs_core::fs::FALLOC_FL_KEEP_SIZE)
+        .unwrap();
+    // Fill the rest of the disk until it refuses.
+    let hog = fs.create(ROOT, b"hog", 0o644, C).unwrap().ino;
+    let chunk = vec![0x5au8; 64 << 10];
+    let mut off = 0u64;
+    for cached in [false, true] {
+        loop {
+            let r = if cached {
+                fs.write_cached(hog, off, &chunk)
+            } else {
+                fs.write(hog, off, &chunk)
+            };
+            match r {
+                Ok(n) => off += n as u64,
+                Err(FsError::NoSpace) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(off > 8 << 20, "disk full after only {off} bytes");
+    // Refused again at once: nothing was freed, so no checkpoint and no cleaning pass.
+    let before = fs.stats();
+    for _ in 0..100 {
+        assert!(matches!(fs.write(hog, off, &chunk), Err(FsError::NoSpace)));
+    }
+    let after = fs.stats();
+    assert_eq!(after.checkpoints, before.checkpoints, "checkpoint storm");
+    assert_eq!(
+        after.blocks_appended, before.blocks_appended,
+        "rewrites on a full disk"
+    );
+    // The preallocated ranges take their writes, in any order.
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|k| (k % 251) as u8).collect();
+    for piece in (0..64).rev() {
+        let at = piece * (64 << 10);
+        fs.write(pre, at as u64, &data[at..at + (64 << 10)])
+            .unwrap();
+    }
+    fs.write(keep, 0, &data[..1 << 20]).unwrap();
+    assert_eq!(fs.read(pre, 0, 4 << 20).unwrap(), data);
+    // Space freed by a delete makes writing possible again at once.
+    fs.unlink(ROOT, b"hog").unwrap();
+    fs.write(pre, 4 << 20, &chunk).unwrap();
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.read(pre, 0, 4 << 20).unwrap(), data);
+    unmount_and_fsck(fs, &dev);
+}

@@ -391,7 +391,7 @@ impl Filesystem for Adapter {
         // not be kept.
         let writer = fh.and_then(|fh| self.gate.handles().get(&fh).copied());
         if writer.is_some_and(|h| h.cached_writer) && self.gate.is_tight() {
-            if let Err(e) = self.fs.admit_cached_writer() {
+            if let Err(e) = self.fs.admit_cached_writer(ino) {
                 self.refresh_gate();
                 return reply.error(errno(&e));
             }

@@ -263,6 +263,7 @@ fn mount_and_run(
         read_only: o.read_only,
         no_recovery: o.norecovery,
         checkpoint_interval: o.checkpoint_interval,
+        commit_interval: o.commit_interval,
         cleaner: Some(Arc::new(picker)),
         ..Default::default()
     };

@@ -28,6 +28,8 @@ pub struct Options {
     pub nonempty: bool,
     pub direct_io: bool,
     pub checkpoint_interval: Duration,
+    /// Everything durable at most this long after it changed (ext4's `commit`).
+    pub commit_interval: Duration,
     pub workers: usize,
     pub writeback: bool,
     pub logfile: Option<PathBuf>,
@@ -64,6 +66,8 @@ options:
   -o nonempty              allow mounting over a non-empty directory
   -o nodirect              do not open the image with O_DIRECT
   -o checkpoint_interval=SECS   checkpoint at least this often (default 30)
+  -o commit=SECS           make every change durable within this time (default 5; sync(1)
+                           does not reach FUSE filesystems: see docs/RECOVERY.md)
   -o workers=N             threads serving reads, writes and fsync (default 1; 0: none)
   -o writeback | nowriteback    kernel writeback cache for writes (default on)
   -o logfile=PATH          when daemonized, log here instead of syslog
@@ -154,6 +158,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         nonempty: false,
         direct_io: true,
         checkpoint_interval: Duration::from_secs(30),
+        commit_interval: Duration::from_secs(5),
         workers: 1,
         writeback: true,
         logfile: None,
@@ -217,6 +222,14 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                 }
                 o.checkpoint_interval = Duration::from_secs(s);
             }
+            ("commit", Some(v)) => {
+                let s: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| format!("commit={v}: not a number of seconds from 1 to 3600"))?;
+                o.commit_interval = Duration::from_secs(s);
+            }
             ("logfile", Some(v)) => o.logfile = Some(PathBuf::from(v)),
             ("dev", None) => o.nodev = false,
             ("nodev", None) => o.nodev = true,
@@ -272,6 +285,15 @@ mod tests {
         assert!(o.nodev && o.nosuid && o.noexec);
         let o = p("img /mnt -o noexec,exec,nosuid,suid,nodev,dev").unwrap();
         assert!(!o.nodev && !o.nosuid && !o.noexec);
+        assert_eq!(
+            p("img /mnt").unwrap().commit_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            p("img /mnt -o commit=1").unwrap().commit_interval,
+            Duration::from_secs(1)
+        );
+        assert!(p("img /mnt -o commit=0").unwrap_err().contains("commit=0"));
     }
 
     #[test]

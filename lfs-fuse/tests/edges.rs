@@ -312,3 +312,65 @@ fn a_log_file_that_cannot_be_opened_fails_the_mount() {
     assert!(e.contains("logfile") && e.contains("lfs.log"), "{e}");
     assert!(!is_mounted(&mnt));
 }
+
+/// What makes data durable without an fsync of one's own, then kill -9: `sync MNT` (coreutils
+/// fsyncs the directory, which reaches us and covers everything) and, since `sync` and
+/// `syncfs` never reach a FUSE daemon, the commit interval (`-o commit=1` here).
+#[test]
+fn sync_of_the_mountpoint_and_the_commit_interval_make_data_durable() {
+    let (_d, img, mnt) = setup("64M");
+    for (round, how) in ["sync MNT", "commit"].iter().enumerate() {
+        let mut m = Mounted::new(&img, &mnt, &["-o", "commit=1,checkpoint_interval=3600"]);
+        let dir = mnt.join(format!("d{round}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f"), pattern(300_000 + round)).unwrap();
+        if *how == "sync MNT" {
+            let st = Command::new("sync").arg(&mnt).status().unwrap();
+            assert!(st.success());
+        } else {
+            // Two commit intervals and the daemon's one-second tick.
+            std::thread::sleep(Duration::from_millis(3500));
+        }
+        kill9(&mut m);
+        drop(m); // lazily detaches the dead mount
+        let m = Mounted::new(&img, &mnt, &[]);
+        let back = std::fs::read(dir.join("f")).unwrap_or_default();
+        assert!(back == pattern(300_000 + round), "{how}: data lost");
+        m.stop();
+    }
+}
+
+/// `fallocate -l 8M f`, fill the disk with another file through the cache until ENOSPC,
+/// then write f's whole range: no ENOSPC (posix_fallocate's promise), and all of it is
+/// there after a remount.
+#[test]
+fn fallocated_space_survives_a_full_disk() {
+    use std::os::unix::io::AsRawFd;
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let f = std::fs::File::create(mnt.join("pre")).unwrap();
+    // SAFETY: posix_fallocate on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, 8 << 20) },
+        0
+    );
+    let mut hog = std::fs::File::create(mnt.join("hog")).unwrap();
+    let chunk = pattern(1 << 20);
+    let err = loop {
+        if let Err(e) = hog.write(&chunk) {
+            break e;
+        }
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    hog.sync_all().unwrap();
+    drop(hog);
+    let mut f = f;
+    let data = pattern(8 << 20);
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert!(std::fs::read(mnt.join("pre")).unwrap() == data);
+    m.stop();
+}

@@ -271,10 +271,13 @@ impl Inner {
             opts,
             appended_at_cp: 0,
             last_cp: Instant::now(),
+            last_commit: Instant::now(),
+            appended_at_commit: 0,
             stats: Stats::default(),
             shut_down: false,
             cache_reserve: 0,
             out_of_space: None,
+            reservations: Default::default(),
         }
     }
 

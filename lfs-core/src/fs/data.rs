@@ -119,7 +119,17 @@ impl Inner {
         let first = offset / BLOCK_BYTES;
         let last = (end - 1) / BLOCK_BYTES;
         let new = i.buffering_cost(first, last);
-        self.check_space(new, if cached { Admit::Cached } else { Admit::Data })?;
+        // A write into space fallocate granted draws on it; what it needs beyond (nodes past
+        // the allowance) may come from the cache reserve's slack: the reservation was made
+        // when the space was there, and the kernel's cache may have used its reserve since.
+        let credit = self.reservations.credit(ino, first, last + 1);
+        let kind = if cached || credit > 0 {
+            Admit::Cached
+        } else {
+            Admit::Data
+        };
+        self.check_space_credited(new, kind, credit)?;
+        let pending_before = self.pending_blocks();
         // As Linux, a write drops the file capability whoever writes, before it changes
         // anything; the set-ID bits go only for callers without CAP_FSETID, which the engine
         // cannot see: its caller says so with `Fs::kill_privileges` (lfs-fuse does when the
@@ -153,6 +163,12 @@ impl Inner {
             }
             pos += n as u64;
             src = &src[n..];
+        }
+        if credit > 0 {
+            // The reservation shrinks by what the write added to the log's debt: its blocks
+            // and nodes, and the share of summaries, inodes and tables that comes with them.
+            let grown = self.pending_blocks().saturating_sub(pending_before);
+            self.reservations.consume(ino, first, last + 1, grown);
         }
         let t = now();
         let i = self.inode(ino)?;
@@ -240,6 +256,7 @@ impl Inner {
                 i.new_blocks.remove(&l);
             }
             i.bmap.clear_range(st, keep, u64::MAX)?;
+            self.reservations.release_from(ino, keep);
         }
         let t = now();
         let i = self.inode(ino)?;
@@ -268,6 +285,9 @@ impl Inner {
                 return Err(FsError::NotSupported);
             }
             self.clear_bytes(ino, offset.min(size), end.min(size))?;
+            // Whole blocks punched out give their reservation back.
+            self.reservations
+                .release(ino, offset.div_ceil(BLOCK_BYTES), end / BLOCK_BYTES);
         } else if mode & FALLOC_FL_ZERO_RANGE != 0 {
             if mode & !(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE) != 0 {
                 return Err(FsError::NotSupported);
@@ -280,14 +300,16 @@ impl Inner {
                 self.inode(ino)?.d.size = end;
             }
         } else if mode & !FALLOC_FL_KEEP_SIZE == 0 {
-            // A log-structured filesystem cannot reserve places in advance; it checks that
-            // the space exists now and extends the size. Later writes can still meet ENOSPC
-            // if other files take the space first (documented in DESIGN.md).
+            // A log-structured filesystem cannot reserve places in advance, but it can
+            // reserve space: a block for every block of the range, kept for the writes
+            // into it (`reserve.rs`), so they never meet ENOSPC.
             if end > MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
             }
-            let blocks = end.div_ceil(BLOCK_BYTES) - offset / BLOCK_BYTES;
-            self.check_space(blocks, Admit::Data)?;
+            let (first, last) = (offset / BLOCK_BYTES, end.div_ceil(BLOCK_BYTES));
+            let cost = self.reservations.cost(ino, first, last);
+            self.check_space(cost, Admit::Data)?;
+            self.reservations.reserve(ino, first, last);
             if !keep && end > size {
                 self.inode(ino)?.d.size = end;
             }

@@ -316,6 +316,7 @@ impl Inner {
             }
         }
         self.imap.free(ino);
+        self.reservations.release_from(ino, 0);
         Ok(())
     }
 

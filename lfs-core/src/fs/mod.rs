@@ -14,6 +14,7 @@ mod inode;
 mod inspect;
 mod ops;
 mod recovery;
+mod reserve;
 mod scan;
 mod store;
 mod xattr;
@@ -64,6 +65,10 @@ pub struct MountOptions {
     pub cache_blocks: usize,
     /// Write a checkpoint when this much time has passed since the last one (see `tick`).
     pub checkpoint_interval: Duration,
+    /// Make every change durable (a flush group and a device flush, as fsync) at most this
+    /// long after it was made (see `tick`): ext4's `commit`, and what bounds the loss at a
+    /// crash, since `sync` and `syncfs` never reach a FUSE daemon (docs/RECOVERY.md).
+    pub commit_interval: Duration,
     /// ...or when this many blocks were appended since the last one.
     pub checkpoint_blocks: u64,
     /// Dirty file data (blocks) held in memory before it is written back to the log.
@@ -82,6 +87,7 @@ impl Default for MountOptions {
             no_recovery: false,
             cache_blocks: 16384,
             checkpoint_interval: Duration::from_secs(30),
+            commit_interval: Duration::from_secs(5),
             checkpoint_blocks: 65536,
             writeback_blocks: 2048,
             cleaner: None,
@@ -212,6 +218,10 @@ pub(crate) struct Inner {
     pub opts: MountOptions,
     pub appended_at_cp: u64,
     pub last_cp: Instant,
+    /// When everything was last made durable (fsync, commit or checkpoint), and how many
+    /// blocks had been appended to the log by then.
+    pub last_commit: Instant,
+    pub appended_at_commit: u64,
     pub stats: Stats,
     /// [`Fs::shutdown`] ran: the final checkpoint is written and the device released; no
     /// more writes.
@@ -221,6 +231,8 @@ pub(crate) struct Inner {
     pub cache_reserve: u64,
     /// The last refusal for want of space, so the next is cheap (`check_space`).
     pub out_of_space: Option<OutOfSpace>,
+    /// Space fallocate granted, kept for the writes it was granted to (`reserve.rs`).
+    pub reservations: reserve::Reservations,
 }
 
 /// What an operation must leave free when it adds blocks to the log (`check_space`).
@@ -424,17 +436,24 @@ impl Fs {
     pub fn set_cache_reserve(&self, bytes: u64) {
         self.lock().cache_reserve = bytes.div_ceil(crate::format::BLOCK_BYTES);
     }
-    /// May a writer add more to the kernel's writeback cache? Yes while the cache reserve is
-    /// intact above the cleaner's (cleaning to make it so if need be); NoSpace otherwise.
-    pub fn admit_cached_writer(&self) -> Result<()> {
-        self.lock_rw()?.check_space(0, Admit::Data)
+    /// May a writer of `ino` add more to the kernel's writeback cache? Yes while the cache
+    /// reserve is intact above the cleaner's (cleaning to make it so if need be), or while
+    /// the file holds space fallocate granted (its writes draw on that); NoSpace otherwise.
+    pub fn admit_cached_writer(&self, ino: u64) -> Result<()> {
+        let mut g = self.lock_rw()?;
+        if g.reservations.holds(ino) {
+            return Ok(());
+        }
+        g.check_space(0, Admit::Data)
     }
     /// Blocks that could be written now without cleaning and keep every reserve: cheap
     /// (no walk over the segments), for deciding how careful a caller must be.
     pub fn headroom_blocks(&self) -> u64 {
         let g = self.lock();
         let sb = &g.st.sb;
-        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64 + g.cache_reserve;
+        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64
+            + g.cache_reserve
+            + g.reservations.total();
         g.st.free_blocks()
             .saturating_sub(g.pending_blocks() + reserve)
     }
@@ -444,8 +463,7 @@ impl Fs {
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.load(ino)?;
-        g.flush_all()?;
-        g.st.sync()?;
+        g.commit()?;
         g.stats.syncs += 1;
         Ok(())
     }
@@ -483,7 +501,8 @@ impl Fs {
     pub fn checkpoint(&self) -> Result<()> {
         self.lock_rw()?.checkpoint()
     }
-    /// Periodic work: a checkpoint when the interval has passed. Call every second or so.
+    /// Periodic work: a checkpoint when its interval has passed, else a commit (everything
+    /// durable, as fsync) when the commit interval has. Call every second or so.
     pub fn tick(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
@@ -491,6 +510,8 @@ impl Fs {
         let mut g = self.lock_rw()?;
         if g.last_cp.elapsed() >= g.opts.checkpoint_interval && g.has_changes() {
             g.checkpoint()?;
+        } else if g.last_commit.elapsed() >= g.opts.commit_interval && g.has_uncommitted() {
+            g.commit()?;
         }
         Ok(())
     }
@@ -596,6 +617,25 @@ impl Inner {
         !self.dirty_inodes.is_empty()
             || !self.tombstones.is_empty()
             || self.st.blocks_appended > self.appended_at_cp
+    }
+
+    /// Anything not yet durable: dirty state in memory, or log written since the last
+    /// device flush.
+    fn has_uncommitted(&self) -> bool {
+        !self.dirty_inodes.is_empty()
+            || !self.tombstones.is_empty()
+            || self.dirty_blocks > 0
+            || self.st.blocks_appended > self.appended_at_commit.max(self.appended_at_cp)
+    }
+
+    /// Make everything durable: one flush group for all that is dirty, one device flush
+    /// (found again by roll-forward; no checkpoint).
+    fn commit(&mut self) -> Result<()> {
+        self.flush_all()?;
+        self.st.sync()?;
+        self.last_commit = Instant::now();
+        self.appended_at_commit = self.st.blocks_appended;
+        Ok(())
     }
 
     /// After every modifying operation: write back dirty data past the threshold, and

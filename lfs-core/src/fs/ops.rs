@@ -570,7 +570,7 @@ impl Inner {
         // ENOSPC when only that is left (`check_space`).
         let usable = total - reserve;
         let avail = free
-            .saturating_sub(reserve + self.cache_reserve)
+            .saturating_sub(reserve + self.cache_reserve + self.reservations.total())
             .min(usable);
         StatFs {
             block_size: BLOCK_SIZE as u32,
@@ -610,13 +610,28 @@ impl Inner {
     /// (the kernel retrying writeback) made every refused write flush, checkpoint and clean
     /// again — tens of thousands of checkpoints and gigabytes rewritten for nothing.
     pub(crate) fn check_space(&mut self, new_blocks: u64, kind: Admit) -> Result<()> {
+        self.check_space_credited(new_blocks, kind, 0)
+    }
+
+    /// [`check_space`](Self::check_space) for a write that may draw up to `credit` blocks
+    /// from what fallocate reserved for it (`reserve.rs`).
+    pub(crate) fn check_space_credited(
+        &mut self,
+        new_blocks: u64,
+        kind: Admit,
+        credit: u64,
+    ) -> Result<()> {
         let sb = &self.st.sb;
         let cleaner = sb.reserved_segs as u64 * sb.seg_blocks as u64;
-        let reserve = match kind {
-            Admit::Meta => cleaner / 2,
-            Admit::Cached => cleaner,
-            Admit::Data => cleaner + self.cache_reserve,
-        };
+        // What fallocate promised is kept from everyone; a write into a reserved range
+        // asks only for what its reservation does not cover (`Inner::write`).
+        let promised = self.reservations.total().saturating_sub(credit);
+        let reserve = promised
+            + match kind {
+                Admit::Meta => cleaner / 2,
+                Admit::Cached => cleaner,
+                Admit::Data => cleaner + self.cache_reserve,
+            };
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         if self.st.free_blocks() >= want(self) {
             return Ok(());
