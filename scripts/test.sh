@@ -11,6 +11,8 @@ scripts/pjdfstest.sh
 scripts/fsx.sh 25000 4
 # A real workload: unpack crate sources, compare, git commit + fsck, remount, delete.
 scripts/workload.sh
+# The README's main command, run twice: the second run mounts what the first made.
+scripts/run-twice.sh
 # The cleaner on a real mount, bounded: 128 MiB, once its capacity at 75% and 90% full.
 scripts/cleaner-bench.sh 128 1
 # Concurrent load with verification while the cleaner runs, bounded: 60 s of stress-ng's

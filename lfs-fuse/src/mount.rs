@@ -13,8 +13,14 @@
 //! A fuseblk mount names a block device: the image itself when it is one, else a loop device
 //! set up over the image file with autoclear, so that it goes away with the mount. The loop
 //! device only anchors the mount: the daemon does its I/O on the image file, and the kernel
-//! reads nothing through it. /proc/mounts then shows `fuseblk.lfs-fuse` and the loop device
-//! (as for `mount -o loop`; `losetup -j IMAGE` finds it).
+//! reads nothing through it. The source the mount shows is the image's absolute path all the
+//! same (so `findmnt -S IMAGE`, `df` and xfstests find it): the kernel records the source
+//! string it was given and resolves it to the block device in the mounting thread's view of
+//! the filesystem, so one thread, in a mount namespace of its own, bind-mounts the loop
+//! device over the image's path, creates the mount there through the new mount API (fsopen,
+//! fsconfig, fsmount) and attaches it in the daemon's namespace (move_mount); nobody else
+//! ever sees the bind mount. Where that API is missing, the loop device is the source (as
+//! for `mount -o loop`). /proc/mounts shows the type `fuseblk.lfs-fuse`.
 //!
 //! The same mount(2) honours `dev`/`suid`/`exec` and their `no` forms (fuser always adds
 //! nodev,nosuid) and sets the subtype. Mounting like this needs CAP_SYS_ADMIN; without it the
@@ -25,7 +31,7 @@ use crate::options::Options;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -86,6 +92,19 @@ pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted
             flags |= flag;
         }
     }
+    if _anchor.is_some() {
+        match mount_named(&source, image, mountpoint, &fuse, root_mode, o) {
+            Ok(()) => {
+                return Ok(Mounted {
+                    fuse: fuse.into(),
+                    source: image.to_path_buf(),
+                    loop_device: true,
+                })
+            }
+            Err(e) => tracing::debug!(error = %e,
+                "cannot name the mount after the image; its source is the loop device"),
+        }
+    }
     let c = |s: &[u8]| {
         CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
     };
@@ -113,6 +132,168 @@ pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted
         fuse: fuse.into(),
         source,
         loop_device: _anchor.is_some(),
+    })
+}
+
+// The new mount API (linux/mount.h), whose constants the libc crate does not carry.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+fn cstr(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a string"))
+}
+
+/// A raw system call's result as io::Result.
+fn check(rc: libc::c_long, what: &str) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(rc)
+}
+
+/// The fuseblk mount of `device` on `mountpoint`, showing `image` as its source (see the
+/// module comment): done on a thread of its own, which leaves the daemon's mount namespace
+/// for a private one and dies with it.
+fn mount_named(
+    device: &Path,
+    image: &Path,
+    mountpoint: &Path,
+    fuse: &File,
+    root_mode: u32,
+    o: &Options,
+) -> io::Result<()> {
+    let (device, image, mountpoint) = (
+        cstr(device.as_os_str().as_bytes())?,
+        cstr(image.as_os_str().as_bytes())?,
+        cstr(mountpoint.as_os_str().as_bytes())?,
+    );
+    let fuse_fd = fuse.as_raw_fd();
+    let mut attrs = 0;
+    for (on, attr) in [
+        (o.read_only, MOUNT_ATTR_RDONLY),
+        (o.nodev, MOUNT_ATTR_NODEV),
+        (o.nosuid, MOUNT_ATTR_NOSUID),
+        (o.noexec, MOUNT_ATTR_NOEXEC),
+    ] {
+        if on {
+            attrs |= attr;
+        }
+    }
+    let mut params = vec![
+        ("fd".to_string(), Some(fuse_fd.to_string())),
+        ("rootmode".into(), Some(format!("{root_mode:o}"))),
+        ("user_id".into(), Some("0".into())),
+        ("group_id".into(), Some("0".into())),
+        ("blksize".into(), Some("4096".into())),
+        ("subtype".into(), Some("lfs-fuse".into())),
+        ("default_permissions".into(), None),
+    ];
+    if o.allow_other || o.allow_root {
+        params.push(("allow_other".into(), None));
+    }
+    if o.read_only {
+        params.push(("ro".into(), None));
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || -> io::Result<()> {
+            // SAFETY: each call below passes NUL-terminated strings and descriptors that live
+            // across it; the namespace changes affect this thread alone.
+            unsafe {
+                let home = File::open("/proc/thread-self/ns/mnt")?;
+                check(
+                    libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS).into(),
+                    "unshare",
+                )?;
+                // Nothing done here may propagate back to the daemon's namespace.
+                check(
+                    libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_SLAVE,
+                        std::ptr::null(),
+                    )
+                    .into(),
+                    "make the namespace a slave",
+                )?;
+                check(
+                    libc::mount(
+                        device.as_ptr(),
+                        image.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                    .into(),
+                    "bind the loop device over the image",
+                )?;
+                let fs = check(
+                    libc::syscall(libc::SYS_fsopen, c"fuseblk".as_ptr(), FSOPEN_CLOEXEC),
+                    "fsopen",
+                )? as libc::c_int;
+                let fs = OwnedFd::from_raw_fd(fs);
+                let set = |key: &str, value: Option<&CString>| -> io::Result<()> {
+                    let k = cstr(key.as_bytes())?;
+                    let (cmd, v) = match value {
+                        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+                        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+                    };
+                    check(
+                        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), v, 0),
+                        &format!("fsconfig {key}"),
+                    )
+                    .map(|_| ())
+                };
+                set("source", Some(&image))?;
+                for (k, v) in &params {
+                    let v = v.as_deref().map(|v| cstr(v.as_bytes())).transpose()?;
+                    set(k, v.as_ref())?;
+                }
+                check(
+                    libc::syscall(
+                        libc::SYS_fsconfig,
+                        fs.as_raw_fd(),
+                        FSCONFIG_CMD_CREATE,
+                        std::ptr::null::<libc::c_char>(),
+                        std::ptr::null::<libc::c_char>(),
+                        0,
+                    ),
+                    "create the superblock",
+                )?;
+                let m = check(
+                    libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs),
+                    "fsmount",
+                )? as libc::c_int;
+                let m = OwnedFd::from_raw_fd(m);
+                check(
+                    libc::setns(home.as_raw_fd(), libc::CLONE_NEWNS).into(),
+                    "back to the daemon's namespace",
+                )?;
+                check(
+                    libc::syscall(
+                        libc::SYS_move_mount,
+                        m.as_raw_fd(),
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        mountpoint.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    ),
+                    "move_mount",
+                )?;
+                Ok(())
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the mounting thread panicked")))
     })
 }
 

@@ -204,6 +204,16 @@ fn exec_suid_and_dev_are_honoured() {
                 .file_type()
                 .is_char_device());
         }
+        // findmnt, df and xfstests find the mount by the image's absolute path and our type.
+        let out = Command::new("findmnt")
+            .args(["-rn", "-o", "TARGET,FSTYPE", "-S"])
+            .arg(std::fs::canonicalize(&img).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{} fuseblk.lfs-fuse", mnt.display())
+        );
         let ran = Command::new(&script).output();
         let wrote = std::fs::OpenOptions::new()
             .write(true)
@@ -372,5 +382,24 @@ fn fallocated_space_survives_a_full_disk() {
     m.stop();
     let m = Mounted::new(&img, &mnt, &[]);
     assert!(std::fs::read(mnt.join("pre")).unwrap() == data);
+    m.stop();
+}
+
+/// A write past the largest file size (16 TiB) gets EFBIG at write(2), as on ext4, when
+/// the kernel asks us for each write (`nowriteback`, and every file opened while space is
+/// tight). With the writeback cache the kernel accepts it without asking — FUSE gives a
+/// filesystem no way to state its size limit — and the next fsync or close reports EIO
+/// (docs/RECOVERY.md); nothing else is lost.
+#[test]
+fn a_write_past_the_size_limit_gets_efbig() {
+    use std::os::unix::fs::FileExt;
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &["-o", "nowriteback"]);
+    let f = std::fs::File::create(mnt.join("big")).unwrap();
+    let e = f.write_at(b"x", 1 << 44).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    f.write_at(b"y", (1 << 44) - 1).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 1 << 44);
+    drop(f);
     m.stop();
 }
