@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Adapt fstests' common/rc so that FSTYP=fuse tests a real filesystem (lfs-fuse).
+
+Unmodified, fstests treats FSTYP=fuse as a pass-through of some directory: _scratch_mkfs
+only empties SCRATCH_MNT, _scratch_mkfs_sized refuses ("not supported"), no fsck runs after
+a test, and the device size comes from blockdev, which fails on an image file. With
+FUSE_MKFS_PROG and FUSE_FSCK_PROG set (scripts/xfstests.sh sets them), these edits make
+scratch tests format a real image (sized when asked), check the image after every test, and
+take the size of an image file. They also let _fs_type report our mount (fuseblk.lfs-fuse
+in /proc/mounts, see lfs-fuse/src/mount.rs) as FSTYP says. Everything else is untouched.
+Usage: adapt-common-rc.py PATH/TO/common/rc   (idempotent)
+"""
+import sys
+
+MARK = "# lfs-fuse: adapted"
+
+
+def edit(text: str, old: str, new: str) -> str:
+    if text.count(old) < 1:
+        sys.exit(f"adapt-common-rc.py: pattern not found:\n{old}")
+    return text.replace(old, new, 1)
+
+
+def main() -> None:
+    path = sys.argv[1]
+    s = open(path).read()
+    if MARK in s:
+        return
+    # _scratch_mkfs: a real mkfs at the image's full size.
+    s = edit(s, """	case $FSTYP in
+	nfs*|afs|cifs|ceph|overlay|glusterfs|pvfs2|9p|fuse|virtiofs)
+		# unable to re-create this fstyp""", """	case $FSTYP in
+	fuse)
+		""" + MARK + """
+		if [ -n "$FUSE_MKFS_PROG" ]; then
+			[ -f "$SCRATCH_DEV" ] && truncate -s "${SCRATCH_DEV_SIZE:-$(stat -c %s $SCRATCH_DEV)}" "$SCRATCH_DEV"
+			$FUSE_MKFS_PROG -f -q $SCRATCH_DEV
+			return $?
+		fi
+		_scratch_cleanup_files
+		return $?
+		;;
+	nfs*|afs|cifs|ceph|overlay|glusterfs|pvfs2|9p|virtiofs)
+		# unable to re-create this fstyp""")
+    # _try_scratch_mkfs_sized: a real mkfs of the asked size (the image file is cut to it;
+    # the next unsized mkfs restores SCRATCH_DEV_SIZE).
+    s = edit(s, """	case $FSTYP in
+	xfs)
+		local rt_ops""", """	case $FSTYP in
+	fuse)
+		[ -n "$FUSE_MKFS_PROG" ] || _notrun "Filesystem fuse without FUSE_MKFS_PROG"
+		[ -f "$SCRATCH_DEV" ] && truncate -s $fssize $SCRATCH_DEV
+		$FUSE_MKFS_PROG -f -q $SCRATCH_DEV
+		;;
+	xfs)
+		local rt_ops""")
+    # fsck after every test, of both filesystems.
+    s = edit(s, """    fuse)
+	# no way to check consistency for fuse
+	;;
+    virtiofs)
+	# no way to check consistency for virtiofs
+	;;
+    ceph|ceph-fuse)""", """    fuse)
+	[ -n "$FUSE_FSCK_PROG" ] && _check_generic_filesystem_fuse $TEST_DEV
+	;;
+    virtiofs)
+	# no way to check consistency for virtiofs
+	;;
+    ceph|ceph-fuse)""")
+    s = edit(s, """    fuse)
+	# no way to check consistency for fuse
+	;;""", """    fuse)
+	[ -n "$FUSE_FSCK_PROG" ] && _check_generic_filesystem_fuse $device
+	;;""")
+    s = edit(s, """_check_scratch_fs()
+{""", """# Unmount $1 if mounted, fsck it with FUSE_FSCK_PROG, mount it again if it was.
+_check_generic_filesystem_fuse()
+{
+	local device=$1
+	local mountpoint=`findmnt -rncv -S $device -o TARGET | head -1`
+	if [ -n "$mountpoint" ]; then
+		$UMOUNT_PROG $mountpoint || return 1
+	fi
+	local ok=0
+	if ! $FUSE_FSCK_PROG -n -f $device > $tmp.fsck 2>&1; then
+		_log_err "_check_generic_filesystem_fuse: filesystem on $device is inconsistent"
+		cat $tmp.fsck >> $seqres.full
+		ok=1
+	fi
+	if [ -n "$mountpoint" ]; then
+		if [ "$device" = "$SCRATCH_DEV" ]; then _scratch_mount; else _test_mount; fi
+	fi
+	return $ok
+}
+
+_check_scratch_fs()
+{""")
+    # An image file's size.
+    s = edit(s, """_get_device_size()
+{
+	echo $(($(blockdev --getsz $1) >> 1))""", """_get_device_size()
+{
+	if [ -f "$1" ]; then echo $(( $(stat -c %s $1) >> 10 )); return; fi
+	echo $(($(blockdev --getsz $1) >> 1))""")
+    # Our mounts are fuseblk.lfs-fuse (or fuse.lfs-fuse without root): FSTYP=fuse.
+    s = edit(s, """        sed -e 's/nfs4/nfs/' -e 's/fuse.glusterfs/glusterfs/' \\
+            -e 's/fuse.ceph-fuse/ceph-fuse/'""", """        sed -e 's/nfs4/nfs/' -e 's/fuse.glusterfs/glusterfs/' \\
+            -e 's/fuse.ceph-fuse/ceph-fuse/' -e 's/^fuse\\(blk\\)\\?\\.lfs-fuse$/fuse/'""")
+    open(path, "w").write(s)
+
+
+main()
