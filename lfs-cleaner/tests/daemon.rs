@@ -16,7 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const MIB: u64 = 1 << 20;
 
 fn image(dir: &Path, bytes: u64) -> std::path::PathBuf {

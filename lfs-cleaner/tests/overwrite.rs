@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const BLOCK: usize = 4096;
 const FILE_BLOCKS: u64 = 256;
 const MIB_DEV: u64 = 64;

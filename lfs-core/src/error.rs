@@ -33,6 +33,8 @@ pub enum FsError {
     TooBig,
     #[error("operation not permitted")]
     NotPermitted,
+    #[error("permission denied")]
+    AccessDenied,
     #[error("read-only filesystem")]
     ReadOnly,
     #[error("operation not supported")]

@@ -81,7 +81,11 @@ pub fn decode(data: &[u8]) {
 }
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 /// A small populated image (8 MiB, 256 KiB segments) with a log tail after its checkpoint:
 /// files small and large, a directory, a symlink, a hard link, xattrs, deleted data.

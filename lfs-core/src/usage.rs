@@ -36,6 +36,9 @@ pub struct UsageTable {
     /// Bytes that died since the mount, ever growing: a writer refused for want of space
     /// tries cleaning again only once more than it lacked has died (`check_space`).
     pub killed_bytes: u64,
+    /// Bytes not live in Full, Cleaning and Freed segments: what cleaning (or a checkpoint)
+    /// can give back, kept current so that asking costs nothing (`reclaimable_bytes`).
+    dead: i64,
 }
 
 impl UsageTable {
@@ -55,6 +58,7 @@ impl UsageTable {
             clean: nsegs,
             underflows: 0,
             killed_bytes: 0,
+            dead: 0,
         }
     }
 
@@ -77,6 +81,35 @@ impl UsageTable {
             .iter()
             .filter(|s| s.state == SegState::Clean)
             .count() as u64;
+        self.dead = self.segs.iter().map(|s| self.dead_in(s)).sum();
+    }
+
+    /// A segment's share of `dead`.
+    fn dead_in(&self, s: &SegInfo) -> i64 {
+        match s.state {
+            SegState::Full | SegState::Cleaning | SegState::Freed => {
+                self.seg_bytes.saturating_sub(s.live_bytes) as i64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Bytes in written segments that are not live: the most cleaning could reclaim (less
+    /// what moving the live blocks costs). Cheap: kept as segments change.
+    pub fn reclaimable_bytes(&self) -> u64 {
+        self.dead.max(0) as u64
+    }
+
+    /// Apply `change` to segment `seg`, keeping `dead` in step.
+    fn update(&mut self, seg: u64, change: impl FnOnce(&mut SegInfo)) {
+        let Some(s) = self.segs.get(seg as usize).copied() else {
+            return;
+        };
+        let before = self.dead_in(&s);
+        let mut after = s;
+        change(&mut after);
+        self.dead += self.dead_in(&after) - before;
+        self.segs[seg as usize] = after;
     }
 
     pub fn nsegs(&self) -> u64 {
@@ -97,28 +130,26 @@ impl UsageTable {
     }
 
     fn set_state(&mut self, seg: u64, state: SegState) {
-        if let Some(s) = self.segs.get_mut(seg as usize) {
+        if let Some(s) = self.segs.get(seg as usize) {
             if s.state == SegState::Clean {
                 self.clean -= 1;
             }
             if state == SegState::Clean {
                 self.clean += 1;
             }
-            s.state = state;
+            self.update(seg, |s| s.state = state);
         }
         self.touch(seg);
     }
 
     pub fn add_live(&mut self, seg: u64, bytes: u64) {
-        if let Some(s) = self.segs.get_mut(seg as usize) {
-            s.live_bytes += bytes;
-        }
+        self.update(seg, |s| s.live_bytes += bytes);
         self.touch(seg);
     }
 
     /// `bytes` in `seg` died. A Full segment left with nothing live becomes Freed.
     pub fn kill(&mut self, seg: u64, bytes: u64) {
-        let Some(s) = self.segs.get_mut(seg as usize) else {
+        let Some(s) = self.segs.get(seg as usize).copied() else {
             return;
         };
         self.killed_bytes += bytes;
@@ -130,11 +161,9 @@ impl UsageTable {
                 bytes,
                 "segment usage would go negative"
             );
-            s.live_bytes = 0;
-        } else {
-            s.live_bytes -= bytes;
         }
-        let empty_full = s.live_bytes == 0 && s.state == SegState::Full;
+        self.update(seg, |s| s.live_bytes = s.live_bytes.saturating_sub(bytes));
+        let empty_full = s.live_bytes <= bytes && s.state == SegState::Full;
         self.touch(seg);
         if empty_full {
             self.set_state(seg, SegState::Freed);
@@ -144,11 +173,10 @@ impl UsageTable {
     /// Set a segment's live bytes to a recomputed count (fsck's repair): a segment with
     /// nothing live moves to Freed, one recorded clean or freed that holds live blocks to Full.
     pub fn set_live(&mut self, seg: u64, bytes: u64) {
-        let Some(s) = self.segs.get_mut(seg as usize) else {
+        let Some(state) = self.segs.get(seg as usize).map(|s| s.state) else {
             return;
         };
-        s.live_bytes = bytes;
-        let state = s.state;
+        self.update(seg, |s| s.live_bytes = bytes);
         self.touch(seg);
         match state {
             SegState::Full if bytes == 0 => self.set_state(seg, SegState::Freed),
@@ -191,10 +219,10 @@ impl UsageTable {
     pub fn activate(&mut self, seg: u64, now_ns: u64) {
         debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Clean));
         self.set_state(seg, SegState::Active);
-        if let Some(s) = self.segs.get_mut(seg as usize) {
+        self.update(seg, |s| {
             s.live_bytes = 0;
             s.write_time_ns = now_ns;
-        }
+        });
     }
 
     /// Record that the log wrote into an Active segment now. This alone does not dirty the
@@ -331,5 +359,30 @@ mod tests {
         assert_eq!(u.underflows, 0);
         u.kill(7, 1);
         assert_eq!(u.underflows, 1);
+    }
+
+    #[test]
+    fn reclaimable_bytes_stay_in_step_with_the_segments() {
+        let mut u = UsageTable::new(8, 1 << 20);
+        let recount = |u: &UsageTable| -> u64 { u.segs.iter().map(|s| u.dead_in(s) as u64).sum() };
+        u.activate(1, 10);
+        u.add_live(1, 600 << 10);
+        assert_eq!(
+            u.reclaimable_bytes(),
+            0,
+            "an Active segment is not reclaimable"
+        );
+        u.seal(1);
+        assert_eq!(u.reclaimable_bytes(), 424 << 10);
+        u.kill(1, 100 << 10);
+        assert!(u.begin_cleaning(1));
+        u.kill(1, 500 << 10);
+        assert!(u.end_cleaning(1));
+        assert_eq!(u.reclaimable_bytes(), 1 << 20, "Freed: all of it");
+        u.release(&[1]);
+        assert_eq!(u.reclaimable_bytes(), 0);
+        u.set_live(2, 4096);
+        u.kill(2, 8192); // an underflow saturates, and stays in step
+        assert_eq!(u.reclaimable_bytes(), recount(&u));
     }
 }

@@ -7,7 +7,11 @@ use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 fn fresh(bytes: u64) -> Arc<dyn Device> {
     let dev: Arc<dyn Device> = Arc::new(MemDevice::new(bytes));

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 /// Least utilized first (the policies proper live in lfs-cleaner).
 #[derive(Debug)]

@@ -33,7 +33,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 /// A case that takes longer than this is a hang.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 

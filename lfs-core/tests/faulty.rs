@@ -33,7 +33,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One step of the workload, by path (inode numbers may differ between runs).

@@ -20,7 +20,11 @@ use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 /// Inode numbers of the test tree: /a (file, 20 KB, xattr), /d/, /d/b (file), /d/e/,
 /// /d/link (hard link to /a), /big (600 KB: indirect blocks).

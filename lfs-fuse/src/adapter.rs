@@ -36,6 +36,13 @@ const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
 /// In a WRITE's flags under FUSE_HANDLE_KILLPRIV_V2: the caller lacks CAP_FSETID, clear the
 /// set-ID bits (FUSE_WRITE_KILL_SUIDGID).
 const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
+/// FUSE_POSIX_ACL (ABI 7.26): the kernel caches and enforces POSIX ACLs, read through
+/// getxattr; keeping the mode in step and inheriting default ACLs is the engine's
+/// (`lfs-core/src/fs/acl.rs`).
+const FUSE_POSIX_ACL: u32 = 1 << 20;
+/// FUSE_DONT_MASK (ABI 7.12): the kernel passes the create mode unmasked and the umask
+/// beside it, for a directory's default ACL takes the umask's place.
+const FUSE_DONT_MASK: u32 = 1 << 6;
 /// In a WRITE's flags: the data comes from the page cache (writeback), not from a write(2)
 /// waiting for the answer (FUSE_WRITE_CACHE).
 const FUSE_WRITE_CACHE: u32 = 1 << 0;
@@ -310,10 +317,13 @@ fn attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn creds(req: &Request<'_>) -> Creds {
+/// The caller, and the umask the engine applies to what it creates (unless a default ACL
+/// takes its place).
+fn creds(req: &Request<'_>, umask: u32) -> Creds {
     Creds {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
 }
 
@@ -368,6 +378,12 @@ impl Filesystem for Adapter {
         }
         // Without it the kernel kills privileges itself, at the price of a GETXATTR per write.
         self.killpriv = config.add_capabilities(FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        if let Err(e) = config.add_capabilities(FUSE_POSIX_ACL | FUSE_DONT_MASK) {
+            tracing::warn!(
+                unsupported = e,
+                "kernel without POSIX ACLs for FUSE: ACLs are not enforced"
+            );
+        }
         Ok(())
     }
 
@@ -478,9 +494,9 @@ impl Filesystem for Adapter {
             self.fs.mknod(
                 parent,
                 name.as_bytes(),
-                mode & !umask,
+                mode,
                 rdev as u64,
-                creds(req)
+                creds(req, umask)
             )
         )
     }
@@ -498,7 +514,7 @@ impl Filesystem for Adapter {
             self,
             reply,
             self.fs
-                .mkdir(parent, name.as_bytes(), mode & !umask, creds(req))
+                .mkdir(parent, name.as_bytes(), mode, creds(req, umask))
         )
     }
 
@@ -527,7 +543,7 @@ impl Filesystem for Adapter {
                 parent,
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
-                creds(req)
+                creds(req, 0)
             )
         )
     }
@@ -831,7 +847,7 @@ impl Filesystem for Adapter {
     ) {
         let r = self
             .fs
-            .mknod(parent, name.as_bytes(), mode & !umask, 0, creds(req))
+            .mknod(parent, name.as_bytes(), mode, 0, creds(req, umask))
             .and_then(|a| self.fs.open(a.ino).map(|_| a));
         match r {
             Ok(a) => {

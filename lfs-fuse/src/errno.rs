@@ -19,6 +19,7 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Range => libc::ERANGE,
         FsError::TooBig => libc::E2BIG,
         FsError::NotPermitted => libc::EPERM,
+        FsError::AccessDenied => libc::EACCES,
         FsError::ReadOnly => libc::EROFS,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::Stale(_) => libc::ESTALE,

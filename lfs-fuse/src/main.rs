@@ -318,20 +318,47 @@ fn mount_and_run(
             }
         })
     };
+    // The writeback cache needs room kept for what the kernel may hold (adapter::CacheGate).
+    // Where the kernel cannot be told a bound in bytes (before 6.2), its default may be too
+    // much room to keep on a small disk: no writeback cache there.
+    let capacity = fs.statfs().map_or(0, |s| s.blocks * s.block_size as u64);
+    let writeback = o.writeback && !o.read_only && {
+        let fits = mount::kernel_bounds_cache()
+            || 2 * mount::default_dirty_bound() + mount::CACHE_SLACK_BYTES <= capacity / 8;
+        if !fits {
+            tracing::info!(
+                "the kernel cannot bound its cache for this small filesystem; writeback cache off"
+            );
+        }
+        fits
+    };
     let notifier = Arc::new(std::sync::OnceLock::new());
     let gate = Arc::new(CacheGate::default());
     let adapter = Adapter::new(
         fs.clone(),
         o.workers,
-        o.writeback,
+        writeback,
         notifier.clone(),
         on_destroy,
         gate.clone(),
     );
-    let own_mount = mount::can_mount();
-    let session = if own_mount {
-        let m = mount::mount(o, &img, &mnt)
-            .map_err(|e| format!("cannot mount on {}: {e}", mnt.display()))?;
+    let own = if mount::can_mount() {
+        match mount::mount(o, &img, &mnt) {
+            Ok(m) => Some(m),
+            // No loop devices (a container), no fuseblk: fusermount3 can still mount.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mount as {}; mounting through fusermount3, \
+                    where umount returns before the final checkpoint", mount::FSTYPE);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let own_mount = own.is_some();
+    // Until the mount is reported live, an error on the way unmounts it again.
+    let mut undo = UnmountOnError(own_mount.then(|| mnt.clone()));
+    let session = if let Some(m) = own {
         let acl = if o.allow_other {
             fuser::SessionACL::All
         } else if o.allow_root {
@@ -345,13 +372,9 @@ fn mount_and_run(
             "mounted as {}",
             mount::FSTYPE
         );
-        let session = fuser::Session::from_fd(adapter, m.fuse, acl)
+        fuser::Session::from_fd(adapter, m.fuse, acl)
             .spawn()
-            .map_err(|e| format!("cannot start the session: {e}"))?;
-        if o.auto_unmount {
-            mount::start_auto_unmount_watcher(&mnt).map_err(|e| format!("auto_unmount: {e}"))?;
-        }
-        session
+            .map_err(|e| format!("cannot start the session: {e}"))?
     } else {
         // Without the right to mount, fusermount3 mounts a plain `fuse` filesystem, whose
         // unmount the kernel does not tell us about: umount returns before the final
@@ -397,10 +420,13 @@ fn mount_and_run(
         fuser::spawn_mount2(adapter, &mnt, &mo)
             .map_err(|e| format!("cannot mount on {}: {e}", mnt.display()))?
     };
+    let watcher = if own_mount && o.auto_unmount {
+        Some(mount::start_auto_unmount_watcher(&mnt).map_err(|e| format!("auto_unmount: {e}"))?)
+    } else {
+        None
+    };
     let _ = notifier.set(session.notifier());
-    if o.writeback && !o.read_only {
-        // Bound what the kernel may cache for us and keep room for it (adapter::CacheGate).
-        let capacity = fs.statfs().map_or(0, |s| s.blocks * s.block_size as u64);
+    if writeback {
         let dirty = mount::bound_kernel_cache(&mnt, capacity);
         let reserve = 2 * dirty + mount::CACHE_SLACK_BYTES;
         fs.set_cache_reserve(reserve);
@@ -428,6 +454,7 @@ fn mount_and_run(
             control: c,
         };
     }
+    undo.0 = None;
     if let Some(mut r) = report.take() {
         let _ = r.write_all(b"ok");
         drop(r);
@@ -443,7 +470,7 @@ fn mount_and_run(
         if sig > 0 {
             break format!("signal {sig}");
         }
-        if session.guard.is_finished() {
+        if session.guard.is_finished() || fs.is_shut_down() {
             break "unmounted".to_string();
         }
         if let Err(e) = fs.tick() {
@@ -476,6 +503,9 @@ fn mount_and_run(
     })?;
     fs.unmount()
         .map_err(|e| format!("final checkpoint failed: {e}"))?;
+    if let Some(w) = watcher {
+        w.ended_in_order();
+    }
     match ended {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "the FUSE session ended with an error"),
@@ -483,6 +513,17 @@ fn mount_and_run(
     }
     tracing::info!("clean unmount");
     Ok(())
+}
+
+/// Unmounts (lazily) a mount of ours that never went live, when mounting fails after it.
+struct UnmountOnError(Option<PathBuf>);
+
+impl Drop for UnmountOnError {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            let _ = mount::unmount(&m);
+        }
+    }
 }
 
 /// What runs beside the mount on a read-write filesystem.

@@ -57,43 +57,20 @@ pub fn can_mount() -> bool {
 
 /// Mount `image` (canonical path) on `mountpoint` as fuseblk, with the flags of `o`.
 pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted> {
-    let fuse = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")
-        .map_err(|e| io::Error::new(e.kind(), format!("/dev/fuse: {e}")))?;
     let meta = std::fs::metadata(image)?;
     // Held until the mount has its own reference; with autoclear the loop device goes away
     // when the last one is dropped, so a failed mount leaves nothing behind.
-    let (source, _anchor) = if meta.file_type().is_block_device() {
+    let (source, anchor) = if meta.file_type().is_block_device() {
         (image.to_path_buf(), None)
     } else {
         let (path, dev) = loop_device_over(image, o.read_only)?;
         (path, Some(dev))
     };
     let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
-    let mut data = format!(
-        "fd={},rootmode={root_mode:o},user_id=0,group_id=0,default_permissions,blksize=4096",
-        fuse.as_raw_fd()
-    );
-    if o.allow_other || o.allow_root {
-        // allow_root is allow_other in the kernel, narrowed by the session's ACL.
-        data.push_str(",allow_other");
-    }
-    let mut flags: libc::c_ulong = 0;
-    for (on, flag) in [
-        (o.read_only, libc::MS_RDONLY),
-        (o.nodev, libc::MS_NODEV),
-        (o.nosuid, libc::MS_NOSUID),
-        (o.noexec, libc::MS_NOEXEC),
-    ] {
-        if on {
-            flags |= flag;
-        }
-    }
-    if _anchor.is_some() {
-        match mount_named(&source, image, mountpoint, &fuse, root_mode, o) {
+    let params = params(o, root_mode);
+    if anchor.is_some() {
+        let fuse = open_fuse()?;
+        match mount_named(&source, image, mountpoint, &fuse, &params, o) {
             Ok(()) => {
                 return Ok(Mounted {
                     fuse: fuse.into(),
@@ -101,18 +78,30 @@ pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted
                     loop_device: true,
                 })
             }
+            // That /dev/fuse may be tied to a superblock that went away: a fresh one below.
             Err(e) => tracing::debug!(error = %e,
                 "cannot name the mount after the image; its source is the loop device"),
         }
     }
-    let c = |s: &[u8]| {
-        CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
-    };
+    let fuse = open_fuse()?;
+    let mut data = format!("fd={}", fuse.as_raw_fd());
+    for (k, v) in &params {
+        data.push(',');
+        data.push_str(k);
+        if let Some(v) = v {
+            data.push('=');
+            data.push_str(v);
+        }
+    }
+    let flags = mount_flags(o)
+        .iter()
+        .filter(|f| f.0)
+        .fold(0, |acc, f| acc | f.1);
     let (c_source, c_target, c_type, c_data) = (
-        c(source.as_os_str().as_bytes())?,
-        c(mountpoint.as_os_str().as_bytes())?,
-        c(FSTYPE.as_bytes())?,
-        c(data.as_bytes())?,
+        cstr(source.as_os_str().as_bytes())?,
+        cstr(mountpoint.as_os_str().as_bytes())?,
+        cstr(FSTYPE.as_bytes())?,
+        cstr(data.as_bytes())?,
     );
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
     let rc = unsafe {
@@ -131,8 +120,44 @@ pub fn mount(o: &Options, image: &Path, mountpoint: &Path) -> io::Result<Mounted
     Ok(Mounted {
         fuse: fuse.into(),
         source,
-        loop_device: _anchor.is_some(),
+        loop_device: anchor.is_some(),
     })
+}
+
+fn open_fuse() -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| io::Error::new(e.kind(), format!("/dev/fuse: {e}")))
+}
+
+/// The FUSE mount parameters other than the /dev/fuse descriptor, one list for both ways
+/// of mounting (mount(2)'s data string, fsconfig calls).
+fn params(o: &Options, root_mode: u32) -> Vec<(&'static str, Option<String>)> {
+    let mut p = vec![
+        ("rootmode", Some(format!("{root_mode:o}"))),
+        ("user_id", Some("0".to_string())),
+        ("group_id", Some("0".to_string())),
+        ("default_permissions", None),
+        ("blksize", Some("4096".to_string())),
+    ];
+    if o.allow_other || o.allow_root {
+        // allow_root is allow_other in the kernel, narrowed by the session's ACL.
+        p.push(("allow_other", None));
+    }
+    p
+}
+
+/// The mount flags of `o`: (wanted, mount(2) flag, fsmount attribute).
+fn mount_flags(o: &Options) -> [(bool, libc::c_ulong, libc::c_uint); 4] {
+    [
+        (o.read_only, libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (o.nodev, libc::MS_NODEV, MOUNT_ATTR_NODEV),
+        (o.nosuid, libc::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (o.noexec, libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ]
 }
 
 // The new mount API (linux/mount.h), whose constants the libc crate does not carry.
@@ -146,6 +171,7 @@ const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a string"))
@@ -168,40 +194,30 @@ fn mount_named(
     image: &Path,
     mountpoint: &Path,
     fuse: &File,
-    root_mode: u32,
+    params: &[(&'static str, Option<String>)],
     o: &Options,
 ) -> io::Result<()> {
-    let (device, image, mountpoint) = (
+    let (device, image) = (
         cstr(device.as_os_str().as_bytes())?,
         cstr(image.as_os_str().as_bytes())?,
-        cstr(mountpoint.as_os_str().as_bytes())?,
     );
-    let fuse_fd = fuse.as_raw_fd();
-    let mut attrs = 0;
-    for (on, attr) in [
-        (o.read_only, MOUNT_ATTR_RDONLY),
-        (o.nodev, MOUNT_ATTR_NODEV),
-        (o.nosuid, MOUNT_ATTR_NOSUID),
-        (o.noexec, MOUNT_ATTR_NOEXEC),
-    ] {
-        if on {
-            attrs |= attr;
-        }
-    }
-    let mut params = vec![
-        ("fd".to_string(), Some(fuse_fd.to_string())),
-        ("rootmode".into(), Some(format!("{root_mode:o}"))),
-        ("user_id".into(), Some("0".into())),
-        ("group_id".into(), Some("0".into())),
-        ("blksize".into(), Some("4096".into())),
-        ("subtype".into(), Some("lfs-fuse".into())),
-        ("default_permissions".into(), None),
-    ];
-    if o.allow_other || o.allow_root {
-        params.push(("allow_other".into(), None));
-    }
+    // Named by a descriptor taken now: back in the daemon's namespace, setns has reset
+    // the thread's root and working directory, and a path could resolve elsewhere (a
+    // chroot whose root is a mount point).
+    let target = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(mountpoint)?;
+    let attrs = mount_flags(o)
+        .iter()
+        .filter(|f| f.0)
+        .fold(0, |acc, f| acc | f.2);
+    let mut params: Vec<(&str, Option<String>)> =
+        params.iter().map(|(k, v)| (*k, v.clone())).collect();
+    params.push(("fd", Some(fuse.as_raw_fd().to_string())));
+    params.push(("subtype", Some("lfs-fuse".into())));
     if o.read_only {
-        params.push(("ro".into(), None));
+        params.push(("ro", None));
     }
     std::thread::scope(|s| {
         s.spawn(move || -> io::Result<()> {
@@ -283,9 +299,9 @@ fn mount_named(
                         libc::SYS_move_mount,
                         m.as_raw_fd(),
                         c"".as_ptr(),
-                        libc::AT_FDCWD,
-                        mountpoint.as_ptr(),
-                        MOVE_MOUNT_F_EMPTY_PATH,
+                        target.as_raw_fd(),
+                        c"".as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
                     ),
                     "move_mount",
                 )?;
@@ -423,15 +439,32 @@ pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     Err(io::Error::last_os_error())
 }
 
+/// The daemon's end of an auto_unmount watcher's pipe.
+pub struct Watcher(File);
+
+impl Watcher {
+    /// The daemon unmounted and is ending normally: the watcher goes without touching the
+    /// mountpoint (where a new mount may already be).
+    pub fn ended_in_order(mut self) {
+        let _ = std::io::Write::write_all(&mut self.0, b"x");
+    }
+}
+
 /// `auto_unmount` for our own mounts (fusermount3 does it for its own): a small process that
 /// waits for the daemon to die — the end of a pipe only the daemon holds — and then lazily
 /// unmounts the mountpoint, if the same mount is still there. A daemon that ends normally
-/// has unmounted already, and the watcher finds nothing to do.
-pub fn start_auto_unmount_watcher(mountpoint: &Path) -> io::Result<()> {
+/// says so first (`Watcher::ended_in_order`), and the watcher leaves.
+pub fn start_auto_unmount_watcher(mountpoint: &Path) -> io::Result<Watcher> {
     let target = CString::new(mountpoint.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
     let dev = std::fs::metadata(mountpoint)?.dev();
     let null = CString::new("/dev/null").map_err(|_| io::Error::other("NUL"))?;
+    // SAFETY: sigset_t is plain data initialized by sigemptyset.
+    let no_signals = unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        s
+    };
     let mut fds = [0; 2];
     // SAFETY: pipe2 into a local array. The read end stays open across fork, not exec.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -452,27 +485,36 @@ pub fn start_auto_unmount_watcher(mountpoint: &Path) -> io::Result<()> {
                     libc::dup2(n, std_fd);
                 }
             }
+            libc::close(fds[1]);
             let keep = fds[0] as libc::c_uint;
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                keep - 1,
-                0 as libc::c_uint,
-            );
-            libc::syscall(
+            if libc::syscall(
                 libc::SYS_close_range,
                 keep + 1,
                 libc::c_uint::MAX,
                 0 as libc::c_uint,
-            );
+            ) != 0
+            {
+                for fd in keep + 1..4096 {
+                    libc::close(fd as libc::c_int);
+                }
+            }
+            for fd in 3..keep {
+                libc::close(fd as libc::c_int);
+            }
+            // The daemon blocks SIGTERM and friends to take them in one thread; this process
+            // must die of them.
+            libc::sigprocmask(libc::SIG_SETMASK, &no_signals, std::ptr::null_mut());
             // Away from the daemon's session and signals (a Ctrl-C for the daemon in the
             // foreground must not kill the watcher first).
             libc::setsid();
             let mut b = 0u8;
             loop {
                 let n = libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
-                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                    break;
+                if n == 1 {
+                    libc::_exit(0); // the daemon ended in order
+                }
+                if n == 0 || *libc::__errno_location() != libc::EINTR {
+                    break; // the daemon died
                 }
             }
             let mut st: libc::stat = std::mem::zeroed();
@@ -485,12 +527,48 @@ pub fn start_auto_unmount_watcher(mountpoint: &Path) -> io::Result<()> {
             libc::_exit(0)
         },
         _ => {
-            // SAFETY: the read end is the child's now; the write end stays open in the daemon
-            // (deliberately leaked: it must live exactly as long as this process).
-            unsafe { libc::close(fds[0]) };
-            Ok(())
+            // SAFETY: the read end is the child's now; the write end is the daemon's alone.
+            unsafe {
+                libc::close(fds[0]);
+                Ok(Watcher(File::from_raw_fd(fds[1])))
+            }
         }
     }
+}
+
+/// Whether this kernel lets us bound a mount's dirty data in bytes (`max_bytes`, 6.2+).
+pub fn kernel_bounds_cache() -> bool {
+    std::fs::read_dir("/sys/class/bdi")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .is_some_and(|e| e.path().join("max_bytes").exists())
+}
+
+/// What the kernel lets a FUSE mount hold dirty by default: 1% (its `max_ratio`) of the
+/// global dirty threshold (`vm.dirty_bytes`, else `vm.dirty_ratio` of memory).
+pub fn default_dirty_bound() -> u64 {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let threshold = match read("/proc/sys/vm/dirty_bytes") {
+        Some(b) if b > 0 => b,
+        _ => {
+            let mem_kib = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("MemTotal:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+                .unwrap_or(16 << 20);
+            mem_kib * 1024 / 100 * read("/proc/sys/vm/dirty_ratio").unwrap_or(20)
+        }
+    };
+    (threshold / 100).max(1 << 20)
 }
 
 /// Slack kept for the kernel's cache beyond twice its dirty bound: its dirty throttling lets a
@@ -504,7 +582,7 @@ pub const CACHE_SLACK_BYTES: u64 = 4 << 20;
 /// kernel reports, or else a generous guess.
 pub fn bound_kernel_cache(mountpoint: &Path, capacity_bytes: u64) -> u64 {
     let want = (capacity_bytes / 64).clamp(2 << 20, 32 << 20);
-    let guess = 64 << 20;
+    let guess = default_dirty_bound();
     let Ok(st) = std::fs::metadata(mountpoint) else {
         return guess;
     };
@@ -515,7 +593,8 @@ pub fn bound_kernel_cache(mountpoint: &Path, capacity_bytes: u64) -> u64 {
         .find(|p| p.is_dir())
     else {
         tracing::warn!(
-            "no backing device info for the mount; assuming the kernel may cache 64 MiB"
+            guess_kib = guess / 1024,
+            "no backing device info for the mount; assuming the kernel's default bound"
         );
         return guess;
     };

@@ -32,7 +32,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const IMAGE_BYTES: u64 = 4 << 20;
 const SEG_BYTES: u64 = 64 << 10;
 

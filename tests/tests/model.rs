@@ -18,7 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {

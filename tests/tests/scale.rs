@@ -8,7 +8,11 @@ use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 /// Every test that writes ends here: unmount, then fsck -n -f on the image finds nothing.
 fn unmount_and_fsck(fs: Fs, dev: &Arc<dyn Device>) {

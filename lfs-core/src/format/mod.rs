@@ -5,6 +5,7 @@
 //! a [`FormatError`] for anything that does not verify; nothing here panics on bytes read
 //! from a device.
 
+pub mod acl;
 pub mod checkpoint;
 pub mod dir;
 pub mod indirect;

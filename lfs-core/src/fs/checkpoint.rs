@@ -274,7 +274,7 @@ impl Inner {
             last_commit: Instant::now(),
             appended_at_commit: 0,
             stats: Stats::default(),
-            shut_down: false,
+            shut_down: None,
             cache_reserve: 0,
             out_of_space: None,
             reservations: Default::default(),

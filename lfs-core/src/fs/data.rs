@@ -256,8 +256,11 @@ impl Inner {
                 i.new_blocks.remove(&l);
             }
             i.bmap.clear_range(st, keep, u64::MAX)?;
-            self.reservations.release_from(ino, keep);
         }
+        // Every truncate gives back what was preallocated past the new end (as ext4 drops
+        // KEEP_SIZE blocks beyond it), even to the same size.
+        self.reservations
+            .release_from(ino, size.div_ceil(BLOCK_BYTES));
         let t = now();
         let i = self.inode(ino)?;
         i.d.size = size;

@@ -6,6 +6,7 @@
 //! Files here: `inode` (cached inodes, loading and flushing), `ops` (namespace operations),
 //! `data` (read, write, truncate, fallocate), `xattr`, `checkpoint` (checkpoint, mount, mkfs).
 
+mod acl;
 mod check;
 mod checkpoint;
 mod clean;
@@ -123,6 +124,9 @@ pub struct Attr {
 pub struct Creds {
     pub uid: u32,
     pub gid: u32,
+    /// The creator's umask, applied to a new inode's mode unless its directory has a
+    /// default ACL (which then takes its place, as POSIX says).
+    pub umask: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,8 +228,8 @@ pub(crate) struct Inner {
     pub appended_at_commit: u64,
     pub stats: Stats,
     /// [`Fs::shutdown`] ran: the final checkpoint is written and the device released; no
-    /// more writes.
-    pub shut_down: bool,
+    /// more writes. Holds how the final checkpoint went, for every later caller.
+    pub shut_down: Option<std::result::Result<(), String>>,
     /// Blocks kept free for data the kernel's writeback cache holds: writes from that cache
     /// may use them, nothing else may (`Admit`). 0 without such a cache.
     pub cache_reserve: u64,
@@ -253,6 +257,7 @@ pub(crate) enum Admit {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutOfSpace {
     pub asked_blocks: u64,
+    pub free_blocks: u64,
     pub killed_bytes: u64,
     pub lacking_bytes: u64,
 }
@@ -290,7 +295,7 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let g = self.lock();
-        if g.shut_down {
+        if g.shut_down.is_some() {
             return Err(FsError::ShutDown);
         }
         if g.st.log.as_ref().is_some_and(|l| l.backend.poisoned()) {
@@ -441,20 +446,24 @@ impl Fs {
     /// the file holds space fallocate granted (its writes draw on that); NoSpace otherwise.
     pub fn admit_cached_writer(&self, ino: u64) -> Result<()> {
         let mut g = self.lock_rw()?;
-        if g.reservations.holds(ino) {
+        // Its writes draw on the reservation while it covers what the kernel may hold.
+        if g.reservations.unwritten(ino) * 2 >= g.cache_reserve {
             return Ok(());
         }
         g.check_space(0, Admit::Data)
     }
-    /// Blocks that could be written now without cleaning and keep every reserve: cheap
-    /// (no walk over the segments), for deciding how careful a caller must be.
+    /// Blocks that could still be written, cleaning what can be cleaned, keeping every
+    /// reserve — roughly (dead space counts less a 32nd for what moving live blocks costs,
+    /// as `statfs` counts it) and cheaply (no walk over the segments): for deciding how
+    /// careful a caller must be, not for promising anything.
     pub fn headroom_blocks(&self) -> u64 {
         let g = self.lock();
         let sb = &g.st.sb;
         let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64
             + g.cache_reserve
             + g.reservations.total();
-        g.st.free_blocks()
+        let reclaimable = g.st.usage.reclaimable_bytes() / crate::format::BLOCK_BYTES;
+        (g.st.free_blocks() + reclaimable - reclaimable / 32)
             .saturating_sub(g.pending_blocks() + reserve)
     }
     /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
@@ -574,13 +583,13 @@ impl Fs {
     /// to whoever opens it next — what FUSE_DESTROY needs while the session still holds the
     /// filesystem, so that `umount` returns with the image durable and free. Idempotent: a
     /// second call does nothing. On an error the filesystem is shut down all the same (the
-    /// roll-forward at the next mount recovers what the last flush made durable).
+    /// roll-forward at the next mount recovers what the last flush made durable); a later
+    /// call reports that error again.
     pub fn shutdown(&self) -> Result<()> {
         let mut g = self.lock();
-        if g.shut_down {
-            return Ok(());
+        if let Some(r) = &g.shut_down {
+            return r.clone().map_err(FsError::Damaged);
         }
-        g.shut_down = true;
         let poisoned = g.st.log.as_ref().is_some_and(|l| l.backend.poisoned());
         let r = if self.read_only {
             Ok(())
@@ -593,7 +602,13 @@ impl Fs {
             log.backend.stop();
         }
         g.st.dev.release();
+        g.shut_down = Some(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         r
+    }
+
+    /// Whether [`Fs::shutdown`] ran.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shut_down.is_some()
     }
 }
 

@@ -124,9 +124,11 @@ impl Inner {
             return Err(FsError::Invalid("use mkdir or symlink"));
         }
         self.prepare_create(parent, name)?;
-        let mut mode = mode;
+        let inherited = self.inherit_acl(parent, mode, creds.umask)?;
+        let mut mode = (mode & S_IFMT) | inherited.perm;
         let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
         let ino = self.new_inode(mode, uid, gid, rdev, parent)?;
+        self.store_inherited(ino, inherited)?;
         self.add_entry(parent, name, ino, kind)?;
         self.getattr(ino)
     }
@@ -142,9 +144,11 @@ impl Inner {
         if self.inode(parent)?.d.nlink >= LINK_MAX {
             return Err(FsError::TooManyLinks);
         }
-        let mut mode = S_IFDIR | (perm & 0o7777);
+        let inherited = self.inherit_acl(parent, S_IFDIR | (perm & 0o7777), creds.umask)?;
+        let mut mode = S_IFDIR | inherited.perm;
         let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
         let ino = self.new_inode(mode, uid, gid, 0, parent)?;
+        self.store_inherited(ino, inherited)?;
         self.add_entry(parent, name, ino, FileKind::Directory)?;
         self.inode(parent)?.d.nlink += 1;
         self.touch(parent);
@@ -509,7 +513,9 @@ impl Inner {
         let i = self.inode(ino)?;
         if let Some(mode) = set.mode {
             i.d.mode = (i.d.mode & S_IFMT) | (mode & 0o7777);
+            self.chmod_acl(ino)?;
         }
+        let i = self.inode(ino)?;
         let chown = set.chown || set.uid.is_some() || set.gid.is_some();
         if let Some(uid) = set.uid {
             i.d.uid = uid;
@@ -628,7 +634,7 @@ impl Inner {
         let promised = self.reservations.total().saturating_sub(credit);
         let reserve = promised
             + match kind {
-                Admit::Meta => cleaner / 2,
+                Admit::Meta => cleaner / 2 + self.cache_reserve,
                 Admit::Cached => cleaner,
                 Admit::Data => cleaner + self.cache_reserve,
             };
@@ -637,9 +643,12 @@ impl Inner {
             return Ok(());
         }
         if let Some(m) = self.out_of_space {
+            // Nothing changed that could help since the last refusal: not enough died, no
+            // room appeared (the background cleaner makes some), no segment awaits release.
             let died = self.st.usage.killed_bytes - m.killed_bytes;
             if new_blocks + reserve >= m.asked_blocks
                 && died <= m.lacking_bytes
+                && self.st.free_blocks() <= m.free_blocks
                 && self.st.usage.freed().is_empty()
             {
                 return Err(FsError::NoSpace);
@@ -649,6 +658,7 @@ impl Inner {
         self.out_of_space = match r {
             Err(FsError::NoSpace) => Some(OutOfSpace {
                 asked_blocks: new_blocks + reserve,
+                free_blocks: self.st.free_blocks(),
                 killed_bytes: self.st.usage.killed_bytes,
                 lacking_bytes: want(self).saturating_sub(self.st.free_blocks()) * BLOCK_BYTES,
             }),

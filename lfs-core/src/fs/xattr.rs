@@ -21,7 +21,7 @@ impl Inner {
         Ok(())
     }
 
-    fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
+    pub(super) fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
         let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
@@ -62,6 +62,9 @@ impl Inner {
         }
         if XATTR_ENTRY_HEADER + name.len() + value.len() > XATTR_CAPACITY {
             return Err(FsError::NoSpace);
+        }
+        if super::acl::is_acl(name) {
+            return self.set_acl(ino, name, value);
         }
         self.check_space(2, Admit::Meta)?;
         let x = self.xattrs(ino)?;

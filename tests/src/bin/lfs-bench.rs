@@ -23,7 +23,11 @@ use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 
 fn usage() -> ! {
     eprintln!(

@@ -24,7 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ROOT: u64 = 1;
-const C: Creds = Creds { uid: 0, gid: 0 };
+const C: Creds = Creds {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const MIB: u64 = 1 << 20;
 
 struct Args {
