@@ -10,6 +10,7 @@ PREFIX=${PREFIX:-/usr/local}
 cargo install --locked --path mkfs-lfs --root "$PREFIX"
 cargo install --locked --path lfs-fuse --root "$PREFIX"
 cargo install --locked --path lfs-tools --root "$PREFIX"
+cargo install --locked --path lfs-cleaner --root "$PREFIX"
 ln -sf mkfs-lfs "$PREFIX/bin/mkfs.lfs"
 ln -sf fsck-lfs "$PREFIX/bin/fsck.lfs"
-echo "installed mkfs-lfs, mkfs.lfs, lfs-fuse, fsck-lfs, fsck.lfs and lfs-inspect in $PREFIX/bin"
+echo "installed mkfs-lfs, mkfs.lfs, lfs-fuse, fsck-lfs, fsck.lfs, lfs-inspect and lfs-cleaner in $PREFIX/bin"

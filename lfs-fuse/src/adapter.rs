@@ -40,6 +40,10 @@ const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
 /// getxattr; keeping the mode in step and inheriting default ACLs is the engine's
 /// (`lfs-core/src/fs/acl.rs`).
 const FUSE_POSIX_ACL: u32 = 1 << 20;
+/// FUSE_EXPORT_SUPPORT (ABI 7.10): the kernel may look an inode up by its number alone
+/// (LOOKUP of "." and ".."), so file handles outlive the kernel's inode cache:
+/// open_by_handle_at and NFS export work; a deleted inode answers ESTALE.
+const FUSE_EXPORT_SUPPORT: u32 = 1 << 4;
 /// FUSE_DONT_MASK (ABI 7.12): the kernel passes the create mode unmasked and the umask
 /// beside it, for a directory's default ACL takes the umask's place.
 const FUSE_DONT_MASK: u32 = 1 << 6;
@@ -378,6 +382,12 @@ impl Filesystem for Adapter {
         }
         // Without it the kernel kills privileges itself, at the price of a GETXATTR per write.
         self.killpriv = config.add_capabilities(FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        if let Err(e) = config.add_capabilities(FUSE_EXPORT_SUPPORT) {
+            tracing::warn!(
+                unsupported = e,
+                "kernel without FUSE export support: no file handles"
+            );
+        }
         if let Err(e) = config.add_capabilities(FUSE_POSIX_ACL | FUSE_DONT_MASK) {
             tracing::warn!(
                 unsupported = e,
@@ -711,8 +721,13 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        // Counted as open, as files are: a directory removed (or renamed over) while open
+        // lives on, empty with no links, until its last release (fstat works, as on ext4).
         match self.fs.getattr(ino) {
-            Ok(a) if a.kind == FileKind::Directory => reply.opened(0, 0),
+            Ok(a) if a.kind == FileKind::Directory => match self.fs.open(ino) {
+                Ok(_) => reply.opened(0, 0),
+                Err(e) => reply.error(errno(&e)),
+            },
             Ok(_) => reply.error(libc::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -747,12 +762,12 @@ impl Filesystem for Adapter {
     fn releasedir(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         _fh: u64,
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        reply.ok()
+        reply_empty!(reply, self.fs.release(ino))
     }
 
     fn fsyncdir(

@@ -617,3 +617,141 @@ fn cp_a_keeps_modes() {
     );
     m.stop();
 }
+
+/// A directory removed, or renamed over, while open lives on as ext4's does: fstat shows it
+/// with no links, reading it gives nothing, and it is freed at its last close (or, after a
+/// crash, at the next mount).
+#[test]
+fn an_open_directory_outlives_its_removal() {
+    use std::os::unix::io::AsRawFd;
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    std::fs::create_dir(mnt.join("gone")).unwrap();
+    std::fs::create_dir(mnt.join("old")).unwrap();
+    std::fs::create_dir(mnt.join("new")).unwrap();
+    let gone = std::fs::File::open(mnt.join("gone")).unwrap();
+    let replaced = std::fs::File::open(mnt.join("old")).unwrap();
+    std::fs::remove_dir(mnt.join("gone")).unwrap();
+    std::fs::rename(mnt.join("new"), mnt.join("old")).unwrap();
+    for f in [&gone, &replaced] {
+        let md = f.metadata().expect("fstat of an open, removed directory");
+        assert!(md.is_dir());
+        assert_eq!(md.nlink(), 0);
+        // getdents on it: nothing (Linux answers ENOENT for a dead directory).
+        let mut buf = [0u8; 4096];
+        // SAFETY: getdents64 into a local buffer on a descriptor we own.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                f.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        assert!(n <= 0, "entries read from a removed directory");
+    }
+    drop(replaced);
+    drop(gone);
+    m.stop(); // fsck clean: both freed at their last close
+              // A crash with a removed directory still open: freed at the next mount, fsck clean.
+    let mut m = Mounted::new(&img, &mnt, &[]);
+    std::fs::create_dir(mnt.join("orphan")).unwrap();
+    let held = std::fs::File::open(mnt.join("orphan")).unwrap();
+    std::fs::remove_dir(mnt.join("orphan")).unwrap();
+    std::fs::File::open(mnt.join("."))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let mut c = m.child.take().unwrap();
+    // SAFETY: our own child, by pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+    let _ = c.wait();
+    drop(held);
+    drop(m);
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert!(!mnt.join("orphan").exists());
+    m.stop();
+}
+
+/// name_to_handle_at / open_by_handle_at, across a remount (what an NFS server restarting
+/// does): the handle opens the same file; a deleted file's handle gives ESTALE.
+#[test]
+fn file_handles_survive_a_remount_and_go_stale_with_the_file() {
+    use std::io::Read;
+    use std::os::unix::io::{AsRawFd, FromRawFd};
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        data: [u8; 128],
+    }
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    std::fs::create_dir(mnt.join("dir")).unwrap();
+    std::fs::write(mnt.join("dir/kept"), b"kept data").unwrap();
+    std::fs::write(mnt.join("dir/doomed"), b"x").unwrap();
+    let handle_of = |p: &Path| {
+        let mut h = Handle {
+            bytes: 128,
+            kind: 0,
+            data: [0; 128],
+        };
+        let mut mount_id = 0;
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a handle buffer of 128 bytes after its header, as `bytes` says.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_name_to_handle_at,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                &mut h as *mut Handle,
+                &mut mount_id as *mut i32,
+                0,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        );
+        h
+    };
+    let mut kept = handle_of(&mnt.join("dir/kept"));
+    let mut dir = handle_of(&mnt.join("dir"));
+    let mut doomed = handle_of(&mnt.join("dir/doomed"));
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    std::fs::remove_file(mnt.join("dir/doomed")).unwrap();
+    let root = std::fs::File::open(&mnt).unwrap();
+    let open = |h: &mut Handle, flags: i32| -> Result<std::fs::File, i32> {
+        // SAFETY: open_by_handle_at with a handle from name_to_handle_at.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                root.as_raw_fd(),
+                h as *mut Handle,
+                flags,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        }
+        // SAFETY: a descriptor the kernel just gave us.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+    };
+    let mut s = String::new();
+    open(&mut kept, libc::O_RDONLY)
+        .expect("the file's handle after a remount")
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "kept data");
+    let d = open(&mut dir, libc::O_RDONLY | libc::O_DIRECTORY).expect("the directory's handle");
+    assert!(d.metadata().unwrap().is_dir());
+    // The deleted file: the kernel may still hold the inode (unlinked: ESTALE from it), or
+    // ask us (a freed inode: ESTALE).
+    assert_eq!(open(&mut doomed, libc::O_RDONLY).err(), Some(libc::ESTALE));
+    drop(d);
+    drop(root);
+    m.stop();
+}

@@ -58,10 +58,9 @@ impl Inner {
             return Err(FsError::NameTooLong);
         }
         let ino = match name {
-            b"." => {
-                self.dir(parent)?;
-                parent
-            }
+            // Any inode's ".": the kernel looks a file handle's inode up this way
+            // (open_by_handle_at, NFS export), whatever its type.
+            b"." => parent,
             b".." => {
                 self.dir(parent)?;
                 self.inode(parent)?.d.parent
