@@ -755,3 +755,53 @@ fn file_handles_survive_a_remount_and_go_stale_with_the_file() {
     drop(root);
     m.stop();
 }
+
+/// With the writeback cache the data reaches us seconds after write(2); the times a file
+/// shows must stay those of the writes, across a remount: one descriptor, two descriptors
+/// writing in turn, truncate then write with the file held open.
+#[test]
+fn times_are_those_of_the_writes_not_of_the_flush() {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::FileExt;
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let times = |p: &Path| {
+        let md = std::fs::metadata(p).unwrap();
+        (md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec())
+    };
+    let mut seen = Vec::new();
+    // One descriptor.
+    let p1 = mnt.join("one");
+    let mut f = std::fs::File::create(&p1).unwrap();
+    f.write_all(&vec![1u8; 8 << 20]).unwrap();
+    seen.push((p1.clone(), times(&p1)));
+    // Two descriptors writing in turn.
+    let p2 = mnt.join("two");
+    let a = std::fs::File::create(&p2).unwrap();
+    let b = std::fs::OpenOptions::new().write(true).open(&p2).unwrap();
+    a.write_at(&vec![2u8; 4 << 20], 0).unwrap();
+    b.write_at(&vec![3u8; 4 << 20], 4 << 20).unwrap();
+    seen.push((p2.clone(), times(&p2)));
+    // Truncate, then write, the file held open.
+    let p3 = mnt.join("three");
+    let mut c = std::fs::File::create(&p3).unwrap();
+    c.write_all(&[4u8; 80_000]).unwrap();
+    c.set_len(1000).unwrap();
+    c.seek(std::io::SeekFrom::End(0)).unwrap();
+    c.write_all(&vec![5u8; 8 << 20]).unwrap();
+    seen.push((p3.clone(), times(&p3)));
+    // Let the flush come well after the writes, then close and unmount.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop((f, a, b, c));
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    for (p, t) in &seen {
+        assert_eq!(
+            times(p),
+            *t,
+            "{} changed its times at the flush",
+            p.display()
+        );
+    }
+    m.stop();
+}

@@ -170,11 +170,18 @@ impl Inner {
             let grown = self.pending_blocks().saturating_sub(pending_before);
             self.reservations.consume(ino, first, last + 1, grown);
         }
-        let t = now();
         let i = self.inode(ino)?;
         i.d.size = i.d.size.max(end);
-        i.d.mtime = t;
-        i.d.ctime = t;
+        // Data from the kernel's writeback cache arrives seconds after the write(2), and
+        // the kernel, which owns the times of a file with cached writes, sends the write's
+        // own mtime and ctime in a SETATTR of its own (before or after this, on another
+        // thread): stamping the arrival time here made a file's times move to its flush
+        // time across a remount, and rsync and make saw changes that did not happen.
+        if !cached {
+            let t = now();
+            i.d.mtime = t;
+            i.d.ctime = t;
+        }
         self.touch(ino);
         Ok(data.len() as u32)
     }
