@@ -37,6 +37,39 @@ pub fn max_lblocks() -> u64 {
     tree_base(NINDIRECT as u8 + 1)
 }
 
+/// The first mapped logical block in `[from, to)` under `node`, which covers the blocks from
+/// `first` on.
+fn first_mapped(
+    sink: &mut dyn Sink,
+    node: &mut Node,
+    first: u64,
+    from: u64,
+    to: u64,
+) -> Result<Option<u64>> {
+    let cs = node.child_span();
+    let lo = ((from - first) / cs) as usize;
+    let hi = (((to - 1 - first) / cs) as usize).min(FANOUT - 1);
+    for idx in lo..=hi {
+        let child_first = first + idx as u64 * cs;
+        if node.height == 1 {
+            if node.ptrs[idx] != 0 {
+                return Ok(Some(child_first));
+            }
+            continue;
+        }
+        if node.ptrs[idx] == 0 && !node.children.contains_key(&idx) {
+            continue;
+        }
+        if let Some(c) = node.child(sink, idx, false)? {
+            let range = (from.max(child_first), to.min(child_first + cs));
+            if let Some(l) = first_mapped(sink, c, child_first, range.0, range.1)? {
+                return Ok(Some(l));
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[derive(Debug)]
 struct Node {
     addr: u64,
@@ -201,6 +234,28 @@ impl BlockMap {
                 }
             }
         }
+    }
+
+    /// The first logical block in `[from, to)` that maps to a block (not a hole), if any.
+    /// Empty subtrees are skipped whole, so a sparse file costs what its data costs.
+    pub fn next_mapped(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<Option<u64>> {
+        for l in from..to.min(NDIRECT as u64) {
+            if self.direct[l as usize] != 0 {
+                return Ok(Some(l));
+            }
+        }
+        for h in 1..=NINDIRECT as u8 {
+            let (base, end) = (tree_base(h), tree_base(h) + span(h));
+            if end <= from || base >= to {
+                continue;
+            }
+            if let Some(root) = self.root(sink, h, false)? {
+                if let Some(l) = first_mapped(sink, root, base, from.max(base), to.min(end))? {
+                    return Ok(Some(l));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Point logical block `l` at `addr` (0 makes a hole); returns the old address. The

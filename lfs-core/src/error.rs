@@ -35,6 +35,8 @@ pub enum FsError {
     NotPermitted,
     #[error("permission denied")]
     AccessDenied,
+    #[error("no data or hole at or past that offset (past the end of the file)")]
+    NoSuchOffset,
     #[error("read-only filesystem")]
     ReadOnly,
     #[error("operation not supported")]

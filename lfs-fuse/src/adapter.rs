@@ -4,8 +4,8 @@
 use crate::errno::errno;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 use lfs_core::format::inode::{FileKind, Timespec};
 use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
@@ -716,8 +716,62 @@ impl Filesystem for Adapter {
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
         let fs = self.fs.clone();
-        self.workers
-            .run(move || reply_empty!(reply, fs.fsync(ino, datasync)));
+        let notifier = self.notifier.clone();
+        self.workers.run(move || {
+            let r = fs.fsync(ino, datasync);
+            // The kernel's cached attributes predate the data it just handed us: let stat
+            // see the blocks now (st_blocks was 0 after fsync for up to the cache time).
+            if r.is_ok() {
+                if let Some(n) = notifier.get() {
+                    let _ = n.inval_inode(ino, -1, 0);
+                }
+            }
+            reply_empty!(reply, r)
+        });
+    }
+
+    fn lseek(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // The kernel asks only for these two; it seeks by itself otherwise.
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(libc::EINVAL),
+        };
+        if offset < 0 {
+            return reply.error(libc::ENXIO);
+        }
+        // The kernel does not write its dirty pages back before asking: while the file is
+        // open for writing through the cache, data may be there that we have not seen, and
+        // calling it a hole could make a sparse-aware copy (cp, tar) lose it. Then answer as
+        // if the whole file were data, which is always true enough.
+        let cached_writer = self
+            .gate
+            .handles()
+            .values()
+            .any(|h| h.ino == ino && h.cached_writer);
+        let r = if cached_writer {
+            self.fs
+                .getattr(ino)
+                .and_then(|a| match (offset as u64) < a.size {
+                    false => Err(lfs_core::FsError::NoSuchOffset),
+                    true if data => Ok(offset as u64),
+                    true => Ok(a.size),
+                })
+        } else {
+            self.fs.seek_data_or_hole(ino, offset as u64, data)
+        };
+        match r {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

@@ -20,6 +20,7 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::TooBig => libc::E2BIG,
         FsError::NotPermitted => libc::EPERM,
         FsError::AccessDenied => libc::EACCES,
+        FsError::NoSuchOffset => libc::ENXIO,
         FsError::ReadOnly => libc::EROFS,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::Stale(_) => libc::ESTALE,

@@ -805,3 +805,54 @@ fn times_are_those_of_the_writes_not_of_the_flush() {
     }
     m.stop();
 }
+
+/// SEEK_DATA / SEEK_HOLE as ext4 answers them (a sparse file's data and holes, block by
+/// block; ENXIO at the end), and honest st_blocks right after fsync.
+#[test]
+fn seek_data_and_hole_and_blocks_after_fsync() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let p = mnt.join("sparse");
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(&[1u8; 4096]).unwrap();
+    f.write_at(&[2u8; 8192], 8 << 20).unwrap();
+    f.set_len(16 << 20).unwrap(); // a hole to the end
+    f.sync_all().unwrap();
+    // Three data blocks (and the tree nodes that map them), counted at once.
+    let blocks = f.metadata().unwrap().blocks();
+    assert!(
+        (3 * 8..=8 * 8).contains(&blocks),
+        "st_blocks {blocks} right after fsync"
+    );
+    drop(f);
+    let f = std::fs::File::open(&p).unwrap();
+    let seek = |off: i64, whence: i32| -> Result<i64, i32> {
+        // SAFETY: lseek on a descriptor we own.
+        let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(r)
+        }
+    };
+    let (data, hole) = (libc::SEEK_DATA, libc::SEEK_HOLE);
+    assert_eq!(seek(0, data), Ok(0));
+    assert_eq!(seek(0, hole), Ok(4096));
+    assert_eq!(seek(100, hole), Ok(4096));
+    assert_eq!(seek(4096, data), Ok(8 << 20));
+    assert_eq!(seek((8 << 20) + 5, data), Ok((8 << 20) + 5));
+    assert_eq!(seek(8 << 20, hole), Ok((8 << 20) + 8192));
+    assert_eq!(
+        seek((8 << 20) + 8192, data),
+        Err(libc::ENXIO),
+        "only a hole to the end"
+    );
+    assert_eq!(seek((8 << 20) + 8192, hole), Ok((8 << 20) + 8192));
+    assert_eq!(seek(16 << 20, data), Err(libc::ENXIO));
+    assert_eq!(seek(16 << 20, hole), Err(libc::ENXIO));
+    drop(f);
+    m.stop();
+}

@@ -186,6 +186,33 @@ impl Inner {
         Ok(data.len() as u32)
     }
 
+    /// lseek(SEEK_DATA) (`data`) or lseek(SEEK_HOLE) from `offset`: the next byte of data,
+    /// or the start of the next hole (the end of the file counts as one), as ext4 answers.
+    /// Blocks buffered in memory are data. ENXIO at or past the end of the file.
+    pub(crate) fn seek_data_or_hole(&mut self, ino: u64, offset: u64, data: bool) -> Result<u64> {
+        let size = self.inode(ino)?.d.size;
+        if offset >= size {
+            return Err(FsError::NoSuchOffset);
+        }
+        let end = size.div_ceil(BLOCK_BYTES);
+        let Inner { inodes, st, .. } = self;
+        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let mut l = offset / BLOCK_BYTES;
+        if data {
+            let on_disk = i.bmap.next_mapped(st, l, end)?.unwrap_or(end);
+            let buffered = i.data.range(l..end).next().map_or(end, |(b, _)| *b);
+            l = on_disk.min(buffered);
+            if l >= end {
+                return Err(FsError::NoSuchOffset);
+            }
+        } else {
+            while l < end && (i.data.contains_key(&l) || i.bmap.get(st, l)? != 0) {
+                l += 1;
+            }
+        }
+        Ok((l * BLOCK_BYTES).clamp(offset, size))
+    }
+
     /// Zero bytes `[from, to)` of the file's blocks that exist (partial blocks only).
     fn zero_partial(&mut self, ino: u64, from: u64, to: u64) -> Result<()> {
         if from >= to {

@@ -417,6 +417,10 @@ impl Fs {
         let mut g = self.lock();
         g.release(ino)
     }
+    /// lseek's SEEK_DATA (`data`) and SEEK_HOLE from `offset` (see `Inner::seek_data_or_hole`).
+    pub fn seek_data_or_hole(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
+        self.lock().seek_data_or_hole(ino, offset, data)
+    }
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.lock().read(ino, offset, size)
     }
