@@ -459,6 +459,8 @@ fn fallocated_space_is_kept_for_its_range_and_a_full_disk_refuses_cheaply() {
     let pre = fs.create(ROOT, b"pre", 0o644, C).unwrap().ino;
     let keep = fs.create(ROOT, b"keep", 0o644, C).unwrap().ino;
     fs.fallocate(pre, 0, 4 << 20, 0).unwrap();
+    // The granted space is the file's, in st_blocks as on ext4 (xfstests generic/568).
+    assert_eq!(fs.getattr(pre).unwrap().blocks, (4 << 20) / 512);
     fs.fallocate(keep, 0, 1 << 20, lfs_core::fs::FALLOC_FL_KEEP_SIZE)
         .unwrap();
     // Fill the rest of the disk until it refuses.
@@ -500,6 +502,12 @@ fn fallocated_space_is_kept_for_its_range_and_a_full_disk_refuses_cheaply() {
     }
     fs.write(keep, 0, &data[..1 << 20]).unwrap();
     assert_eq!(fs.read(pre, 0, 4 << 20).unwrap(), data);
+    // Written, the range's blocks are the file's data now, no more and no fewer.
+    let blocks = fs.getattr(pre).unwrap().blocks;
+    assert!(
+        ((4 << 20) / 512..=(4 << 20) / 512 + 8 * 8).contains(&blocks),
+        "{blocks}"
+    );
     // Space freed by a delete makes writing possible again at once.
     fs.unlink(ROOT, b"hog").unwrap();
     fs.write(pre, 4 << 20, &chunk).unwrap();

@@ -856,3 +856,30 @@ fn seek_data_and_hole_and_blocks_after_fsync() {
     drop(f);
     m.stop();
 }
+
+/// `mount -o remount,ro` and back, as on ext4: writes get EROFS in between, and work again.
+#[test]
+fn remount_read_only_and_back() {
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    std::fs::write(mnt.join("before"), b"1").unwrap();
+    let remount = |how: &str| {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o remount,{how}");
+    };
+    remount("ro");
+    let e = std::fs::write(mnt.join("during"), b"2").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(std::fs::read(mnt.join("before")).unwrap(), b"1");
+    remount("rw");
+    std::fs::write(mnt.join("after"), b"3").unwrap();
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert!(mnt.join("before").exists() && mnt.join("after").exists());
+    assert!(!mnt.join("during").exists());
+    m.stop();
+}

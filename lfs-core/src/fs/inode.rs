@@ -175,7 +175,14 @@ impl Inner {
     }
 
     pub(crate) fn getattr(&mut self, ino: u64) -> Result<Attr> {
-        Ok(self.inode(ino)?.attr())
+        let mut a = self.inode(ino)?.attr();
+        // Space fallocate granted counts as the file's, as on ext4 (its unwritten extents
+        // are in i_blocks): writing into it then does not grow st_blocks, and du sees it.
+        let reserved = self.reservations.unwritten(ino);
+        a.blocks = a
+            .blocks
+            .saturating_add(reserved.saturating_mul(crate::format::BLOCK_BYTES / 512));
+        Ok(a)
     }
 
     /// Mark an inode dirty and bring the global dirty counters up to date with it.
