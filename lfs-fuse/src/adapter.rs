@@ -853,7 +853,7 @@ impl Filesystem for Adapter {
 
     fn setxattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         name: &OsStr,
         value: &[u8],
@@ -863,7 +863,13 @@ impl Filesystem for Adapter {
     ) {
         reply_empty!(
             reply,
-            self.fs.setxattr(ino, name.as_bytes(), value, flags as u32)
+            self.fs.setxattr_by(
+                ino,
+                name.as_bytes(),
+                value,
+                flags as u32,
+                (req.uid() != 0).then(|| req.gid())
+            )
         )
     }
 

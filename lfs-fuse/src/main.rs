@@ -39,6 +39,12 @@ fn main() -> ExitCode {
         }
         Err(e) => return fail(&e),
     };
+    if o.remount {
+        return match mount::remount(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("remount {}: {e}", o.mountpoint.display())),
+        };
+    }
     if let Err(e) = preflight(&o) {
         return fail(&e);
     }

@@ -421,6 +421,32 @@ fn loop_device_over(image: &Path, read_only: bool) -> io::Result<(PathBuf, File)
     Err(last)
 }
 
+/// `mount -o remount,…` through mount.fuse3: the live mount on `o.mountpoint` takes the
+/// flags of `o` (ro/rw, nodev, nosuid, noexec). The kernel lets a FUSE superblock change
+/// only these; it writes the kernel's dirty pages to the daemon first, and the daemon's
+/// commit interval makes them durable.
+pub fn remount(o: &Options) -> io::Result<()> {
+    let target = cstr(o.mountpoint.as_os_str().as_bytes())?;
+    let flags = mount_flags(o)
+        .iter()
+        .filter(|f| f.0)
+        .fold(libc::MS_REMOUNT, |acc, f| acc | f.1);
+    // SAFETY: umount's sibling: a valid path, no source, type or data.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Unmount `mountpoint`: a plain umount, which for fuseblk returns once our FUSE_DESTROY
 /// handler has shut the filesystem down; if files are still open (EBUSY), a lazy one: the
 /// mount disappears from the namespace now and the kernel sends FUSE_DESTROY when the last

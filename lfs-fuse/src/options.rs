@@ -38,6 +38,9 @@ pub struct Options {
     pub nodev: bool,
     pub nosuid: bool,
     pub noexec: bool,
+    /// `-o remount,…` (mount(8) through mount.fuse3): change the flags of the live mount on
+    /// MOUNTPOINT instead of mounting.
+    pub remount: bool,
 }
 
 pub const USAGE: &str = "usage: lfs-fuse IMAGE MOUNTPOINT [-o opt[,opt]...] [-f] [-d]
@@ -74,6 +77,7 @@ options:
   -o nodev | dev           refuse / allow device files (default dev, as ext4 for root)
   -o nosuid | suid         ignore / honour set-ID bits (default suid)
   -o noexec | exec         refuse / allow execution (default exec)
+  -o remount,ro | remount,rw    change the live mount on MOUNTPOINT (also the flags above)
 generic options from mount(8) / fstab (defaults, atime, nofail, _netdev, x-*, ...) are
 accepted and ignored.";
 
@@ -165,6 +169,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         nodev: false,
         nosuid: false,
         noexec: false,
+        remount: false,
     };
     for opt in opts {
         let (k, v) = match opt.split_once('=') {
@@ -237,6 +242,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             ("nosuid", None) => o.nosuid = true,
             ("exec", None) => o.noexec = false,
             ("noexec", None) => o.noexec = true,
+            ("remount", None) => o.remount = true,
             _ if generic(&opt) => {}
             _ => return Err(format!("unknown option '{opt}' (see lfs-fuse --help)")),
         }

@@ -577,6 +577,17 @@ fn posix_acls_are_enforced_inherited_and_kept_in_step_with_the_mode() {
     assert!(s.contains("default:user:nobody:rwx"), "{s}");
     let (rc, err) = as_nobody(&format!("echo hi > {m_}/inherit/file"));
     assert_eq!(rc, 0, "the inherited ACL was not enforced: {err}");
+    // The owner outside the file's group sets an ACL: the set-group-ID bit goes, as with
+    // chmod (xfstests generic/375); inside the group it stays.
+    for (gid, kept) in [(65534, true), (0, false)] {
+        sh(&format!(
+            "cd {m_} && rm -f sgid && touch sgid && chown 65534:{gid} sgid && chmod 2755 sgid"
+        ));
+        let (rc, err) = as_nobody(&format!("setfacl -m u::rwx,g::rwx,o::rwx {m_}/sgid"));
+        assert_eq!(rc, 0, "{err}");
+        let mode = std::fs::metadata(mnt.join("sgid")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o2000 != 0, kept, "group {gid}: mode {mode:o}");
+    }
     m.stop();
     // All of it survives a remount.
     let m = Mounted::new(&img, &mnt, &["-o", "allow_other"]);
@@ -877,6 +888,18 @@ fn remount_read_only_and_back() {
     assert_eq!(std::fs::read(mnt.join("before")).unwrap(), b"1");
     remount("rw");
     std::fs::write(mnt.join("after"), b"3").unwrap();
+    // The same through the mount helper's way: `lfs-fuse IMG MNT -o remount,ro`.
+    for how in ["remount,ro", "remount,rw"] {
+        let st = Command::new(bin("lfs-fuse"))
+            .arg(&img)
+            .arg(&mnt)
+            .args(["-o", how])
+            .status()
+            .unwrap();
+        assert!(st.success(), "lfs-fuse -o {how}");
+        let e = std::fs::write(mnt.join("helper"), b"4");
+        assert_eq!(e.is_err(), how.ends_with("ro"), "{how}: {e:?}");
+    }
     m.stop();
     let m = Mounted::new(&img, &mnt, &[]);
     assert!(mnt.join("before").exists() && mnt.join("after").exists());

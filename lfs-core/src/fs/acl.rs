@@ -8,6 +8,7 @@
 //! the default ACL too; a default ACL belongs to directories only.
 
 use super::inode::now;
+use super::ops::S_ISGID;
 use super::{Admit, Inner};
 use crate::error::{FsError, Result};
 use crate::format::acl::Acl;
@@ -47,8 +48,17 @@ impl Inner {
         }
     }
 
-    /// setxattr of `system.posix_acl_access` or `_default` (an empty value removes it).
-    pub(crate) fn set_acl(&mut self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+    /// setxattr of `system.posix_acl_access` or `_default` (an empty value removes it), by a
+    /// caller in group `caller_gid` (None: privileged). Setting an access ACL changes the
+    /// mode, and a caller outside the file's group loses its set-group-ID bit, as chmod does
+    /// (`posix_acl_update_mode`).
+    pub(crate) fn set_acl(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        caller_gid: Option<u32>,
+    ) -> Result<()> {
         let acl = if value.is_empty() {
             None
         } else {
@@ -92,6 +102,9 @@ impl Inner {
         let i = self.inode(ino)?;
         if let Some(p) = perm {
             i.d.mode = (i.d.mode & !0o777) | p;
+            if caller_gid.is_some_and(|g| g != i.d.gid) {
+                i.d.mode &= !S_ISGID;
+            }
         }
         i.xattr_dirty = true;
         i.d.ctime = now();

@@ -496,8 +496,21 @@ impl Fs {
         self.lock().listxattr(ino)
     }
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        self.setxattr_by(ino, name, value, flags, None)
+    }
+    /// [`Fs::setxattr`] by an unprivileged caller whose group is `caller_gid` (None:
+    /// privileged): setting an access ACL then clears the set-group-ID bit of a file
+    /// outside that group, as chmod would.
+    pub fn setxattr_by(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+        caller_gid: Option<u32>,
+    ) -> Result<()> {
         let mut g = self.lock_rw()?;
-        g.setxattr(ino, name, value, flags)?;
+        g.setxattr(ino, name, value, flags, caller_gid)?;
         g.after_write()
     }
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::format::inode::{FileKind, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 use crate::usage::SegState;
 
-const S_ISGID: u32 = 0o2000;
+pub(crate) const S_ISGID: u32 = 0o2000;
 const S_ISUID: u32 = 0o4000;
 
 /// `mode` without set-user-ID, and without set-group-ID when the group may execute (without
@@ -574,9 +574,12 @@ impl Inner {
         // Nor is the room kept for what the kernel's writeback cache holds: a writer meets
         // ENOSPC when only that is left (`check_space`).
         let usable = total - reserve;
-        let avail = free
-            .saturating_sub(reserve + self.cache_reserve + self.reservations.total())
-            .min(usable);
+        let room = free.saturating_sub(reserve + self.cache_reserve + self.reservations.total());
+        // Less what writing it costs the log besides the data (tree nodes, summaries,
+        // inodes, segment tails: about 1.6%, counted generously as a 32nd), so that what df
+        // says is free can be written — or preallocated in one fallocate, whose reservation
+        // includes that overhead (reserve.rs).
+        let avail = (room - room / 32).min(usable);
         StatFs {
             block_size: BLOCK_SIZE as u32,
             blocks: usable,

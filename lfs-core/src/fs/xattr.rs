@@ -52,6 +52,7 @@ impl Inner {
         name: &[u8],
         value: &[u8],
         flags: u32,
+        caller_gid: Option<u32>,
     ) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
@@ -64,7 +65,7 @@ impl Inner {
             return Err(FsError::NoSpace);
         }
         if super::acl::is_acl(name) {
-            return self.set_acl(ino, name, value);
+            return self.set_acl(ino, name, value, caller_gid);
         }
         self.check_space(2, Admit::Meta)?;
         let x = self.xattrs(ino)?;
