@@ -16,12 +16,14 @@ TESTS=("$@")
 XDIR=${XFSTESTS_DIR:-/var/tmp/lfs-xfstests}
 SRC=$XDIR/xfstests
 
+# Some tests' awk scripts need gawk (asort); Debian's default awk is mawk.
+command -v gawk > /dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gawk > /dev/null; }
 if [ ! -x "$SRC/ltp/fsstress" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq autoconf automake libtool libtool-bin make gcc pkg-config xfsprogs \
     xfslibs-dev uuid-dev uuid-runtime libattr1-dev libacl1-dev libaio-dev liburing-dev \
-    libgdbm-dev libcap-dev attr acl bc dump psmisc quota fio e2fsprogs > /dev/null
+    libgdbm-dev libcap-dev attr acl bc dump psmisc quota fio e2fsprogs gawk > /dev/null
   mkdir -p "$XDIR"
   tar -xzf "$(ls "$ROOT"/../shared/peer-suites/xfstests-*.tar.gz | head -1)" -C "$XDIR"
   make -C "$SRC" -j2 > "$XDIR/make.log" 2>&1 || { tail -30 "$XDIR/make.log"; exit 1; }

@@ -240,14 +240,33 @@ fn mount_and_run(
     set: &libc::sigset_t,
     report: &mut Option<std::fs::File>,
 ) -> Result<(), String> {
-    let dev = FileDevice::open(
-        &o.image,
-        OpenOptions {
-            read_only: o.read_only,
-            direct: o.direct_io,
-            lock: true,
-        },
-    )
+    let open = || {
+        FileDevice::open(
+            &o.image,
+            OpenOptions {
+                read_only: o.read_only,
+                direct: o.direct_io,
+                lock: true,
+            },
+        )
+    };
+    // An image locked but mounted nowhere is most likely being unmounted this very moment
+    // (`umount & mount`, as xfstests generic/604 does, or a remount script): the final
+    // checkpoint takes a moment. Wait for it, as a kernel filesystem's mount waits for the
+    // old superblock, but not for a live mount (refused at once) nor forever.
+    let started = std::time::Instant::now();
+    let dev = loop {
+        match open() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && !mount::is_mounted_source(&o.image)
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => break r,
+        }
+    }
     .map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             format!(

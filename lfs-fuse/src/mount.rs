@@ -32,7 +32,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -421,6 +421,57 @@ fn loop_device_over(image: &Path, read_only: bool) -> io::Result<(PathBuf, File)
     Err(last)
 }
 
+/// Whether `image` is the source of a mount in this namespace (ours show the image's path;
+/// a mount through a loop device shows the device, whose backing file is the image).
+pub fn is_mounted_source(image: &Path) -> bool {
+    let Ok(image) = std::fs::canonicalize(image) else {
+        return false;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| {
+        // Fields after the " - " separator: type, source, options.
+        let Some(source) = l.split(" - ").nth(1).and_then(|r| r.split(' ').nth(1)) else {
+            return false;
+        };
+        let source = PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(source)));
+        let source = source.as_path();
+        source == image
+            || std::fs::metadata(source)
+                .ok()
+                .filter(|m| m.file_type().is_block_device())
+                .and_then(|m| {
+                    let (maj, min) = (libc::major(m.rdev()), libc::minor(m.rdev()));
+                    std::fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/loop/backing_file"))
+                        .ok()
+                })
+                .is_some_and(|b| Path::new(b.trim_end()) == image)
+    })
+}
+
+/// mountinfo's escapes: a space, tab, newline or backslash in a path is written `\ooo`.
+fn unescape_octal(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                let v = (d[0] - b'0') as u16 * 64 + (d[1] - b'0') as u16 * 8 + (d[2] - b'0') as u16;
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// `mount -o remount,…` through mount.fuse3: the live mount on `o.mountpoint` takes the
 /// flags of `o` (ro/rw, nodev, nosuid, noexec). The kernel lets a FUSE superblock change
 /// only these; it writes the kernel's dirty pages to the daemon first, and the daemon's
@@ -641,6 +692,12 @@ pub fn bound_kernel_cache(mountpoint: &Path, capacity_bytes: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(super::unescape_octal(r"/tmp/a\040b\134c"), b"/tmp/a b\\c");
+        assert_eq!(super::unescape_octal(r"/x\09"), b"/x\\09");
+    }
+
     #[test]
     fn the_loop_structures_match_the_kernel() {
         // linux/loop.h: struct loop_info64 is 232 bytes, struct loop_config 304 (also checked

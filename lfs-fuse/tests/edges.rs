@@ -403,3 +403,38 @@ fn a_write_past_the_size_limit_gets_efbig() {
     drop(f);
     m.stop();
 }
+
+/// `umount & mount` (xfstests generic/604): the new mount waits for the old daemon's final
+/// checkpoint instead of failing on the image's lock; a mount over a live one still fails
+/// at once.
+#[test]
+fn a_mount_racing_the_previous_unmount_waits_for_it() {
+    let (d, img, mnt) = setup("64M");
+    let mut m = Mounted::new(&img, &mnt, &[]);
+    for i in 0..300 {
+        std::fs::write(mnt.join(format!("f{i}")), b"x").unwrap();
+    }
+    let mut um = Command::new("umount").arg(&mnt).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    let mut old = m.child.take().unwrap();
+    drop(m);
+    let m2 = Mounted::new(&img, &mnt, &[]);
+    assert!(um.wait().unwrap().success());
+    assert_eq!(wait_timeout(&mut old, Duration::from_secs(30)), Some(0));
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 300);
+    // A second mount of the live image elsewhere is refused at once.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let t = Instant::now();
+    let out = Command::new(bin("lfs-fuse"))
+        .arg(&img)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited on a live mount"
+    );
+    m2.stop();
+}

@@ -585,7 +585,10 @@ fn posix_acls_are_enforced_inherited_and_kept_in_step_with_the_mode() {
         ));
         let (rc, err) = as_nobody(&format!("setfacl -m u::rwx,g::rwx,o::rwx {m_}/sgid"));
         assert_eq!(rc, 0, "{err}");
-        let mode = std::fs::metadata(mnt.join("sgid")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(mnt.join("sgid"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o2000 != 0, kept, "group {gid}: mode {mode:o}");
     }
     m.stop();
