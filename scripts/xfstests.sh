@@ -41,15 +41,15 @@ cleanup() {
     mountpoint -q "$m" && umount "$m"
   done
   for l in "${LOOPS[@]:-}"; do [ -n "$l" ] && losetup -d "$l"; done
-  [ -f "$W/helper-ours" ] && rm -f "$HELPER"
+  if [ -f "$W/helper.saved" ]; then mv -f "$W/helper.saved" "$HELPER"; else rm -f "$HELPER"; fi
   rm -rf "$W/test.img" "$W/scratch.img" "$W/ext4-"*.img
 }
 trap cleanup EXIT
-if [ ! -e "$HELPER" ]; then
-  printf '#!/bin/sh\nexec %s "$@"\n' "$ROOT/target/release/lfs-fuse" > "$HELPER"
-  chmod +x "$HELPER"
-  touch "$W/helper-ours"
-fi
+# The helper always runs this checkout's lfs-fuse (one left by another checkout, or by a
+# run that was killed, would test other binaries); whatever was there comes back at exit.
+[ -e "$HELPER" ] && cp -p "$HELPER" "$W/helper.saved"
+printf '#!/bin/sh\nexec %s "$@"\n' "$ROOT/target/release/lfs-fuse" > "$HELPER"
+chmod +x "$HELPER"
 mkdir -p "$W/test" "$W/scratch" "$W/ext4-test" "$W/ext4-scratch"
 
 run() { # NAME CONFIG: prints the per-test lines and a count; returns check's status

@@ -749,22 +749,21 @@ impl Filesystem for Adapter {
             return reply.error(libc::ENXIO);
         }
         // The kernel does not write its dirty pages back before asking: while the file is
-        // open for writing through the cache, data may be there that we have not seen, and
-        // calling it a hole could make a sparse-aware copy (cp, tar) lose it. Then answer as
-        // if the whole file were data, which is always true enough.
+        // open for writing through the cache, data may be there that we have not seen — and
+        // a size: the kernel's end of file may lie past ours. Calling such data a hole could
+        // make a sparse-aware copy (cp, tar) lose it, and ENXIO past our end would be wrong
+        // (stress-ng's seek stressor caught that). Then every byte is data, and the next hole
+        // is our end of file or the offset itself: never ENXIO, never a hole before data.
         let cached_writer = self
             .gate
             .handles()
             .values()
             .any(|h| h.ino == ino && h.cached_writer);
         let r = if cached_writer {
-            self.fs
-                .getattr(ino)
-                .and_then(|a| match (offset as u64) < a.size {
-                    false => Err(lfs_core::FsError::NoSuchOffset),
-                    true if data => Ok(offset as u64),
-                    true => Ok(a.size),
-                })
+            self.fs.getattr(ino).map(|a| match data {
+                true => offset as u64,
+                false => a.size.max(offset as u64),
+            })
         } else {
             self.fs.seek_data_or_hole(ino, offset as u64, data)
         };

@@ -868,6 +868,20 @@ fn seek_data_and_hole_and_blocks_after_fsync() {
     assert_eq!(seek(16 << 20, data), Err(libc::ENXIO));
     assert_eq!(seek(16 << 20, hole), Err(libc::ENXIO));
     drop(f);
+    // Open for writing through the cache, the kernel may hold data (and an end of file) we
+    // have not seen: every byte is data then, never ENXIO inside the kernel's file, never a
+    // hole before data (stress-ng's seek stressor checks the first).
+    let w = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    w.write_at(&[6u8; 4096], 20 << 20).unwrap(); // past our end, in the kernel's cache
+    for off in [4096i64, 18 << 20, (20 << 20) + 100] {
+        // SAFETY: lseek on a descriptor we own.
+        let d = unsafe { libc::lseek(w.as_raw_fd(), off, libc::SEEK_DATA) };
+        assert_eq!(d, off, "SEEK_DATA {off} with a cached writer");
+        // SAFETY: as above.
+        let h = unsafe { libc::lseek(w.as_raw_fd(), off, libc::SEEK_HOLE) };
+        assert!(h >= off, "SEEK_HOLE {off} gave {h}");
+    }
+    drop(w);
     m.stop();
 }
 
