@@ -24,7 +24,7 @@ mkdir "$W/mnt/sng" "$W/mnt/fio"
 # after its file is written, looping until the time is up.
 FIO_JOB=(--directory="$W/mnt/fio" --name=verify --rw=randwrite --bs=4k --size=24M
   --numjobs=2 --ioengine=psync --fsync=16 --verify=crc32c --verify_fatal=1
-  --do_verify=1 --verify_backlog=512 --group_reporting)
+  --do_verify=1 --verify_backlog=512 --group_reporting --verify_state_save=0)
 fio "${FIO_JOB[@]}" --time_based --runtime="$SECS" --output="$W/fio.txt" &
 FIO=$!
 
