@@ -32,13 +32,6 @@ fn fsck(img: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn kill9(m: &mut Mounted) {
-    let mut c = m.child.take().unwrap();
-    // SAFETY: our own child, by pid.
-    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-    let _ = c.wait();
-}
-
 /// dd-like: 1 MiB write(2)s on the default mount (writeback cache on) until one fails. It
 /// must fail with ENOSPC, soon; what write(2) acknowledged must all be there after a
 /// remount; deleting the file makes room at once.
@@ -106,7 +99,7 @@ fn umount_returns_with_the_image_durable_and_free() {
                 .unwrap();
             assert!(st.success());
         }
-        kill9(&mut m);
+        m.kill9();
         let out = fsck(&img);
         assert_eq!(out.status.code(), Some(0), "round {round}: {out:?}");
         drop(m);
@@ -341,7 +334,7 @@ fn sync_of_the_mountpoint_and_the_commit_interval_make_data_durable() {
             // Two commit intervals and the daemon's one-second tick.
             std::thread::sleep(Duration::from_millis(3500));
         }
-        kill9(&mut m);
+        m.kill9();
         drop(m); // lazily detaches the dead mount
         let m = Mounted::new(&img, &mnt, &[]);
         let back = std::fs::read(dir.join("f")).unwrap_or_default();

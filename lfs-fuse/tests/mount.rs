@@ -676,10 +676,7 @@ fn an_open_directory_outlives_its_removal() {
         .unwrap()
         .sync_all()
         .unwrap();
-    let mut c = m.child.take().unwrap();
-    // SAFETY: our own child, by pid.
-    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-    let _ = c.wait();
+    m.kill9();
     drop(held);
     drop(m);
     let m = Mounted::new(&img, &mnt, &[]);
@@ -871,7 +868,11 @@ fn seek_data_and_hole_and_blocks_after_fsync() {
     // Open for writing through the cache, the kernel may hold data (and an end of file) we
     // have not seen: every byte is data then, never ENXIO inside the kernel's file, never a
     // hole before data (stress-ng's seek stressor checks the first).
-    let w = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let w = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
     w.write_at(&[6u8; 4096], 20 << 20).unwrap(); // past our end, in the kernel's cache
     for off in [4096i64, 18 << 20, (20 << 20) + 100] {
         // SAFETY: lseek on a descriptor we own.

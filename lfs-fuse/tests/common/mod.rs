@@ -73,6 +73,17 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// kill -9 of our daemon (a crash); the mount is left dead until the guard detaches it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: our own child, by pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
 pub fn wait_timeout(c: &mut Child, d: Duration) -> Option<i32> {
     let t = Instant::now();
     while t.elapsed() < d {
