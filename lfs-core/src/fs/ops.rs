@@ -579,11 +579,13 @@ impl Inner {
         // inodes, segment tails: about 1.6%, counted generously as a 32nd), so that what df
         // says is free can be written — or preallocated in one fallocate, whose reservation
         // includes that overhead (reserve.rs).
+        // (Free counts it, as ext4's free counts its reserved blocks: an empty filesystem
+        // shows next to nothing used, and "available" is what can really be written.)
         let avail = (room - room / 32).min(usable);
         StatFs {
             block_size: BLOCK_SIZE as u32,
             blocks: usable,
-            blocks_free: avail,
+            blocks_free: room.min(usable),
             blocks_avail: avail,
             files: self.imap.capacity() - 1,
             files_free: self.imap.capacity() - 1 - self.imap.allocated_count(),
