@@ -221,8 +221,25 @@ fn run(cli: Cli) -> Result<(), String> {
             cli.image.display()
         ));
     }
-    if is_blockdev && size.is_some() {
-        return Err("a SIZE cannot be given for a block device (it is used whole)".into());
+    if let (true, Some(s)) = (is_blockdev, size) {
+        // As mke2fs does: a filesystem may use the first SIZE bytes of a device, never more.
+        let have = FileDevice::open(
+            &cli.image,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?
+        .len_bytes();
+        if s > have {
+            return Err(format!(
+                "SIZE {} is larger than the device {} ({})",
+                human(s),
+                cli.image.display(),
+                human(have)
+            ));
+        }
     }
     // Dry run: compute the layout from what the device is or would be.
     let dev_len = match (size, &meta) {
