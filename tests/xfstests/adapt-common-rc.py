@@ -8,8 +8,10 @@ FUSE_MKFS_PROG and FUSE_FSCK_PROG set (scripts/xfstests.sh sets them), these edi
 scratch tests format a real image (sized when asked), check the image after every test, and
 take the size of an image file. They also let _fs_type report our mount (fuseblk.lfs-fuse
 in /proc/mounts, see lfs-fuse/src/mount.rs) as FSTYP says. Everything else is untouched.
-Usage: adapt-common-rc.py PATH/TO/common/rc   (idempotent)
+Usage: adapt-common-rc.py PATH/TO/common/rc   (idempotent: the first run keeps the original
+as common/rc.orig and every run edits that, so a changed edit reaches an old build)
 """
+import os
 import sys
 
 MARK = "# lfs-fuse: adapted"
@@ -23,9 +25,14 @@ def edit(text: str, old: str, new: str) -> str:
 
 def main() -> None:
     path = sys.argv[1]
-    s = open(path).read()
-    if MARK in s:
-        return
+    orig = path + ".orig"
+    if not os.path.exists(orig):
+        s = open(path).read()
+        if MARK in s:
+            sys.exit(f"adapt-common-rc.py: {path} was adapted before copies were kept; "
+                     "extract fstests again")
+        open(orig, "w").write(s)
+    s = open(orig).read()
     # _scratch_mkfs: a real mkfs at the image's full size.
     s = edit(s, """	case $FSTYP in
 	nfs*|afs|cifs|ceph|overlay|glusterfs|pvfs2|9p|fuse|virtiofs)
@@ -50,7 +57,7 @@ def main() -> None:
 	fuse)
 		[ -n "$FUSE_MKFS_PROG" ] || _notrun "Filesystem fuse without FUSE_MKFS_PROG"
 		[ -f "$SCRATCH_DEV" ] && truncate -s $fssize $SCRATCH_DEV
-		$FUSE_MKFS_PROG -f -q $SCRATCH_DEV
+		$FUSE_MKFS_PROG -f -q $SCRATCH_DEV $fssize
 		;;
 	xfs)
 		local rt_ops""")
@@ -107,7 +114,9 @@ _check_scratch_fs()
     s = edit(s, """        sed -e 's/nfs4/nfs/' -e 's/fuse.glusterfs/glusterfs/' \\
             -e 's/fuse.ceph-fuse/ceph-fuse/'""", """        sed -e 's/nfs4/nfs/' -e 's/fuse.glusterfs/glusterfs/' \\
             -e 's/fuse.ceph-fuse/ceph-fuse/' -e 's/^fuse\\(blk\\)\\?\\.lfs-fuse$/fuse/'""")
-    open(path, "w").write(s)
+    # Replace, not rewrite: a campaign running now sources the file again for every test.
+    open(path + ".new", "w").write(s)
+    os.replace(path + ".new", path)
 
 
 main()
