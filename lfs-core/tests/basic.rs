@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
-use lfs_core::fs::{Creds, SetAttr, RENAME_EXCHANGE, RENAME_NOREPLACE};
+use lfs_core::format::inode::FileKind;
+use lfs_core::fs::{Creds, SetAttr, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
@@ -133,6 +134,110 @@ fn namespace_operations_and_errors() {
     let fs = remount(fs, &dev);
     assert!(matches!(fs.lookup(ROOT, b"d"), Err(FsError::NotFound)));
     assert_eq!(fs.getattr(ROOT).unwrap().nlink, 2);
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
+fn rename_whiteout_leaves_a_char_device_0_0_owned_by_the_caller() {
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    let d = fs.mkdir(ROOT, b"d", 0o755, C).unwrap();
+    let f = fs.create(ROOT, b"f", 0o644, C).unwrap();
+    let who = Creds {
+        uid: 7,
+        gid: 8,
+        umask: 0o022,
+    };
+    fs.rename_by(ROOT, b"f", d.ino, b"g", RENAME_WHITEOUT, who)
+        .unwrap();
+    assert_eq!(fs.lookup(d.ino, b"g").unwrap().ino, f.ino);
+    let w = fs.lookup(ROOT, b"f").unwrap();
+    assert_ne!(w.ino, f.ino);
+    assert_eq!(
+        (w.kind, w.perm, w.rdev, w.uid, w.gid, w.nlink),
+        (FileKind::CharDevice, 0, 0, 7, 8, 1)
+    );
+    // A directory may leave one too; with EXCHANGE the flag is refused, nothing changes.
+    let sub = fs.mkdir(ROOT, b"sub", 0o755, C).unwrap();
+    fs.rename_by(ROOT, b"sub", d.ino, b"sub", RENAME_WHITEOUT, who)
+        .unwrap();
+    assert_eq!(fs.getattr(d.ino).unwrap().nlink, 3);
+    assert_eq!(fs.getattr(ROOT).unwrap().nlink, 3); // d, and root's own two
+    assert!(matches!(
+        fs.rename_by(
+            ROOT,
+            b"f",
+            d.ino,
+            b"g",
+            RENAME_WHITEOUT | RENAME_EXCHANGE,
+            who
+        ),
+        Err(FsError::Invalid(_))
+    ));
+    assert_eq!(fs.lookup(d.ino, b"sub").unwrap().ino, sub.ino);
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.lookup(ROOT, b"f").unwrap().kind, FileKind::CharDevice);
+    assert_eq!(fs.lookup(ROOT, b"sub").unwrap().kind, FileKind::CharDevice);
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
+fn trim_discards_cleaned_segments_and_nothing_live() {
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    let gone = fs.create(ROOT, b"gone", 0o644, C).unwrap();
+    let kept = fs.create(ROOT, b"kept", 0o644, C).unwrap();
+    let (old, live) = (vec![0x5au8; 1 << 20], vec![0xa5u8; 1 << 20]);
+    for i in 0..4u64 {
+        fs.write(gone.ino, i << 20, &old).unwrap();
+        fs.write(kept.ino, i << 20, &live).unwrap();
+    }
+    fs.checkpoint().unwrap();
+    fs.unlink(ROOT, b"gone").unwrap();
+    fs.checkpoint().unwrap();
+    let full: Vec<u64> = fs.segment_views().iter().map(|v| v.segment).collect();
+    fs.clean(&full).unwrap();
+    fs.checkpoint().unwrap();
+    let count = |pat: u8| {
+        let mut b = vec![0u8; 64 << 20];
+        dev.read_at(&mut b, 0).unwrap();
+        b.chunks(4096)
+            .filter(|c| c.iter().all(|&x| x == pat))
+            .count()
+    };
+    assert!(
+        count(0x5a) > 0,
+        "the deleted file's old blocks are still on the device"
+    );
+    // Bad ranges are refused as ext4 refuses them.
+    assert!(matches!(
+        fs.trim(1 << 40, 1 << 20, 0),
+        Err(FsError::Invalid(_))
+    ));
+    assert!(matches!(fs.trim(0, 100, 0), Err(FsError::Invalid(_))));
+    let t = fs.trim(0, u64::MAX, 0).unwrap();
+    assert!(t.bytes > 32 << 20 && t.extents >= 1, "{t:?}");
+    assert_eq!(count(0x5a), 0, "a cleaned segment kept its old blocks");
+    assert_eq!(count(0xa5), 1024, "live blocks were discarded");
+    // A minimum run longer than the filesystem's free runs discards nothing.
+    assert_eq!(fs.trim(0, u64::MAX, 63 << 20).unwrap().bytes, 0);
+    // A file deleted just before: its segments are trimmed without a cleaning pass.
+    let late = fs.create(ROOT, b"late", 0o644, C).unwrap();
+    for i in 0..3u64 {
+        fs.write(late.ino, i << 20, &old).unwrap();
+    }
+    fs.fsync(late.ino, false).unwrap();
+    assert!(count(0x5a) >= 768);
+    fs.unlink(ROOT, b"late").unwrap();
+    fs.trim(0, u64::MAX, 0).unwrap();
+    // All but what shares the segment the log is writing (256 blocks) and the one before.
+    let left = count(0x5a);
+    assert!(
+        left < 300,
+        "a deleted file's segments were not trimmed: {left} blocks left"
+    );
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.read(kept.ino, 3 << 20, 1 << 20).unwrap(), live);
     unmount_and_fsck(fs, &dev);
 }
 

@@ -4,8 +4,8 @@
 use crate::errno::errno;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use lfs_core::format::inode::{FileKind, Timespec};
 use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
@@ -33,6 +33,24 @@ const FUSE_WRITEBACK_CACHE: u32 = 1 << 16;
 /// random 4 KiB writes went from ~230 to ~540 MiB/s with it (see docs/BENCHMARKS.md and
 /// "Privileges" in docs/DESIGN.md).
 const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
+/// FITRIM, _IOWR('X', 121, struct fstrim_range) (linux/fs.h).
+const FITRIM: u32 = 0xc018_5879;
+/// linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether process `pid` holds capability `cap` in its effective set (/proc/PID/status).
+/// A process that is gone, or a status that cannot be read, holds nothing.
+fn has_capability(pid: u32, cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1u64 << cap) != 0)
+}
+
 /// In a WRITE's flags under FUSE_HANDLE_KILLPRIV_V2: the caller lacks CAP_FSETID, clear the
 /// set-ID bits (FUSE_WRITE_KILL_SUIDGID).
 const FUSE_WRITE_KILL_SUIDGID: u32 = 1 << 2;
@@ -560,7 +578,7 @@ impl Filesystem for Adapter {
 
     fn rename(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         newparent: u64,
@@ -568,14 +586,16 @@ impl Filesystem for Adapter {
         flags: u32,
         reply: ReplyEmpty,
     ) {
+        // The kernel checks CAP_MKNOD for RENAME_WHITEOUT; the whiteout is the caller's.
         reply_empty!(
             reply,
-            self.fs.rename(
+            self.fs.rename_by(
                 parent,
                 name.as_bytes(),
                 newparent,
                 newname.as_bytes(),
-                flags
+                flags,
+                creds(req, 0)
             )
         )
     }
@@ -728,6 +748,44 @@ impl Filesystem for Adapter {
             }
             reply_empty!(reply, r)
         });
+    }
+
+    /// The ioctls the kernel passes on to us (those that are not the VFS's own): FITRIM,
+    /// which fstrim(8) sends to the mount point. Others: ENOTTY, as for any file system
+    /// that does not know them.
+    fn ioctl(
+        &mut self,
+        req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _flags: u32,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        if cmd != FITRIM {
+            return reply.error(libc::ENOTTY);
+        }
+        // As ext4: CAP_SYS_ADMIN. The kernel tells us the caller's pid; its capabilities
+        // are in /proc, read before the answer so that it cannot have changed meanwhile.
+        if !has_capability(req.pid(), CAP_SYS_ADMIN) {
+            return reply.error(libc::EPERM);
+        }
+        let Some(r) = in_data.get(..24) else {
+            return reply.error(libc::EINVAL);
+        };
+        let field = |i: usize| u64::from_ne_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let (start, len, minlen) = (field(0), field(1), field(2));
+        match self.fs.trim(start, len, minlen) {
+            Ok(t) => {
+                // struct fstrim_range comes back with len = the bytes discarded.
+                let mut out = r.to_vec();
+                out[8..16].copy_from_slice(&t.bytes.to_ne_bytes());
+                reply.ioctl(0, &out)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn lseek(

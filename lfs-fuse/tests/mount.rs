@@ -924,3 +924,37 @@ fn remount_read_only_and_back() {
     assert!(!mnt.join("during").exists());
     m.stop();
 }
+
+#[test]
+fn fstrim_gives_deleted_space_back_to_the_image() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (d, img, mnt) = setup("256M");
+    let m = Mounted::new(&img, &mnt, &["-o", "allow_other"]);
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    std::fs::write(mnt.join("big"), &data).unwrap();
+    std::fs::write(mnt.join("small"), b"kept").unwrap();
+    let st = Command::new("sync").arg(mnt.join("big")).status().unwrap();
+    assert!(st.success());
+    let used = || std::fs::metadata(&img).unwrap().blocks() * 512;
+    assert!(used() >= 64 << 20, "the image holds the file: {}", used());
+    std::fs::remove_file(mnt.join("big")).unwrap();
+    // Another user may not (CAP_SYS_ADMIN, as on ext4).
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (rc, said) = as_nobody(&format!("fstrim {}", mnt.display()));
+    assert!(rc != 0 && said.contains("not permitted"), "{rc} {said}");
+    let out = Command::new("fstrim").arg("-v").arg(&mnt).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("trimmed"));
+    assert!(used() < 8 << 20, "the image still holds {} bytes", used());
+    assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"kept");
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"kept");
+    m.stop();
+}

@@ -232,6 +232,9 @@ impl<D: Device> Device for FaultyDevice<D> {
     fn len_bytes(&self) -> u64 {
         self.inner.len_bytes()
     }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)
+    }
 }
 
 #[cfg(test)]

@@ -326,6 +326,38 @@ impl Device for FileDevice {
     fn len_bytes(&self) -> u64 {
         self.len
     }
+
+    /// fallocate(PUNCH_HOLE | KEEP_SIZE): a hole in an image file, a discard (or zeroing) on
+    /// a block device.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "device opened read-only",
+            ));
+        }
+        let end = offset.checked_add(len).filter(|&e| e <= self.len);
+        if end.is_none() || i64::try_from(offset).is_err() || i64::try_from(len).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("discard of {len} bytes at {offset} is beyond the end of the device"),
+            ));
+        }
+        // SAFETY: fallocate on a descriptor we own; it reads no memory of ours.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
 }
 
 /// `e`, its message starting with `path` (unless it already does: some messages name it

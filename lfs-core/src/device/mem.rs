@@ -75,6 +75,14 @@ impl Device for MemDevice {
         Ok(())
     }
 
+    /// Zeros, as a hole in an image file reads.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let n = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let range = mem_range(offset, n, self.len)?;
+        self.write()[range].fill(0);
+        Ok(())
+    }
+
     fn len_bytes(&self) -> u64 {
         self.len
     }

@@ -33,4 +33,13 @@ pub trait Device: Send + Sync {
     /// filesystem is done with it and will do no more I/O. Called once everything is
     /// durable, so that whoever waits for the unmount may open the image at once.
     fn release(&self) {}
+    /// Tell the storage that `len` bytes at `offset` hold nothing of value (FITRIM): an image
+    /// file gets a hole, a disk a discard. What is read there afterwards is unspecified (zeros
+    /// for an image). Devices that cannot answer `Unsupported`.
+    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the device cannot discard",
+        ))
+    }
 }

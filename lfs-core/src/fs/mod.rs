@@ -18,6 +18,7 @@ mod recovery;
 mod reserve;
 mod scan;
 mod store;
+mod trim;
 mod xattr;
 
 pub use check::{Finding, Owner};
@@ -38,10 +39,13 @@ use inode::Inode;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+pub use trim::Trimmed;
 
 /// rename flags, as Linux numbers them.
 pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
+/// Leave a whiteout (a character device 0:0, as overlayfs reads it) where the source was.
+pub const RENAME_WHITEOUT: u32 = 4;
 /// setxattr flags.
 pub const XATTR_CREATE: u32 = 1;
 pub const XATTR_REPLACE: u32 = 2;
@@ -400,8 +404,20 @@ impl Fs {
         new_name: &[u8],
         flags: u32,
     ) -> Result<()> {
+        self.rename_by(parent, name, new_parent, new_name, flags, Creds::default())
+    }
+    /// rename(2) for a caller, whose credentials own the whiteout RENAME_WHITEOUT leaves.
+    pub fn rename_by(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+        creds: Creds,
+    ) -> Result<()> {
         let mut g = self.lock_rw()?;
-        g.rename(parent, name, new_parent, new_name, flags)?;
+        g.rename(parent, name, new_parent, new_name, flags, creds)?;
         g.after_write()
     }
     /// Note an open file handle (an unlinked file lives until its last release).
@@ -485,6 +501,11 @@ impl Fs {
     }
     pub fn readdir(&self, ino: u64, cookie: u64, max: usize) -> Result<Vec<DirEntryOut>> {
         self.lock().readdir(ino, cookie, max)
+    }
+    /// FITRIM: discard the free segments in `[start, start + len)` bytes, in runs of at
+    /// least `minlen` bytes (see fs/trim.rs).
+    pub fn trim(&self, start: u64, len: u64, minlen: u64) -> Result<Trimmed> {
+        self.lock_rw()?.trim(start, len, minlen)
     }
     pub fn statfs(&self) -> Result<StatFs> {
         Ok(self.lock().statfs())

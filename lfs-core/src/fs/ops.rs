@@ -4,12 +4,12 @@
 use super::inode::now;
 use super::{
     Admit, Attr, Creds, DirEntryOut, Inner, OutOfSpace, SetAttr, StatFs, TimeOrNow, LINK_MAX,
-    RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
+    RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, SYMLINK_MAX,
 };
 use crate::dir::FIRST_ENTRY_COOKIE;
 use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
-use crate::format::inode::{FileKind, S_IFDIR, S_IFLNK, S_IFMT};
+use crate::format::inode::{FileKind, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 use crate::usage::SegState;
 
@@ -294,9 +294,10 @@ impl Inner {
         new_parent: u64,
         new_name: &[u8],
         flags: u32,
+        creds: Creds,
     ) -> Result<()> {
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0
+            || (flags & RENAME_EXCHANGE != 0 && flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0)
         {
             return Err(FsError::Invalid("unsupported rename flags"));
         }
@@ -346,6 +347,14 @@ impl Inner {
             return Err(FsError::TooManyLinks);
         }
         self.check_space(8, Admit::Meta)?;
+        // The whiteout's inode first: once it exists nothing below can fail halfway.
+        let whiteout = if flags & RENAME_WHITEOUT != 0 {
+            let mut mode = S_IFCHR;
+            let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
+            Some(self.new_inode(mode, uid, gid, 0, parent)?)
+        } else {
+            None
+        };
         // Replace or add the target name, then drop the source name.
         match &dst {
             Some(d) => {
@@ -364,7 +373,11 @@ impl Inner {
             }
             None => self.add_entry(new_parent, new_name, src.ino, src.kind)?,
         }
-        self.dir(parent)?.remove(name);
+        if let Some(w) = whiteout {
+            self.dir(parent)?.replace(name, w, FileKind::CharDevice);
+        } else {
+            self.dir(parent)?.remove(name);
+        }
         self.touch_dir_times(parent);
         if src_is_dir && parent != new_parent {
             self.inode(parent)?.d.nlink -= 1;
@@ -582,10 +595,15 @@ impl Inner {
         // (Free counts it, as ext4's free counts its reserved blocks: an empty filesystem
         // shows next to nothing used, and "available" is what can really be written.)
         let avail = (room - room / 32).min(usable);
+        // Size and free count the cleaner's reserve as ext4's count the blocks kept for root
+        // (available does not): every segment is in the size, so what FITRIM discards (all
+        // clean segments, the reserve's among them) never exceeds it, and an empty
+        // filesystem shows nothing used.
+        let free_incl_reserve = free.saturating_sub(self.cache_reserve + self.reservations.total());
         StatFs {
             block_size: BLOCK_SIZE as u32,
-            blocks: usable,
-            blocks_free: room.min(usable),
+            blocks: total,
+            blocks_free: free_incl_reserve.min(total),
             blocks_avail: avail,
             files: self.imap.capacity() - 1,
             files_free: self.imap.capacity() - 1 - self.imap.allocated_count(),
