@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
-use lfs_core::format::inode::FileKind;
+use lfs_core::format::inode::{FileKind, Timespec};
 use lfs_core::fs::{Creds, SetAttr, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
@@ -238,6 +238,102 @@ fn trim_discards_cleaned_segments_and_nothing_live() {
     );
     let fs = remount(fs, &dev);
     assert_eq!(fs.read(kept.ino, 3 << 20, 1 << 20).unwrap(), live);
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
+fn chattr_flags_are_kept_enforced_and_inherited() {
+    use lfs_core::format::inode::{FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP};
+    use lfs_core::fs::TimeOrNow;
+    fn perm<T>(r: Result<T, FsError>) -> bool {
+        matches!(r, Err(FsError::NotPermitted))
+    }
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    let d = fs.mkdir(ROOT, b"d", 0o755, C).unwrap();
+    let f = fs.create(d.ino, b"f", 0o644, C).unwrap();
+    fs.write(f.ino, 0, b"hello").unwrap();
+    fs.set_flags(f.ino, FL_IMMUTABLE).unwrap();
+    assert!(perm(fs.write(f.ino, 5, b"!")));
+    assert!(perm(fs.open_with(f.ino, libc::O_WRONLY)));
+    assert!(perm(fs.open_with(f.ino, libc::O_RDONLY | libc::O_TRUNC)));
+    fs.open_with(f.ino, libc::O_RDONLY).unwrap();
+    fs.release(f.ino).unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    let touch = SetAttr {
+        mtime: Some(TimeOrNow::Now),
+        ..Default::default()
+    };
+    assert!(perm(fs.setattr(f.ino, &chmod)));
+    assert!(perm(fs.setattr(f.ino, &touch)));
+    assert!(perm(fs.unlink(d.ino, b"f")));
+    assert!(perm(fs.rename(d.ino, b"f", ROOT, b"g", 0)));
+    assert!(perm(fs.link(f.ino, ROOT, b"g")));
+    assert!(perm(fs.setxattr(f.ino, b"user.k", b"v", 0)));
+    assert!(perm(fs.fallocate(f.ino, 0, 4096, 0)));
+    // Data the kernel's cache took before the flag was set is still written, not lost.
+    fs.write_cached(f.ino, 5, b"!").unwrap();
+    // An immutable directory takes no new names and loses none.
+    fs.set_flags(d.ino, FL_IMMUTABLE).unwrap();
+    assert!(perm(fs.create(d.ino, b"new", 0o644, C)));
+    assert!(perm(fs.mkdir(d.ino, b"sub", 0o755, C)));
+    fs.set_flags(d.ino, 0).unwrap();
+    // Append-only: O_APPEND writers only; no truncate, chmod, explicit times, unlink.
+    fs.set_flags(f.ino, FL_APPEND).unwrap();
+    assert!(perm(fs.open_with(f.ino, libc::O_WRONLY)));
+    assert!(perm(fs.open_with(
+        f.ino,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_TRUNC
+    )));
+    fs.open_with(f.ino, libc::O_WRONLY | libc::O_APPEND)
+        .unwrap();
+    fs.release(f.ino).unwrap();
+    fs.write(f.ino, 6, b"more").unwrap();
+    let cut = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    let set_time = SetAttr {
+        mtime: Some(TimeOrNow::At(Timespec { sec: 1, nsec: 0 })),
+        ..Default::default()
+    };
+    assert!(perm(fs.setattr(f.ino, &cut)));
+    assert!(perm(fs.setattr(f.ino, &chmod)));
+    assert!(perm(fs.setattr(f.ino, &set_time)));
+    fs.setattr(f.ino, &touch).unwrap();
+    assert!(perm(fs.unlink(d.ino, b"f")));
+    assert!(perm(fs.fallocate(f.ino, 0, 4096, 2 | 1))); // punch
+    fs.fallocate(f.ino, 0, 8192, 1).unwrap(); // KEEP_SIZE: allowed
+                                              // Flags this filesystem does not keep are refused; D on a file is dropped, as ext4 does.
+    assert!(matches!(
+        fs.set_flags(f.ino, 0x4),
+        Err(FsError::NotSupported)
+    ));
+    fs.set_flags(f.ino, FL_APPEND | FL_DIRSYNC).unwrap();
+    assert_eq!(fs.flags(f.ino).unwrap(), FL_APPEND);
+    // New inodes take S, d, A (and D for directories) from their directory.
+    fs.set_flags(d.ino, FL_NODUMP | FL_NOATIME | FL_DIRSYNC)
+        .unwrap();
+    let g = fs.create(d.ino, b"g", 0o644, C).unwrap();
+    let sub = fs.mkdir(d.ino, b"sub", 0o755, C).unwrap();
+    assert_eq!(fs.flags(g.ino).unwrap(), FL_NODUMP | FL_NOATIME);
+    assert_eq!(
+        fs.flags(sub.ino).unwrap(),
+        FL_NODUMP | FL_NOATIME | FL_DIRSYNC
+    );
+    // A: reads leave atime alone.
+    fs.write(g.ino, 0, b"x").unwrap();
+    let before = fs.getattr(g.ino).unwrap().atime;
+    fs.read(g.ino, 0, 1).unwrap();
+    assert_eq!(fs.getattr(g.ino).unwrap().atime, before);
+    let fs = remount(fs, &dev);
+    assert_eq!(fs.flags(f.ino).unwrap(), FL_APPEND);
+    assert_eq!(fs.read(f.ino, 0, 64).unwrap(), b"hello!more");
+    fs.set_flags(f.ino, 0).unwrap();
+    fs.unlink(d.ino, b"f").unwrap();
     unmount_and_fsck(fs, &dev);
 }
 

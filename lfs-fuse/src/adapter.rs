@@ -7,7 +7,9 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
-use lfs_core::format::inode::{FileKind, Timespec};
+use lfs_core::format::inode::{
+    FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP, FL_SYNC,
+};
 use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
 use lfs_core::Fs;
 use std::collections::HashMap;
@@ -219,6 +221,94 @@ impl Adapter {
     fn refresh_gate(&self) {
         self.gate.refresh(&self.fs, &self.notifier);
     }
+
+    /// chattr/lsattr: the kernel turns FS_IOC_[GS]ETFLAGS and FS_IOC_FS[GS]ETXATTR into
+    /// these ioctls for us, after its own checks (owner, CAP_LINUX_IMMUTABLE for i and a,
+    /// read-only mount).
+    fn fileattr(&self, ino: u64, cmd: u32, input: &[u8], reply: ReplyIoctl) {
+        let word = |i: usize| {
+            input
+                .get(i * 4..i * 4 + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let set = match cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
+                return match self.fs.flags(ino) {
+                    Ok(f) => reply.ioctl(0, &f.to_ne_bytes()),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
+            FS_IOC_FSGETXATTR => {
+                return match self.fs.flags(ino) {
+                    Ok(f) => {
+                        // struct fsxattr: xflags, then extent size, extents, project id and
+                        // CoW extent size, none of which this filesystem has, and padding.
+                        let mut out = [0u8; 28];
+                        out[..4].copy_from_slice(&xflags_of(f).to_ne_bytes());
+                        reply.ioctl(0, &out)
+                    }
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => word(0),
+            // The flags only xflags cannot say (D) stay as they are.
+            _ => match (word(0), word(1), word(3), self.fs.flags(ino)) {
+                (Some(x), Some(0), Some(0), Ok(f)) => {
+                    flags_of_xflags(x).map(|n| n | f & FL_DIRSYNC)
+                }
+                (_, _, _, Err(e)) => return reply.error(errno(&e)),
+                _ => None, // an extent size or project id: not kept here
+            },
+        };
+        let Some(flags) = set else {
+            return reply.error(libc::EOPNOTSUPP);
+        };
+        match self.fs.set_flags(ino, flags) {
+            Ok(_) => {
+                // The ctime changed; and cached writers of a file made immutable must ask
+                // before their next write (`getattr`).
+                if let Some(n) = self.notifier.get() {
+                    let _ = n.inval_inode(ino, -1, 0);
+                }
+                reply.ioctl(0, &[])
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// linux/fs.h: chattr's ioctls (the kernel sends the 64-bit numbers).
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// FS_XFLAG_* and the FS_*_FL they stand for.
+const XFLAGS: [(u32, u32); 5] = [
+    (0x08, FL_IMMUTABLE),
+    (0x10, FL_APPEND),
+    (0x20, FL_SYNC),
+    (0x40, FL_NOATIME),
+    (0x80, FL_NODUMP),
+];
+
+fn xflags_of(flags: u32) -> u32 {
+    XFLAGS
+        .iter()
+        .filter(|(_, f)| flags & f != 0)
+        .fold(0, |x, (b, _)| x | b)
+}
+
+/// None if `x` holds an xflag this filesystem does not keep.
+fn flags_of_xflags(x: u32) -> Option<u32> {
+    let known = XFLAGS.iter().fold(0, |a, (b, _)| a | b);
+    (x & !known == 0).then(|| {
+        XFLAGS
+            .iter()
+            .filter(|(b, _)| x & b != 0)
+            .fold(0, |a, (_, f)| a | f)
+    })
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -440,8 +530,27 @@ impl Filesystem for Adapter {
                 return reply.error(errno(&e));
             }
         }
+        // A file made immutable while open for writing through the cache: its writers'
+        // write(2)s are refused here, where the kernel asks before each one (the flag's
+        // change dropped the cached attributes, and they are not cached again while such a
+        // writer is open). What write(2) took before the flag still reaches the file.
+        let immutable = self.fs.flags(ino).is_ok_and(|f| f & FL_IMMUTABLE != 0);
+        let open_writer = immutable
+            && self
+                .gate
+                .handles()
+                .values()
+                .any(|h| h.ino == ino && h.cached_writer);
+        if open_writer && writer.is_some_and(|h| h.cached_writer) {
+            return reply.error(libc::EPERM);
+        }
+        let ttl = if open_writer {
+            Duration::ZERO
+        } else {
+            self.ttl()
+        };
         match self.fs.getattr(ino) {
-            Ok(a) => reply.attr(&self.ttl(), &attr(&a)),
+            Ok(a) => reply.attr(&ttl, &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -457,7 +566,7 @@ impl Filesystem for Adapter {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<u64>,
+        fh: Option<u64>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -488,6 +597,17 @@ impl Filesystem for Adapter {
             // there root's chown(f, -1, -1) keeps the set-ID bits.
             chown: self.killpriv && bare && ctime.is_some(),
             kill_privileges: kill.then(|| req.gid()),
+            // fuse_flush_times: mtime and ctime, with the handle of a writer through the
+            // cache (futimens(2) on such a handle looks the same; it is let through too).
+            cached_times: (mode, uid, gid, size, atime) == (None, None, None, None, None)
+                && mtime.is_some()
+                && ctime.is_some()
+                && fh.is_some_and(|fh| {
+                    self.gate
+                        .handles()
+                        .get(&fh)
+                        .is_some_and(|h| h.ino == ino && h.cached_writer)
+                }),
         };
         let r = self.fs.setattr(ino, &set);
         if size.is_some() {
@@ -616,10 +736,18 @@ impl Filesystem for Adapter {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        match self.fs.open(ino) {
+        // chattr's i and a are ours to apply (open_with); S makes write(2) itself durable,
+        // so its writes must reach us, not the page cache.
+        match self.fs.open_with(ino, flags) {
             Ok(_) => {
-                let (fh, flags) = self.open_handle(ino, flags);
-                reply.opened(fh, flags)
+                let (fh, mut fopen) = self.open_handle(ino, flags);
+                if self.fs.flags(ino).is_ok_and(|f| f & FL_SYNC != 0) {
+                    fopen |= FOPEN_DIRECT_IO;
+                    if let Some(h) = self.gate.handles().get_mut(&fh) {
+                        h.cached_writer = false;
+                    }
+                }
+                reply.opened(fh, fopen)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -756,7 +884,7 @@ impl Filesystem for Adapter {
     fn ioctl(
         &mut self,
         req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         _fh: u64,
         _flags: u32,
         cmd: u32,
@@ -764,8 +892,13 @@ impl Filesystem for Adapter {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        if cmd != FITRIM {
-            return reply.error(libc::ENOTTY);
+        match cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS | FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS
+            | FS_IOC_FSGETXATTR | FS_IOC_FSSETXATTR => {
+                return self.fileattr(ino, cmd, in_data, reply)
+            }
+            FITRIM => {}
+            _ => return reply.error(libc::ENOTTY),
         }
         // As ext4: CAP_SYS_ADMIN. The kernel tells us the caller's pid; its capabilities
         // are in /proc, read before the answer so that it cannot have changed meanwhile.

@@ -958,3 +958,58 @@ fn fstrim_gives_deleted_space_back_to_the_image() {
     assert_eq!(std::fs::read(mnt.join("small")).unwrap(), b"kept");
     m.stop();
 }
+
+#[test]
+fn chattr_immutable_and_append_only_hold_on_a_mount() {
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let sh = |script: &str| -> (bool, String) {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&mnt)
+            .output()
+            .unwrap();
+        let said =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.success(), said)
+    };
+    assert!(sh("echo hi > f && mkdir d && chattr +i f && chattr +a d").0);
+    let (_, attrs) = sh("lsattr -d f d");
+    assert!(
+        attrs.contains("----i") && attrs.contains("-----a"),
+        "{attrs}"
+    );
+    // Each must fail with EPERM, as on ext4.
+    for denied in [
+        "echo x >> f",
+        "rm f",
+        "mv f g",
+        "ln f g",
+        "chmod 600 f",
+        "touch f",
+        "setfattr -n user.k -v v f",
+        "truncate -s 0 f",
+        "touch d/n && rm d/n",
+    ] {
+        let (ok, said) = sh(denied);
+        assert!(!ok && said.contains("not permitted"), "{denied}: {said}");
+    }
+    assert!(
+        sh("test -e d/n").0,
+        "an append-only directory takes new names"
+    );
+    assert!(sh("chattr -i f && chattr +a f && echo more >> f && touch f").0);
+    let (ok, said) = sh("echo over > f");
+    assert!(!ok && said.contains("not permitted"), "{said}");
+    // Flags this filesystem does not keep are refused, not silently dropped.
+    let (ok, said) = sh("chattr +c f");
+    assert!(!ok && said.contains("not supported"), "{said}");
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    let (_, attrs) = sh("lsattr f");
+    assert!(attrs.contains("-----a"), "{attrs}");
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"hi\nmore\n");
+    assert!(sh("chattr -a f d && rm f d/n && rmdir d").0);
+    m.stop();
+}

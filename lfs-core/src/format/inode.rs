@@ -47,6 +47,25 @@ pub const S_IFSOCK: u32 = 0o140000;
 pub const S_IFCHR: u32 = 0o020000;
 pub const S_IFBLK: u32 = 0o060000;
 
+/// Inode flags (the `flags` field), numbered as Linux's FS_IOC_GETFLAGS numbers them and as
+/// chattr(1) sets them. Only these are kept; others are refused (EOPNOTSUPP).
+/// `S`: writes are durable when write(2) returns.
+pub const FL_SYNC: u32 = 0x8;
+/// `i`: no change at all: data, attributes, names, links, xattrs.
+pub const FL_IMMUTABLE: u32 = 0x10;
+/// `a`: data may only be appended; no truncate, rename, unlink, link, chmod, chown, xattr.
+pub const FL_APPEND: u32 = 0x20;
+/// `d`: a hint for dump(8); nothing else.
+pub const FL_NODUMP: u32 = 0x40;
+/// `A`: reads leave atime alone.
+pub const FL_NOATIME: u32 = 0x80;
+/// `D` (directories): changes of names are durable when the call returns.
+pub const FL_DIRSYNC: u32 = 0x10000;
+pub const FL_KNOWN: u32 = FL_SYNC | FL_IMMUTABLE | FL_APPEND | FL_NODUMP | FL_NOATIME | FL_DIRSYNC;
+/// What a new inode takes from its directory, as on ext4 (never `i` or `a`; `D` only for
+/// directories).
+pub const FL_INHERITED: u32 = FL_SYNC | FL_NODUMP | FL_NOATIME | FL_DIRSYNC;
+
 /// The type of a file, as stored in directory entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +155,7 @@ pub struct DiskInode {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    /// chattr flags (`FL_*`); older builds left this 0 and ignore it.
     pub flags: u32,
     pub size: u64,
     pub blocks: u64,

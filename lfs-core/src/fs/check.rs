@@ -20,7 +20,7 @@ use super::recovery::EndOfLog;
 use super::scan::Source;
 use super::Inner;
 use crate::error::{FsError, Result};
-use crate::format::inode::{FileKind, INODE_SIZE};
+use crate::format::inode::{FileKind, FL_KNOWN, INODE_SIZE};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::table::IMAP_ORPHAN;
 use crate::format::{BLOCK_BYTES, ROOT_INO};
@@ -184,6 +184,11 @@ pub enum Finding {
         stored: u32,
         counted: u32,
     },
+    /// Inode flags no build knows (`FL_KNOWN`); the repair clears them.
+    UnknownFlags {
+        ino: u64,
+        flags: u32,
+    },
 }
 
 impl Finding {
@@ -224,6 +229,7 @@ impl Finding {
                 | Finding::UsageUnderflow { .. }
                 | Finding::LinkCount { .. }
                 | Finding::WrongParent { .. }
+                | Finding::UnknownFlags { .. }
         )
     }
 }
@@ -320,6 +326,9 @@ impl fmt::Display for Finding {
                 stored,
                 counted,
             } => write!(f, "inode {ino}: link count {stored}, counted {counted}"),
+            UnknownFlags { ino, flags } => {
+                write!(f, "inode {ino}: unknown flags {flags:#x}")
+            }
         }
     }
 }
@@ -430,6 +439,12 @@ impl Inner {
             let Some(i) = inodes.get_mut(&ino) else {
                 continue;
             };
+            if i.d.flags & !FL_KNOWN != 0 {
+                c.findings.push(Finding::UnknownFlags {
+                    ino,
+                    flags: i.d.flags & !FL_KNOWN,
+                });
+            }
             seen.insert(
                 ino,
                 Seen {
@@ -613,6 +628,10 @@ impl Inner {
                 self.inode(*dir)?.d.parent = *actual;
                 self.touch(*dir);
             }
+            Finding::UnknownFlags { ino, .. } => {
+                self.inode(*ino)?.d.flags &= FL_KNOWN;
+                self.touch(*ino);
+            }
             Finding::DanglingEntry { dir, name, ino }
             | Finding::DirectoryLinkedTwice { dir, name, ino } => {
                 let Some(raw) = self.entry_named(*dir, name, *ino)? else {
@@ -727,5 +746,25 @@ mod tests {
                 if *segment == seg && *stored == *recomputed + 4096),
             "{findings:?}"
         );
+    }
+
+    #[test]
+    fn check_finds_and_clears_unknown_inode_flags() {
+        let dev: Arc<dyn Device> = Arc::new(MemDevice::new(64 << 20));
+        mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev, MountOptions::default()).unwrap();
+        let a = fs.create(1, b"f", 0o644, Creds::default()).unwrap();
+        fs.set_flags(a.ino, crate::format::inode::FL_APPEND)
+            .unwrap();
+        fs.lock().inode(a.ino).unwrap().d.flags |= 0x4000_0000;
+        let findings = fs.check().unwrap();
+        assert!(
+            matches!(findings.as_slice(), [f @ Finding::UnknownFlags { ino, flags: 0x4000_0000 }]
+                if *ino == a.ino && f.preen_safe()),
+            "{findings:?}"
+        );
+        assert!(fs.lock().repair(&findings[0]).unwrap());
+        assert_eq!(fs.flags(a.ino).unwrap(), crate::format::inode::FL_APPEND);
+        assert_eq!(fs.check().unwrap(), Vec::<Finding>::new());
     }
 }

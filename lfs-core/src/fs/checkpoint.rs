@@ -278,6 +278,7 @@ impl Inner {
             cache_reserve: 0,
             out_of_space: None,
             reservations: Default::default(),
+            sync_due: false,
         }
     }
 

@@ -4,7 +4,7 @@
 use super::inode::now;
 use super::{Admit, Inner, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::error::{FsError, Result};
-use crate::format::inode::{FileKind, MAX_FILE_SIZE};
+use crate::format::inode::{FileKind, FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_SYNC, MAX_FILE_SIZE};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 
 impl Inner {
@@ -79,8 +79,9 @@ impl Inner {
         }
         let len = (size as u64).min(fsize - offset);
         let out = self.read_raw(ino, offset, len)?;
-        // relatime: update atime when it is older than mtime/ctime or a day old.
-        if self.st.log.is_some() {
+        // relatime: update atime when it is older than mtime/ctime or a day old; never
+        // with chattr +A.
+        if self.st.log.is_some() && self.inode(ino)?.d.flags & FL_NOATIME == 0 {
             let i = self.inode(ino)?;
             let t = now();
             if i.d.atime <= i.d.mtime || i.d.atime <= i.d.ctime || t.sec - i.d.atime.sec >= 86400 {
@@ -101,11 +102,18 @@ impl Inner {
         data: &[u8],
         cached: bool,
     ) -> Result<u32> {
+        self.sync_due |= self.inode(ino)?.d.flags & FL_SYNC != 0;
         let i = self.inode(ino)?;
         match i.kind() {
             FileKind::Regular => {}
             FileKind::Directory => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid("not a regular file")),
+        }
+        // chattr +i: no new writes. Writes from the kernel's cache pass: write(2) took them
+        // before the flag was set (or through a descriptor the kernel did not ask us about),
+        // and refusing them now would lose data a writer was told was written.
+        if i.d.flags & FL_IMMUTABLE != 0 && !cached {
+            return Err(FsError::NotPermitted);
         }
         if data.is_empty() {
             return Ok(0);
@@ -309,11 +317,19 @@ impl Inner {
             return Err(FsError::Invalid("fallocate length is zero"));
         }
         let end = offset.checked_add(len).ok_or(FsError::FileTooBig)?;
+        self.sync_due |= self.inode(ino)?.d.flags & FL_SYNC != 0;
         let i = self.inode(ino)?;
         match i.kind() {
             FileKind::Regular => {}
             FileKind::Directory => return Err(FsError::IsDir),
             _ => return Err(FsError::NotSupported),
+        }
+        // As vfs_fallocate: nothing on an immutable file; on an append-only one only
+        // allocation that keeps the size.
+        if i.d.flags & FL_IMMUTABLE != 0
+            || (i.d.flags & FL_APPEND != 0 && mode & !FALLOC_FL_KEEP_SIZE != 0)
+        {
+            return Err(FsError::NotPermitted);
         }
         let size = i.d.size;
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;

@@ -253,6 +253,9 @@ impl Inner {
         let (ino, version) = self.imap.allocate().ok_or(FsError::NoSpace)?;
         let t = now();
         let is_dir = mode & crate::format::inode::S_IFMT == crate::format::inode::S_IFDIR;
+        // chattr flags a new inode takes from its directory, as on ext4.
+        use crate::format::inode::{FL_DIRSYNC, FL_INHERITED};
+        let from_dir = self.inodes.get(&parent).map_or(0, |p| p.d.flags) & FL_INHERITED;
         let d = DiskInode {
             ino,
             version,
@@ -266,6 +269,11 @@ impl Inner {
             crtime: t,
             rdev,
             parent: if is_dir { parent } else { 0 },
+            flags: if is_dir {
+                from_dir
+            } else {
+                from_dir & !FL_DIRSYNC
+            },
             ..Default::default()
         };
         let mut inode = Inode::new(d);

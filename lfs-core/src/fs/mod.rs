@@ -32,7 +32,7 @@ pub use store::Store;
 
 use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::format::inode::{FileKind, Timespec};
+use crate::format::inode::{FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_KNOWN};
 use crate::format::superblock::Superblock;
 use crate::imap::Imap;
 use inode::Inode;
@@ -156,6 +156,10 @@ pub struct SetAttr {
     /// The caller lacks CAP_FSETID; its group: after the truncate, if any, and before the
     /// rest, do what `Fs::kill_privileges` does.
     pub kill_privileges: Option<u32>,
+    /// The kernel recording the times of writes its cache took (mtime and ctime through a
+    /// handle open for writing): passes chattr's `i` and `a`, which it would otherwise
+    /// refuse, since the writes were accepted before the flag or are appends.
+    pub cached_times: bool,
 }
 
 /// One readdir result; `cookie` resumes after it.
@@ -241,6 +245,9 @@ pub(crate) struct Inner {
     pub out_of_space: Option<OutOfSpace>,
     /// Space fallocate granted, kept for the writes it was granted to (`reserve.rs`).
     pub reservations: reserve::Reservations,
+    /// The operation under way changed an inode flagged `S` or a directory flagged `D`:
+    /// `after_write` makes it durable before the call returns.
+    pub sync_due: bool,
 }
 
 /// What an operation must leave free when it adds blocks to the log (`check_space`).
@@ -298,13 +305,15 @@ impl Fs {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }
-        let g = self.lock();
+        let mut g = self.lock();
         if g.shut_down.is_some() {
             return Err(FsError::ShutDown);
         }
         if g.st.log.as_ref().is_some_and(|l| l.backend.poisoned()) {
             return Err(FsError::Poisoned);
         }
+        // Left set only by an operation that failed after setting it: not this one's.
+        g.sync_due = false;
         Ok(g)
     }
 
@@ -419,6 +428,51 @@ impl Fs {
         let mut g = self.lock_rw()?;
         g.rename(parent, name, new_parent, new_name, flags, creds)?;
         g.after_write()
+    }
+    /// [`Fs::open`] with open(2)'s flags: EPERM where chattr's `i` or `a` forbid the access
+    /// (writing or truncating an immutable file; writing an append-only one without
+    /// O_APPEND, or truncating it).
+    pub fn open_with(&self, ino: u64, flags: i32) -> Result<Attr> {
+        {
+            let mut g = self.lock();
+            let f = g.inode(ino)?.d.flags;
+            let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+            let trunc = flags & libc::O_TRUNC != 0;
+            let denied = (f & FL_IMMUTABLE != 0 && (write || trunc))
+                || (f & FL_APPEND != 0 && ((write && flags & libc::O_APPEND == 0) || trunc));
+            if denied {
+                return Err(FsError::NotPermitted);
+            }
+        }
+        self.open(ino)
+    }
+    /// chattr's flags of `ino` (`FL_*`, FS_IOC_GETFLAGS' numbering).
+    pub fn flags(&self, ino: u64) -> Result<u32> {
+        Ok(self.lock().inode(ino)?.d.flags)
+    }
+    /// Set chattr's flags (FS_IOC_SETFLAGS). Flags this filesystem does not keep: EOPNOTSUPP;
+    /// `D` on a non-directory is dropped, as ext4 drops it. Who may set `i` and `a`
+    /// (CAP_LINUX_IMMUTABLE) and any flag (the owner) the kernel has checked.
+    pub fn set_flags(&self, ino: u64, flags: u32) -> Result<Attr> {
+        if flags & !FL_KNOWN != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let mut g = self.lock_rw()?;
+        g.check_space(2, Admit::Meta)?;
+        let i = g.inode(ino)?;
+        let flags = if i.kind() == FileKind::Directory {
+            flags
+        } else {
+            flags & !FL_DIRSYNC
+        };
+        if i.d.flags != flags {
+            i.d.flags = flags;
+            i.d.ctime = inode::now();
+            g.touch(ino);
+        }
+        let a = g.getattr(ino)?;
+        g.after_write()?;
+        Ok(a)
     }
     /// Note an open file handle (an unlinked file lives until its last release).
     pub fn open(&self, ino: u64) -> Result<Attr> {
@@ -694,6 +748,10 @@ impl Inner {
     /// After every modifying operation: write back dirty data past the threshold, and
     /// checkpoint when enough was written since the last one.
     fn after_write(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.sync_due) {
+            self.commit()?;
+            self.stats.syncs += 1;
+        }
         if self.dirty_blocks > self.opts.writeback_blocks {
             self.writeback()?;
         }

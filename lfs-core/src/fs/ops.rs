@@ -9,7 +9,9 @@ use super::{
 use crate::dir::FIRST_ENTRY_COOKIE;
 use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
-use crate::format::inode::{FileKind, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT};
+use crate::format::inode::{
+    FileKind, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_SYNC, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
+};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 use crate::usage::SegState;
 
@@ -49,8 +51,21 @@ impl Inner {
         if let Some(i) = self.inodes.get_mut(&dir) {
             i.d.mtime = t;
             i.d.ctime = t;
+            // chattr +D (or +S) on the directory: the change is durable before the call
+            // returns (`after_write`).
+            self.sync_due |= i.d.flags & (FL_DIRSYNC | FL_SYNC) != 0;
         }
         self.touch(dir);
+    }
+
+    /// chattr's `i` and `a` as the VFS applies them for filesystems in the kernel (for a
+    /// FUSE filesystem it leaves them to the daemon): EPERM when `ino` carries a flag of
+    /// `mask`.
+    pub(crate) fn deny_flagged(&mut self, ino: u64, mask: u32) -> Result<()> {
+        if self.inode(ino)?.d.flags & mask != 0 {
+            return Err(FsError::NotPermitted);
+        }
+        Ok(())
     }
 
     pub(crate) fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Attr> {
@@ -88,6 +103,7 @@ impl Inner {
     /// Common checks before creating `name` in `parent`.
     fn prepare_create(&mut self, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name)?;
+        self.deny_flagged(parent, FL_IMMUTABLE)?;
         let d = self.dir(parent)?;
         if d.get(name).is_some() {
             return Err(FsError::Exists);
@@ -212,6 +228,7 @@ impl Inner {
             return Err(FsError::NotFound);
         }
         let kind = i.kind();
+        self.deny_flagged(ino, FL_IMMUTABLE | FL_APPEND)?;
         self.prepare_create(parent, name)?;
         self.add_entry(parent, name, ino, kind)?;
         let i = self.inode(ino)?;
@@ -233,6 +250,8 @@ impl Inner {
         if e.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
+        self.deny_flagged(parent, FL_IMMUTABLE | FL_APPEND)?;
+        self.deny_flagged(e.ino, FL_IMMUTABLE | FL_APPEND)?;
         self.dir(parent)?.remove(name);
         self.touch_dir_times(parent);
         let i = self.inode(e.ino)?;
@@ -257,6 +276,8 @@ impl Inner {
         if e.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
+        self.deny_flagged(parent, FL_IMMUTABLE | FL_APPEND)?;
+        self.deny_flagged(e.ino, FL_IMMUTABLE | FL_APPEND)?;
         if !self.dir(e.ino)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
@@ -314,6 +335,18 @@ impl Inner {
             .cloned()
             .ok_or(FsError::NotFound)?;
         let dst = self.dir(new_parent)?.get(new_name).cloned();
+        // As may_delete and may_create: a name leaves only a directory that is neither
+        // immutable nor append-only, and only an inode that is neither moves or is replaced.
+        let both = FL_IMMUTABLE | FL_APPEND;
+        self.deny_flagged(parent, both)?;
+        self.deny_flagged(src.ino, both)?;
+        match &dst {
+            Some(d) => {
+                self.deny_flagged(new_parent, both)?;
+                self.deny_flagged(d.ino, both)?;
+            }
+            None => self.deny_flagged(new_parent, FL_IMMUTABLE)?,
+        }
         if flags & RENAME_EXCHANGE != 0 {
             let dst = dst.ok_or(FsError::NotFound)?;
             return self.exchange(parent, name, &src, new_parent, new_name, &dst);
@@ -512,6 +545,32 @@ impl Inner {
     }
 
     pub(crate) fn setattr(&mut self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        let flags = self.inode(ino)?.d.flags;
+        if flags & (FL_IMMUTABLE | FL_APPEND) != 0 {
+            // Only the kernel's own stamping of writes it cached passes: the writes were
+            // accepted before the flag was set, or are appends.
+            let kernel_times = set.cached_times
+                && set.size.is_none()
+                && set.mode.is_none()
+                && set.uid.is_none()
+                && set.gid.is_none()
+                && !set.chown;
+            let explicit = |t: Option<TimeOrNow>| matches!(t, Some(TimeOrNow::At(_)));
+            // utime(f, NULL) may touch an append-only file. Through FUSE's writeback cache
+            // its "now" mtime arrives as a time; the atime beside it still says now.
+            let now_both = matches!(set.atime, Some(TimeOrNow::Now));
+            let append_ok = set.size.is_none()
+                && set.mode.is_none()
+                && set.uid.is_none()
+                && set.gid.is_none()
+                && !set.chown
+                && !explicit(set.atime)
+                && (now_both || !explicit(set.mtime));
+            let ok = kernel_times || (flags & FL_IMMUTABLE == 0 && append_ok);
+            if !ok {
+                return Err(FsError::NotPermitted);
+            }
+        }
         if let Some(size) = set.size {
             if self.inode(ino)?.kind() == FileKind::Directory {
                 return Err(FsError::IsDir);
@@ -554,6 +613,7 @@ impl Inner {
             i.d.mtime = pick(m);
         }
         i.d.ctime = set.ctime.unwrap_or(t);
+        self.sync_due |= i.d.flags & FL_SYNC != 0;
         self.touch(ino);
         self.getattr(ino)
     }

@@ -3,6 +3,7 @@
 use super::inode::now;
 use super::{Admit, Inner, XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
 use crate::error::{FsError, Result};
+use crate::format::inode::{FL_APPEND, FL_IMMUTABLE};
 use crate::format::xattr::{
     decode_xattrs, xattrs_size, Xattrs, XATTR_CAPACITY, XATTR_ENTRY_HEADER,
 };
@@ -58,6 +59,7 @@ impl Inner {
         if value.len() > XATTR_VALUE_MAX {
             return Err(FsError::TooBig);
         }
+        self.deny_flagged(ino, FL_IMMUTABLE | FL_APPEND)?;
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(FsError::Invalid("unknown setxattr flags"));
         }
@@ -111,6 +113,7 @@ impl Inner {
 
     pub(crate) fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
         check_xattr_name(name)?;
+        self.deny_flagged(ino, FL_IMMUTABLE | FL_APPEND)?;
         self.xattrs(ino)?.remove(name).ok_or(FsError::NoAttr)?;
         let i = self.inode(ino)?;
         i.xattr_dirty = true;
