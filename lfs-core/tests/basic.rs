@@ -338,6 +338,43 @@ fn chattr_flags_are_kept_enforced_and_inherited() {
 }
 
 #[test]
+fn tmpfile_is_an_orphan_until_linked() {
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    let d = fs.mkdir(ROOT, b"d", 0o2775, C).unwrap();
+    let a = fs.tmpfile(d.ino, 0o640, C).unwrap();
+    assert_eq!((a.nlink, a.perm), (0, 0o640 & !0o022));
+    fs.write(a.ino, 0, b"kept").unwrap();
+    assert!(fs
+        .readdir(d.ino, 0, 100)
+        .unwrap()
+        .iter()
+        .all(|e| e.ino != a.ino));
+    fs.link(a.ino, ROOT, b"named").unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap().nlink, 1);
+    fs.release(a.ino).unwrap();
+    // Unlinked at its last release.
+    let b = fs.tmpfile(d.ino, 0o600, C).unwrap();
+    fs.write(b.ino, 0, &[7u8; 100_000]).unwrap();
+    fs.release(b.ino).unwrap();
+    assert!(fs.getattr(b.ino).is_err());
+    // Still open at unmount (or a crash): freed by the next mount.
+    let c = fs.tmpfile(d.ino, 0o600, C).unwrap();
+    fs.write(c.ino, 0, &[9u8; 100_000]).unwrap();
+    fs.fsync(c.ino, false).unwrap();
+    let fs = remount(fs, &dev);
+    assert!(fs.getattr(c.ino).is_err());
+    assert_eq!(fs.read(a.ino, 0, 10).unwrap(), b"kept");
+    // A regular file's last name gone while open is not linkable.
+    let e = fs.create(ROOT, b"e", 0o644, C).unwrap();
+    fs.open(e.ino).unwrap();
+    fs.unlink(ROOT, b"e").unwrap();
+    fs.release(e.ino).unwrap();
+    assert!(fs.link(e.ino, ROOT, b"back").is_err());
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
 fn truncate_and_punch() {
     let dev = fresh(64 << 20);
     let fs = mount(&dev);

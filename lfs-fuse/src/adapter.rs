@@ -5,7 +5,7 @@ use crate::errno::errno;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    ReplyStatx, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use lfs_core::format::inode::{
     FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP, FL_SYNC,
@@ -284,6 +284,8 @@ const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
 const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
 const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// STATX_ATTR_* (linux/stat.h) and the flags they report.
+const STATX_ATTRS: [(u64, u32); 3] = [(0x10, FL_IMMUTABLE), (0x20, FL_APPEND), (0x40, FL_NODUMP)];
 /// FS_XFLAG_* and the FS_*_FL they stand for.
 const XFLAGS: [(u32, u32); 5] = [
     (0x08, FL_IMMUTABLE),
@@ -1118,6 +1120,57 @@ impl Filesystem for Adapter {
             Ok(a) => {
                 let (fh, flags) = self.open_handle(a.ino, flags);
                 reply.created(&self.ttl(), &attr(&a), a.generation as u64, fh, flags)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// open(2) with O_TMPFILE. The kernel drops the link count we report by one itself
+    /// (d_tmpfile, as for a kernel filesystem's new inode), so it is reported as 1; the
+    /// engine's count is 0 and the next attributes say so.
+    fn tmpfile(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.fs.tmpfile(parent, mode, creds(req, umask)) {
+            Ok(a) => {
+                let (fh, flags) = self.open_handle(a.ino, flags);
+                let mut fa = attr(&a);
+                fa.nlink = 1;
+                reply.created(&self.ttl(), &fa, a.generation as u64, fh, flags)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// statx(2) asking for the birth time: crtime, and chattr's i, a and d as statx's
+    /// attributes.
+    fn statx(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: Option<u64>,
+        _flags: u32,
+        _mask: u32,
+        reply: ReplyStatx,
+    ) {
+        let r = self
+            .fs
+            .getattr(ino)
+            .and_then(|a| Ok((a, self.fs.flags(ino)?)));
+        match r {
+            Ok((a, flags)) => {
+                let attributes = STATX_ATTRS
+                    .iter()
+                    .filter(|(_, f)| flags & f != 0)
+                    .fold(0, |x, (s, _)| x | s);
+                let known = STATX_ATTRS.iter().fold(0, |x, (s, _)| x | s);
+                reply.statx(&self.ttl(), &attr(&a), attributes, known)
             }
             Err(e) => reply.error(errno(&e)),
         }

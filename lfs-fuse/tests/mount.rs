@@ -1013,3 +1013,63 @@ fn chattr_immutable_and_append_only_hold_on_a_mount() {
     assert!(sh("chattr -a f d && rm f d/n && rmdir d").0);
     m.stop();
 }
+
+#[test]
+fn o_tmpfile_and_birth_time() {
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    let named = mnt.join("named");
+    // xfs_io -T opens the directory with O_TMPFILE; flink names the file (linkat with
+    // AT_EMPTY_PATH). A second one is never named.
+    let xfs_io_tmpfile = |cmds: &[&str]| {
+        let mut c = Command::new("xfs_io");
+        c.arg("-T");
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        let out = c.arg(&mnt).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    xfs_io_tmpfile(&[
+        "pwrite -S 0x61 0 5000",
+        &format!("flink {}", named.display()),
+    ]);
+    xfs_io_tmpfile(&["pwrite 0 100000"]);
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("named")]);
+    assert_eq!(std::fs::read(&named).unwrap(), vec![b'a'; 5000]);
+    // statx's birth time is the creation time, kept across a remount.
+    // (The kernel stamps mtime from its coarse clock, the daemon crtime from a fine one:
+    // they may be a tick apart either way.)
+    let born = std::fs::metadata(&named).unwrap().created().unwrap();
+    let modified = std::fs::metadata(&named).unwrap().modified().unwrap();
+    let apart = born
+        .duration_since(modified)
+        .or(modified.duration_since(born))
+        .unwrap();
+    assert!(
+        apart < Duration::from_secs(2),
+        "born {born:?}, modified {modified:?}"
+    );
+    m.stop();
+    let m = Mounted::new(&img, &mnt, &[]);
+    assert_eq!(std::fs::metadata(&named).unwrap().created().unwrap(), born);
+    m.stop();
+    let out = Command::new(bin("fsck-lfs"))
+        .args(["-n", "-f"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -374,6 +374,14 @@ impl Fs {
             creds,
         )
     }
+    /// open(2) with O_TMPFILE in `parent`: an open regular file with no name (counted as
+    /// one open, released as any); linkat(2) may name it ([`Fs::link`]).
+    pub fn tmpfile(&self, parent: u64, perm: u32, creds: Creds) -> Result<Attr> {
+        let mut g = self.lock_rw()?;
+        let a = g.tmpfile(parent, perm, creds)?;
+        g.after_write()?;
+        Ok(a)
+    }
     pub fn mkdir(&self, parent: u64, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.mkdir(parent, name, perm, creds)?;

@@ -11,6 +11,7 @@ use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
 use crate::format::inode::{
     FileKind, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_SYNC, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
+    S_IFREG,
 };
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 use crate::usage::SegState;
@@ -224,9 +225,12 @@ impl Inner {
         if i.d.nlink >= LINK_MAX {
             return Err(FsError::TooManyLinks);
         }
-        if i.d.nlink == 0 {
+        // No links: only an open O_TMPFILE file may get one (the kernel lets no other
+        // unlinked inode ask); it stops being an orphan.
+        if i.d.nlink == 0 && i.open == 0 {
             return Err(FsError::NotFound);
         }
+        let was_unlinked = i.d.nlink == 0;
         let kind = i.kind();
         self.deny_flagged(ino, FL_IMMUTABLE | FL_APPEND)?;
         self.prepare_create(parent, name)?;
@@ -234,6 +238,35 @@ impl Inner {
         let i = self.inode(ino)?;
         i.d.nlink += 1;
         i.d.ctime = now();
+        self.touch(ino);
+        if was_unlinked {
+            self.imap.set_orphan(ino, false);
+        }
+        self.getattr(ino)
+    }
+
+    /// open(2) with O_TMPFILE: a regular file in no directory, open once, with no links —
+    /// an orphan, freed at its last release or at the next mount, unless linkat(2) gives
+    /// it a name first. Owner, group, mode and default ACL as if created in `parent`.
+    pub(crate) fn tmpfile(&mut self, parent: u64, perm: u32, creds: Creds) -> Result<Attr> {
+        let p = self.inode(parent)?;
+        if p.kind() != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if p.d.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        self.deny_flagged(parent, FL_IMMUTABLE)?;
+        self.check_space(8, Admit::Meta)?;
+        let inherited = self.inherit_acl(parent, S_IFREG | (perm & 0o7777), creds.umask)?;
+        let mut mode = S_IFREG | inherited.perm;
+        let (uid, gid) = self.new_owner(parent, creds, &mut mode)?;
+        let ino = self.new_inode(mode, uid, gid, 0, parent)?;
+        self.store_inherited(ino, inherited)?;
+        let i = self.inode(ino)?;
+        i.d.nlink = 0;
+        i.open = 1;
+        self.imap.set_orphan(ino, true);
         self.touch(ino);
         self.getattr(ino)
     }
