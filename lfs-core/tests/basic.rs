@@ -243,7 +243,9 @@ fn trim_discards_cleaned_segments_and_nothing_live() {
 
 #[test]
 fn chattr_flags_are_kept_enforced_and_inherited() {
-    use lfs_core::format::inode::{FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP};
+    use lfs_core::format::inode::{
+        FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP, FL_SYNC,
+    };
     use lfs_core::fs::TimeOrNow;
     fn perm<T>(r: Result<T, FsError>) -> bool {
         matches!(r, Err(FsError::NotPermitted))
@@ -320,10 +322,20 @@ fn chattr_flags_are_kept_enforced_and_inherited() {
     let g = fs.create(d.ino, b"g", 0o644, C).unwrap();
     let sub = fs.mkdir(d.ino, b"sub", 0o755, C).unwrap();
     assert_eq!(fs.flags(g.ino).unwrap(), FL_NODUMP | FL_NOATIME);
+    let g_flags_inherited = fs.flags(g.ino).unwrap();
+    assert_eq!(g_flags_inherited & FL_SYNC, 0);
     assert_eq!(
         fs.flags(sub.ino).unwrap(),
         FL_NODUMP | FL_NOATIME | FL_DIRSYNC
     );
+    // D: a change of names in the directory is durable when the call returns; S: a write.
+    let syncs = fs.stats().syncs;
+    fs.create(d.ino, b"h", 0o644, C).unwrap();
+    assert_eq!(fs.stats().syncs, syncs + 1);
+    fs.set_flags(g.ino, FL_NODUMP | FL_NOATIME | FL_SYNC)
+        .unwrap();
+    fs.write(g.ino, 0, b"x").unwrap();
+    assert_eq!(fs.stats().syncs, syncs + 2);
     // A: reads leave atime alone.
     fs.write(g.ino, 0, b"x").unwrap();
     let before = fs.getattr(g.ino).unwrap().atime;
@@ -371,6 +383,30 @@ fn tmpfile_is_an_orphan_until_linked() {
     fs.unlink(ROOT, b"e").unwrap();
     fs.release(e.ino).unwrap();
     assert!(fs.link(e.ino, ROOT, b"back").is_err());
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
+fn shutdown_lets_go_of_the_device() {
+    // lfs-fuse's DESTROY: the filesystem stays alive (the session holds it) but must hold
+    // the device no more, so its descriptors close and the image is free at once.
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    fs.create(ROOT, b"f", 0o644, C).unwrap();
+    assert!(Arc::strong_count(&dev) > 1);
+    fs.shutdown().unwrap();
+    assert_eq!(
+        Arc::strong_count(&dev),
+        1,
+        "the filesystem still holds the device"
+    );
+    assert!(matches!(
+        fs.create(ROOT, b"g", 0o644, C),
+        Err(FsError::ShutDown)
+    ));
+    drop(fs);
+    let fs = mount(&dev);
+    assert!(fs.lookup(ROOT, b"f").is_ok());
     unmount_and_fsck(fs, &dev);
 }
 

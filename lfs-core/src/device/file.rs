@@ -262,13 +262,9 @@ impl FileDevice {
 
 impl Device for FileDevice {
     fn release(&self) {
-        for f in std::iter::once(&self.file)
-            .chain(&self.backing)
-            .chain(&self.reader)
-        {
+        for f in std::iter::once(&self.file).chain(&self.backing) {
             // SAFETY: flock on a descriptor we own. Unlocking cannot fail on a valid one.
             unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-            retire(f);
         }
     }
 
@@ -362,19 +358,6 @@ impl Device for FileDevice {
             Err(io::Error::last_os_error())
         }
     }
-}
-
-/// Let go of what `f` opened while `f` stays a valid descriptor: it becomes /dev/null, read
-/// only, so a stray write fails (EBADF) instead of landing anywhere. Whoever unmounts may
-/// then at once detach a loop device or unmount the filesystem holding the image, which an
-/// open descriptor in a daemon that has not exited yet would keep busy.
-fn retire(f: &File) {
-    let Ok(null) = File::open("/dev/null") else {
-        return;
-    };
-    // SAFETY: dup2 onto a descriptor we own; `null` is closed when dropped, `f` keeps its
-    // number, now naming /dev/null.
-    unsafe { libc::dup2(null.as_raw_fd(), f.as_raw_fd()) };
 }
 
 /// `e`, its message starting with `path` (unless it already does: some messages name it

@@ -43,3 +43,32 @@ pub trait Device: Send + Sync {
         ))
     }
 }
+
+/// What a filesystem holds in place of its device once it is shut down: every I/O fails.
+/// Dropping its own reference is what lets the device close (its descriptors, a loop
+/// device's backing file) when nothing else holds it, so that whoever unmounted may at once
+/// detach a loop device or unmount the filesystem the image lives on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Released {
+    /// The size the device had.
+    pub len: u64,
+}
+
+impl Device for Released {
+    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        Err(released())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(released())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Err(released())
+    }
+    fn len_bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+fn released() -> io::Error {
+    io::Error::other("the filesystem is shut down; its device is released")
+}

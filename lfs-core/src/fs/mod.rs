@@ -702,6 +702,9 @@ impl Fs {
             log.backend.stop();
         }
         g.st.dev.release();
+        // Let go of the device itself: the last reference closes it (`Released`).
+        let len = g.st.dev.len_bytes();
+        g.st.dev = Arc::new(crate::device::Released { len });
         g.shut_down = Some(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         r
     }
