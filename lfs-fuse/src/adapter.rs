@@ -39,18 +39,49 @@ const FUSE_HANDLE_KILLPRIV_V2: u32 = 1 << 28;
 const FITRIM: u32 = 0xc018_5879;
 /// linux/capability.h.
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_FSETID: u32 = 4;
 
-/// Whether process `pid` holds capability `cap` in its effective set (/proc/PID/status).
-/// A process that is gone, or a status that cannot be read, holds nothing.
+/// A caller's credentials as /proc/PID/status gives them: what FUSE does not pass (the
+/// capabilities, the supplementary groups) and, under FUSE_ALLOW_IDMAP, what it passes as -1
+/// on every request that creates nothing (the ids).
+struct Credentials {
+    /// The effective capability set.
+    caps: u64,
+    /// The filesystem group and the supplementary groups.
+    groups: Vec<u32>,
+}
+
+impl Credentials {
+    /// None if the process is gone (or its status unreadable).
+    fn of(pid: u32) -> Option<Credentials> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let caps = u64::from_str_radix(field("CapEff:")?, 16).ok()?;
+        // Gid: real, effective, saved, filesystem.
+        let fsgid = field("Gid:")?.split_whitespace().nth(3)?.parse().ok()?;
+        let mut groups = vec![fsgid];
+        groups.extend(
+            field("Groups:")
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+        Some(Credentials { caps, groups })
+    }
+
+    fn has(&self, cap: u32) -> bool {
+        self.caps & (1u64 << cap) != 0
+    }
+}
+
+/// Whether process `pid` holds capability `cap`. A process that is gone holds nothing.
 fn has_capability(pid: u32, cap: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1u64 << cap) != 0)
+    Credentials::of(pid).is_some_and(|c| c.has(cap))
 }
 
 /// In a WRITE's flags under FUSE_HANDLE_KILLPRIV_V2: the caller lacks CAP_FSETID, clear the
@@ -167,6 +198,8 @@ pub struct Adapter {
     /// `umount` waits for the reply, which fuser sends when this returns.
     on_destroy: Option<Box<dyn FnOnce() + Send>>,
     gate: Arc<CacheGate>,
+    /// Ask for FUSE_ALLOW_IDMAP (`allow_idmapped_mounts`).
+    idmap: bool,
 }
 
 impl Adapter {
@@ -190,7 +223,18 @@ impl Adapter {
             notifier,
             on_destroy: Some(on_destroy),
             gate,
+            idmap: false,
         }
+    }
+
+    /// Let the mount be idmapped (mount_setattr(2), `mount --bind -o X-mount.idmap=`): ask
+    /// for FUSE_ALLOW_IDMAP. The kernel then sends the caller's uid and gid only with the
+    /// requests that create an inode (mapped through the mount's idmap) and -1 with all
+    /// others; this adapter reads what else it needs of a caller from /proc
+    /// (`Credentials`), and the session must not filter requests by uid (fuser's
+    /// allow_root emulation does).
+    pub fn allow_idmapped_mounts(&mut self) {
+        self.idmap = true;
     }
 
     /// How long the kernel may keep what we answer: not at all while space is tight (see
@@ -220,6 +264,30 @@ impl Adapter {
 
     fn refresh_gate(&self) {
         self.gate.refresh(&self.fs, &self.notifier);
+    }
+
+    /// What the engine's set-ID clearing needs of the caller of `req` on file `ino`
+    /// (`Fs::kill_privileges`, `Fs::setxattr_by`): None if it holds CAP_FSETID (never when
+    /// `unprivileged`: the kernel has said it does not), else a group that is the file's
+    /// exactly when the caller is in the file's group, by its filesystem or a supplementary
+    /// group (Linux's in_group_p). /proc is read only for a file with set-ID bits, where the
+    /// answer matters; a caller gone by then counts as unprivileged and outside the group.
+    fn unprivileged_group(&self, req: &Request<'_>, ino: u64, unprivileged: bool) -> Option<u32> {
+        let file = self.fs.getattr(ino).ok().filter(|a| a.perm & 0o6000 != 0);
+        let Some(file) = file else {
+            // No set-ID bits: nothing depends on who asks (the ids only say whether to look).
+            return (unprivileged || req.uid() != 0).then(|| req.gid());
+        };
+        let who = Credentials::of(req.pid());
+        if !unprivileged && who.as_ref().is_some_and(|c| c.has(CAP_FSETID)) {
+            return None;
+        }
+        let member = who.is_some_and(|c| c.groups.contains(&file.gid));
+        Some(if member {
+            file.gid
+        } else {
+            file.gid.wrapping_add(1)
+        })
     }
 
     /// chattr/lsattr: the kernel turns FS_IOC_[GS]ETFLAGS and FS_IOC_FS[GS]ETXATTR into
@@ -504,6 +572,13 @@ impl Filesystem for Adapter {
                 "kernel without POSIX ACLs for FUSE: ACLs are not enforced"
             );
         }
+        // FUSE_ALLOW_IDMAP is bit 40 of the INIT flags (linux/fuse.h, 7.40); the kernel
+        // grants it only with default_permissions, which FUSE_POSIX_ACL brings.
+        if self.idmap {
+            if let Err(e) = config.add_capabilities2(1 << (40 - 32)) {
+                tracing::info!(unsupported = e, "kernel without idmapped FUSE mounts");
+            }
+        }
         Ok(())
     }
 
@@ -578,11 +653,13 @@ impl Filesystem for Adapter {
         // Privileges die with a truncate, and on a SETATTR of nothing at all: what the kernel
         // sends where it would have killed them itself (fallocate(2), or a write, to a set-ID
         // file; the capability it removes itself). It decides with the caller's CAP_FSETID
-        // and says so in FATTR_KILL_SUIDGID, which fuser does not pass on: root stands for
-        // CAP_FSETID here, so for root there is nothing left to do.
+        // and says so in FATTR_KILL_SUIDGID, which fuser does not pass on: the caller's
+        // capabilities in /proc stand for it (`unprivileged_group`).
         let bare =
             (mode, uid, gid, size) == (None, None, None, None) && (atime, mtime) == (None, None);
-        let kill = self.killpriv && (size.is_some() || (bare && ctime.is_none())) && req.uid() != 0;
+        let kill = (self.killpriv && (size.is_some() || (bare && ctime.is_none())))
+            .then(|| self.unprivileged_group(req, ino, false))
+            .flatten();
         let set = SetAttr {
             mode,
             uid,
@@ -598,7 +675,7 @@ impl Filesystem for Adapter {
             // empty and, from root, cannot be told from the kernel's capability removal:
             // there root's chown(f, -1, -1) keeps the set-ID bits.
             chown: self.killpriv && bare && ctime.is_some(),
-            kill_privileges: kill.then(|| req.gid()),
+            kill_privileges: kill,
             // fuse_flush_times: mtime and ctime, with the handle of a writer through the
             // cache (futimens(2) on such a handle looks the same; it is let through too).
             cached_times: (mode, uid, gid, size, atime) == (None, None, None, None, None)
@@ -794,13 +871,17 @@ impl Filesystem for Adapter {
         }
         let fs = self.fs.clone();
         let data = data.to_vec();
-        let kill = (self.killpriv && wf & FUSE_WRITE_KILL_SUIDGID != 0)
-            .then(|| (req.gid(), self.notifier.clone()));
+        let kill = (self.killpriv && wf & FUSE_WRITE_KILL_SUIDGID != 0).then(|| {
+            (
+                self.unprivileged_group(req, ino, true),
+                self.notifier.clone(),
+            )
+        });
         let cached = wf & FUSE_WRITE_CACHE != 0;
         let (gate, notifier) = (self.gate.clone(), self.notifier.clone());
         self.workers.run(move || {
             let r = match kill {
-                Some((gid, notifier)) => fs.kill_privileges(ino, Some(gid)).map(|changed| {
+                Some((gid, notifier)) => fs.kill_privileges(ino, gid).map(|changed| {
                     // The kernel keeps the old mode until its attributes time out; make
                     // stat(2) see the cleared bits at once, as on a local filesystem. The
                     // kernel flags every direct or write-through WRITE of a caller without
@@ -1060,7 +1141,7 @@ impl Filesystem for Adapter {
                 name.as_bytes(),
                 value,
                 flags as u32,
-                (req.uid() != 0).then(|| req.gid())
+                self.unprivileged_group(req, ino, false)
             )
         )
     }
@@ -1194,5 +1275,42 @@ impl Filesystem for Adapter {
             self.fs
                 .fallocate(ino, offset as u64, length as u64, mode as u32)
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_proc() {
+        // SAFETY: getegid and getgroups only read this process's credentials.
+        let (egid, n) = unsafe { (libc::getegid(), libc::getgroups(0, std::ptr::null_mut())) };
+        let mut supp = vec![0 as libc::gid_t; n.max(0) as usize];
+        // SAFETY: room for `n` groups.
+        unsafe { libc::getgroups(n, supp.as_mut_ptr()) };
+        let c = Credentials::of(std::process::id()).unwrap();
+        assert_eq!(
+            c.groups[0], egid,
+            "the filesystem group first (it follows the effective)"
+        );
+        assert!(supp.iter().all(|g| c.groups.contains(g)));
+        // SAFETY: geteuid reads this process's credentials.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(
+            c.has(CAP_FSETID),
+            root,
+            "root holds CAP_FSETID here, others not"
+        );
+        assert!(Credentials::of(u32::MAX).is_none(), "no such process");
+    }
+
+    #[test]
+    fn xflags_and_flags_map_both_ways() {
+        for f in [FL_IMMUTABLE, FL_APPEND, FL_SYNC, FL_NOATIME, FL_NODUMP] {
+            assert_eq!(flags_of_xflags(xflags_of(f)), Some(f));
+        }
+        assert_eq!(flags_of_xflags(0x8000), None, "DAX is refused");
     }
 }

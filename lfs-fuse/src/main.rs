@@ -359,7 +359,7 @@ fn mount_and_run(
     };
     let notifier = Arc::new(std::sync::OnceLock::new());
     let gate = Arc::new(CacheGate::default());
-    let adapter = Adapter::new(
+    let mut adapter = Adapter::new(
         fs.clone(),
         o.workers,
         writeback,
@@ -384,12 +384,15 @@ fn mount_and_run(
     // Until the mount is reported live, an error on the way unmounts it again.
     let mut undo = UnmountOnError(own_mount.then(|| mnt.clone()));
     let session = if let Some(m) = own {
-        let acl = if o.allow_other {
-            fuser::SessionACL::All
-        } else if o.allow_root {
+        // Without allow_other the kernel itself keeps other users out, so fuser's check by
+        // uid adds nothing — and it cannot work once idmapped mounts are allowed, the uid of
+        // most requests being -1 then. allow_root is fuser's alone (the kernel sees
+        // allow_other): it keeps the check, and idmapped mounts are not offered.
+        let acl = if o.allow_root {
             fuser::SessionACL::RootAndOwner
         } else {
-            fuser::SessionACL::Owner
+            adapter.allow_idmapped_mounts();
+            fuser::SessionACL::All
         };
         tracing::info!(
             source = %m.source.display(),

@@ -150,6 +150,9 @@ pub struct FileAttr {
 pub struct KernelConfig {
     capabilities: u32,
     requested: u32,
+    /// lfs: INIT flags 32 to 63 the kernel offers, and those asked for.
+    capabilities2: u32,
+    requested2: u32,
     max_readahead: u32,
     max_max_readahead: u32,
     #[cfg(feature = "abi-7-13")]
@@ -166,6 +169,8 @@ impl KernelConfig {
         Self {
             capabilities,
             requested: default_init_flags(capabilities),
+            capabilities2: 0,
+            requested2: 0,
             max_readahead,
             max_max_readahead: max_readahead,
             #[cfg(feature = "abi-7-13")]
@@ -234,6 +239,16 @@ impl KernelConfig {
         let previous = self.max_readahead;
         self.max_readahead = value;
         Ok(previous)
+    }
+
+    /// lfs: ask for INIT flags 32 to 63 (given shifted down by 32: FUSE_ALLOW_IDMAP, bit 40,
+    /// is 1 << 8). On error returns the flags the kernel does not offer.
+    pub fn add_capabilities2(&mut self, capabilities_to_add: u32) -> Result<(), u32> {
+        if capabilities_to_add & self.capabilities2 != capabilities_to_add {
+            return Err(capabilities_to_add - (capabilities_to_add & self.capabilities2));
+        }
+        self.requested2 |= capabilities_to_add;
+        Ok(())
     }
 
     /// Add a set of capabilities.

@@ -174,6 +174,7 @@ impl<'a> Request<'a> {
                 se.proto_minor = v.minor();
 
                 let mut config = KernelConfig::new(x.capabilities(), x.max_readahead());
+                config.capabilities2 = x.capabilities2();
                 // Call filesystem init method and give it a chance to return an error
                 se.filesystem
                     .init(self, &mut config)

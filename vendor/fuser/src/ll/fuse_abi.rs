@@ -79,8 +79,12 @@ pub const FUSE_KERNEL_MINOR_VERSION: u32 = 31;
 // lfs: 7.39 brings FUSE_TMPFILE (7.37) and FUSE_STATX (7.39). Nothing in between changes a
 // message this crate parses unless the daemon asks for it by an INIT flag (setxattr_ext,
 // security contexts, supplementary groups, passthrough), and those are not asked for.
-#[cfg(feature = "abi-7-39")]
+#[cfg(all(feature = "abi-7-39", not(feature = "abi-7-40")))]
 pub const FUSE_KERNEL_MINOR_VERSION: u32 = 39;
+// lfs: 7.40 adds only INIT flags (passthrough, no export support, resend, allow idmap) and a
+// field in the INIT reply's spare space.
+#[cfg(feature = "abi-7-40")]
+pub const FUSE_KERNEL_MINOR_VERSION: u32 = 40;
 
 pub const FUSE_ROOT_ID: u64 = 1;
 

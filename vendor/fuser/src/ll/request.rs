@@ -971,11 +971,17 @@ mod op {
     pub struct Init<'a> {
         header: &'a fuse_in_header,
         arg: &'a fuse_init_in,
+        /// lfs: the INIT flags past 32 bits, when the kernel sends them (FUSE_INIT_EXT).
+        flags2: u32,
     }
     impl_request!(Init<'a>);
     impl<'a> Init<'a> {
         pub fn capabilities(&self) -> u32 {
             self.arg.flags
+        }
+        /// lfs: the kernel's INIT flags 32 to 63, shifted down.
+        pub fn capabilities2(&self) -> u32 {
+            self.flags2
         }
         pub fn max_readahead(&self) -> u32 {
             self.arg.max_readahead
@@ -989,7 +995,10 @@ mod op {
                 major: FUSE_KERNEL_VERSION,
                 minor: FUSE_KERNEL_MINOR_VERSION,
                 max_readahead: config.max_readahead,
-                flags: self.capabilities() & config.requested, // use requested features and reported as capable
+                // use requested features and reported as capable; lfs: FUSE_INIT_EXT when
+                // flags past 32 bits are asked for
+                flags: self.capabilities() & config.requested
+                    | if config.requested2 & self.flags2 != 0 { 1 << 30 } else { 0 },
                 #[cfg(not(feature = "abi-7-13"))]
                 unused: 0,
                 #[cfg(feature = "abi-7-13")]
@@ -1005,8 +1014,9 @@ mod op {
                 max_pages: config.max_pages(),
                 #[cfg(feature = "abi-7-28")]
                 unused2: 0,
+                // lfs: flags2 is the first of these (7.36).
                 #[cfg(feature = "abi-7-28")]
-                reserved: [0; 8],
+                reserved: [config.requested2 & self.flags2, 0, 0, 0, 0, 0, 0, 0],
             };
             Response::new_data(init.as_bytes())
         }
@@ -1805,10 +1815,19 @@ mod op {
                 header,
                 arg: data.fetch()?,
             }),
-            fuse_opcode::FUSE_INIT => Operation::Init(Init {
-                header,
-                arg: data.fetch()?,
-            }),
+            fuse_opcode::FUSE_INIT => {
+                let arg: &fuse_init_in = data.fetch()?;
+                // Since 7.36 flags2 follows flags, meaningful when flags has FUSE_INIT_EXT.
+                let flags2 = match arg.flags & (1 << 30) {
+                    0 => 0,
+                    _ => data.fetch::<u32>().copied().unwrap_or(0),
+                };
+                Operation::Init(Init {
+                    header,
+                    arg,
+                    flags2,
+                })
+            }
             fuse_opcode::FUSE_OPENDIR => Operation::OpenDir(OpenDir {
                 header,
                 arg: data.fetch()?,
