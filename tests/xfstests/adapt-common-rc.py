@@ -7,7 +7,9 @@ a test, and the device size comes from blockdev, which fails on an image file. W
 FUSE_MKFS_PROG and FUSE_FSCK_PROG set (scripts/xfstests.sh sets them), these edits make
 scratch tests format a real image (sized when asked), check the image after every test, and
 take the size of an image file. They also let _fs_type report our mount (fuseblk.lfs-fuse
-in /proc/mounts, see lfs-fuse/src/mount.rs) as FSTYP says. Everything else is untouched.
+in /proc/mounts, see lfs-fuse/src/mount.rs) as FSTYP says, and give lfs its own row where
+a test keeps a table of limits per filesystem type (generic/020). Everything else is
+untouched.
 Usage: adapt-common-rc.py PATH/TO/common/rc   (idempotent: the first run keeps the original
 as common/rc.orig and every run edits that, so a changed edit reaches an old build)
 """
@@ -181,6 +183,35 @@ _check_scratch_fs()
 	if [ -n "$FUSE_MKFS_PROG" ]; then $FUSE_MKFS_PROG -f -q $*; fi
 	;;""")
     # Replace, not rewrite: a campaign running now sources the file again for every test.
+    open(path + ".new", "w").write(s)
+    os.replace(path + ".new", path)
+    adapt_020(os.path.join(os.path.dirname(path), "..", "tests", "generic", "020"))
+
+
+def adapt_020(path: str) -> None:
+    """generic/020 keeps its own table of xattr limits, with one row for every FUSE filesystem
+    (1000 xattrs, 64 KiB values). lfs keeps an inode's xattrs in one 4 KiB block, as ext4
+    does: give it ext4's row for the count and the one-block default for the value size."""
+    orig = path + ".orig"
+    if not os.path.exists(orig):
+        open(orig, "w").write(open(path).read())
+    s = open(orig).read()
+    s = edit(s, """	case "$FSTYP" in
+	xfs|udf|pvfs2|9p|ceph|fuse|nfs|ceph-fuse)
+		max_attrs=1000
+		;;
+	ext2|ext3|ext4)""", """	local fstyp=$FSTYP
+	[ "$FSTYP$FUSE_SUBTYP" = fuse.lfs-fuse ] && fstyp=ext4  """ + MARK + """
+	case "$fstyp" in
+	xfs|udf|pvfs2|9p|ceph|fuse|nfs|ceph-fuse)
+		max_attrs=1000
+		;;
+	ext2|ext3|ext4)""")
+    s = edit(s, """	# Set max attr value size in bytes based on fs type
+	case "$FSTYP" in""", """	# Set max attr value size in bytes based on fs type
+	local fstyp=$FSTYP
+	[ "$FSTYP$FUSE_SUBTYP" = fuse.lfs-fuse ] && fstyp=lfs  """ + MARK + """
+	case "$fstyp" in""")
     open(path + ".new", "w").write(s)
     os.replace(path + ".new", path)
 

@@ -57,6 +57,10 @@ def main():
         reason = why.get(t)
         unexplained += reason is None
         print(f"{t:14} {lfs.get(t, 'absent'):8} {reason or 'NO REASON ON RECORD'}")
+    for name, o in (("lfs-fuse", lfs), ("ext4", ext4)):
+        generic = [v for t, v in o.items() if not t.startswith("ext4/")]
+        print(f"{name}: {generic.count('passed')} passed, {generic.count('failed')} failed, "
+              f"{generic.count('not run')} not run (of {len(generic)} generic and shared tests)")
     print(f"passed on both: {both}; on ext4 only: {len(gap)} ({unexplained} without a reason); "
           f"on lfs only: {len(extra)} ({' '.join(extra)})")
     sys.exit(1 if unexplained else 0)
