@@ -17,8 +17,12 @@ use std::sync::Arc;
 /// log-structured filesystem never change in place, so an entry stays right until its
 /// segment is reused, when [`Store::append`] purges that segment.
 pub struct BlockCache {
-    map: HashMap<u64, Arc<Vec<u8>>>,
-    order: VecDeque<u64>,
+    /// Address -> (the insertion that put it here, the block).
+    map: HashMap<u64, (u64, Arc<Vec<u8>>)>,
+    /// Insertions, oldest first. One whose block was removed or inserted again since is
+    /// stale: skipped when evicting, and dropped whenever stale ones outnumber the live.
+    order: VecDeque<(u64, u64)>,
+    next: u64,
     cap: usize,
     pub hits: u64,
     pub misses: u64,
@@ -29,13 +33,14 @@ impl BlockCache {
         BlockCache {
             map: HashMap::new(),
             order: VecDeque::new(),
+            next: 0,
             cap,
             hits: 0,
             misses: 0,
         }
     }
     fn get(&mut self, addr: u64) -> Option<Arc<Vec<u8>>> {
-        let r = self.map.get(&addr).cloned();
+        let r = self.map.get(&addr).map(|(_, b)| b.clone());
         if r.is_some() {
             self.hits += 1;
         } else {
@@ -43,24 +48,62 @@ impl BlockCache {
         }
         r
     }
+    fn live(&self, (addr, n): (u64, u64)) -> bool {
+        self.map.get(&addr).is_some_and(|(m, _)| *m == n)
+    }
     fn insert(&mut self, addr: u64, b: Arc<Vec<u8>>) {
         if self.cap == 0 {
             return;
         }
-        if self.map.insert(addr, b).is_none() {
-            self.order.push_back(addr);
+        // A block inserted again keeps its place in the order (first in, first out).
+        if let Some((_, old)) = self.map.get_mut(&addr) {
+            *old = b;
+            return;
         }
+        self.next += 1;
+        self.map.insert(addr, (self.next, b));
+        self.order.push_back((addr, self.next));
         while self.map.len() > self.cap {
             match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
+                Some(e) if self.live(e) => {
+                    self.map.remove(&e.0);
                 }
+                Some(_) => {}
                 None => break,
             }
+        }
+        if self.order.len() > 2 * self.map.len() + 16 {
+            let order = std::mem::take(&mut self.order);
+            self.order = order.into_iter().filter(|&e| self.live(e)).collect();
         }
     }
     fn remove(&mut self, addr: u64) {
         self.map.remove(&addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_block_inserted_again_is_not_evicted_early_and_the_order_stays_bounded() {
+        let mut c = BlockCache::new(3);
+        let b = Arc::new(vec![0u8; 8]);
+        c.insert(1, b.clone());
+        c.remove(1);
+        c.insert(2, b.clone());
+        c.insert(3, b.clone());
+        c.insert(1, b.clone()); // newest now
+        c.insert(4, b.clone()); // evicts 2, the oldest live one; not 1
+        assert!(c.get(1).is_some() && c.get(2).is_none());
+        assert!(c.get(3).is_some() && c.get(4).is_some());
+        for i in 0..10_000 {
+            c.insert(100, b.clone());
+            c.remove(100);
+            c.insert(i % 2, b.clone());
+        }
+        assert!(c.order.len() <= 2 * c.cap + 17, "{}", c.order.len());
     }
 }
 
