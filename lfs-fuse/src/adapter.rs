@@ -1105,7 +1105,9 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty!(reply, self.fs.fsyncdir(ino))
+        // A device flush: on a worker, as fsync is, so the session thread is not held up.
+        let fs = self.fs.clone();
+        self.workers.run(move || reply_empty!(reply, fs.fsyncdir(ino)));
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
