@@ -450,6 +450,39 @@ fn truncate_and_punch() {
 }
 
 #[test]
+fn equal_checkpoint_generations_are_reported_and_repaired() {
+    // FORMAT.md: generations are never equal; a damaged image that shows them equal mounts
+    // from region A and fsck reports B.
+    let dev = fresh(64 << 20);
+    let fs = mount(&dev);
+    fs.create(ROOT, b"f", 0o644, C).unwrap();
+    let sb = fs.superblock().clone();
+    fs.unmount().unwrap();
+    let mut region = vec![0u8; sb.cp_blocks as usize * 4096];
+    dev.read_at(&mut region, sb.cp_a * 4096).unwrap();
+    dev.write_at(&region, sb.cp_b * 4096).unwrap();
+    let found = lfs_core::fsck::findings(dev.clone()).unwrap();
+    assert!(
+        found.iter().any(|f| f.to_string().contains("region B")),
+        "{found:?}"
+    );
+    let fs = mount(&dev);
+    let r = fs.mount_report();
+    assert_eq!(r.region, 'A');
+    assert!(
+        r.other_region_error
+            .as_deref()
+            .is_some_and(|e| e.contains("holds generation")),
+        "{:?}",
+        r.other_region_error
+    );
+    // The next checkpoint (the unmount's) goes to the region its generation names: they
+    // differ again, and nothing is left to report.
+    fs.create(ROOT, b"g", 0o644, C).unwrap();
+    unmount_and_fsck(fs, &dev);
+}
+
+#[test]
 fn damaged_newest_checkpoint_falls_back_to_the_other() {
     let dev = fresh(64 << 20);
     let fs = mount(&dev);

@@ -298,9 +298,14 @@ impl Inner {
         let a = read_region(dev.as_ref(), &sb, sb.cp_a)?;
         let b = read_region(dev.as_ref(), &sb, sb.cp_b)?;
         // Generations are never equal (each checkpoint writes g+1 to the other region); if a
-        // damaged image shows them equal, A is taken.
+        // damaged image shows them equal, A is taken and B reported (fsck: the region is
+        // invalid; its repair, a new checkpoint, makes them differ again).
         let (newest, older, other_err) = match (a, b) {
             (Ok(a), Ok(b)) if b.generation > a.generation => ((b, 'B'), Some((a, 'A')), None),
+            (Ok(a), Ok(b)) if b.generation == a.generation => {
+                let e = format!("holds generation {}, as region A does", b.generation);
+                ((a, 'A'), Some((b, 'B')), Some(e))
+            }
             (Ok(a), Ok(b)) => ((a, 'A'), Some((b, 'B')), None),
             (Ok(a), Err(e)) => ((a, 'A'), None, Some(e)),
             (Err(e), Ok(b)) => ((b, 'B'), None, Some(e)),
