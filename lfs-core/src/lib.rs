@@ -2,8 +2,11 @@
 //!
 //! Layered bottom-up; nothing reaches upward:
 //! `format` (pure encode/decode) → `device` (one narrow trait) → `writer` + `log` (segment
-//! buffer, write units, back-end thread) → `imap`, `usage`, `bmap`, `dir` (in-memory maps) →
-//! `fs` (the filesystem API, free of FUSE types; checkpoints and mount) → `mkfs`.
+//! buffer, write units, back-end thread) → `imap`, `usage`, `dirty`, `bmap`, `dir`
+//! (in-memory maps and tables) → `fs` (the filesystem API, free of FUSE types: mkfs, mount,
+//! checkpoints, recovery, cleaning) → `fsck` (the checker's driver over `fs`). Beside them:
+//! `error`, `cli` (what every tool's main shares) and `fuzz` (entry points of the fuzz
+//! targets).
 pub mod bmap;
 pub mod cli;
 pub mod device;

@@ -1107,7 +1107,8 @@ impl Filesystem for Adapter {
     ) {
         // A device flush: on a worker, as fsync is, so the session thread is not held up.
         let fs = self.fs.clone();
-        self.workers.run(move || reply_empty!(reply, fs.fsyncdir(ino)));
+        self.workers
+            .run(move || reply_empty!(reply, fs.fsyncdir(ino)));
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {

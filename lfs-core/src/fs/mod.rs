@@ -3,8 +3,13 @@
 //! [`Fs`] is shared between threads; all state sits behind one mutex (`Inner`), which keeps
 //! every operation atomic with respect to the others and to flushes: a flush group is a
 //! snapshot of whole operations, which is what makes directory operations crash-atomic.
-//! Files here: `inode` (cached inodes, loading and flushing), `ops` (namespace operations),
-//! `data` (read, write, truncate, fallocate), `xattr`, `checkpoint` (checkpoint, mount, mkfs).
+//! Files here: `store` (the device, the log and the block cache under the maps), `inode`
+//! (cached inodes, loading and flushing), `ops` (namespace operations, attributes, chattr
+//! flags, space admission), `data` (read, write, truncate, fallocate), `reserve`
+//! (fallocate's reservations), `xattr`, `acl` (POSIX ACLs), `checkpoint` (checkpoint,
+//! mount, mkfs), `scan` (the judge of write units), `recovery` (roll-forward), `clean`
+//! (cleaning passes), `trim` (FITRIM), `check` (fsck's checks and repairs), `inspect`
+//! (what lfs-inspect shows).
 
 mod acl;
 mod check;
