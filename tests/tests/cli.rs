@@ -13,16 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/cli-<hash> -> target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built (cargo build --workspace)",
-        p.display()
-    );
-    p
+    lfs_tests::workspace_bin(&lfs_tests::profile_dir(), name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// A workspace binary, built first if missing (`lfs_tests::workspace_bin`).
 pub fn bin(name: &str) -> PathBuf {
-    // Cargo builds the package's own binary; mkfs-lfs sits next to it when built.
     let own = PathBuf::from(env!("CARGO_BIN_EXE_lfs-fuse"));
-    own.with_file_name(name)
+    lfs_tests::workspace_bin(own.parent().unwrap(), name)
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
