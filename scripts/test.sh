@@ -3,6 +3,9 @@
 # Heavier runs: see README ("Longer runs").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The code as it is kept: formatted, and clippy-clean with warnings as errors.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 # POSIX conformance against a real mount (installs pjdfstest when missing).

@@ -82,31 +82,6 @@ impl BlockCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_removed_block_inserted_again_is_not_evicted_early_and_the_order_stays_bounded() {
-        let mut c = BlockCache::new(3);
-        let b = Arc::new(vec![0u8; 8]);
-        c.insert(1, b.clone());
-        c.remove(1);
-        c.insert(2, b.clone());
-        c.insert(3, b.clone());
-        c.insert(1, b.clone()); // newest now
-        c.insert(4, b.clone()); // evicts 2, the oldest live one; not 1
-        assert!(c.get(1).is_some() && c.get(2).is_none());
-        assert!(c.get(3).is_some() && c.get(4).is_some());
-        for i in 0..10_000 {
-            c.insert(100, b.clone());
-            c.remove(100);
-            c.insert(i % 2, b.clone());
-        }
-        assert!(c.order.len() <= 2 * c.cap + 17, "{}", c.order.len());
-    }
-}
-
 pub struct Store {
     pub sb: Arc<Superblock>,
     pub dev: Arc<dyn Device>,
@@ -265,5 +240,30 @@ impl Sink for Store {
     }
     fn kill(&mut self, addr: u64) {
         self.kill_bytes(addr, BLOCK_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_block_inserted_again_is_not_evicted_early_and_the_order_stays_bounded() {
+        let mut c = BlockCache::new(3);
+        let b = Arc::new(vec![0u8; 8]);
+        c.insert(1, b.clone());
+        c.remove(1);
+        c.insert(2, b.clone());
+        c.insert(3, b.clone());
+        c.insert(1, b.clone()); // newest now
+        c.insert(4, b.clone()); // evicts 2, the oldest live one; not 1
+        assert!(c.get(1).is_some() && c.get(2).is_none());
+        assert!(c.get(3).is_some() && c.get(4).is_some());
+        for i in 0..10_000 {
+            c.insert(100, b.clone());
+            c.remove(100);
+            c.insert(i % 2, b.clone());
+        }
+        assert!(c.order.len() <= 2 * c.cap + 17, "{}", c.order.len());
     }
 }
