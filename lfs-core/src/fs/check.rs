@@ -16,7 +16,7 @@
 //! them); crash residue (a log to roll forward, orphans to free, a torn checkpoint region)
 //! is told apart from damage by [`Finding::is_damage`].
 
-use super::recovery::EndOfLog;
+use super::scan::EndOfLog;
 use super::scan::Source;
 use super::Inner;
 use crate::error::{FsError, Result};

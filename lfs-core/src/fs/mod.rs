@@ -31,7 +31,8 @@ pub(crate) use checkpoint::not_too_small;
 pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
 pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;
-pub use recovery::{EndOfLog, RollForward};
+pub use recovery::RollForward;
+pub use scan::EndOfLog;
 pub use scan::{ScannedUnit, SegmentScan};
 pub use store::Store;
 

@@ -18,7 +18,7 @@
 //! all. Inodes recovered with no links left (open-unlinked files) are marked orphans, which
 //! mount frees.
 
-use super::scan::{Source, Want};
+use super::scan::{EndOfLog, Source, Want};
 use super::Inner;
 use crate::bmap::BlockMap;
 use crate::error::{FsError, Result};
@@ -29,37 +29,6 @@ use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use std::collections::HashSet;
-use std::fmt;
-
-/// Why the log ends where it does: the verdict on the first unit roll-forward did not take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndOfLog {
-    /// No summary there: nothing was written after the last unit.
-    NoSummary,
-    /// A summary from earlier: another sequence number, another log or another filesystem.
-    Stale { seq: u64 },
-    /// A position, size or successor that cannot be, or a segment the log cannot have entered.
-    Bounds(String),
-    /// The summary's checksum (or its contents) fails: a torn summary.
-    TornSummary(String),
-    /// The payload checksum fails: a torn unit.
-    TornData,
-    /// The device could not be read there.
-    Unreadable(String),
-}
-
-impl fmt::Display for EndOfLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EndOfLog::NoSummary => write!(f, "no summary"),
-            EndOfLog::Stale { seq } => write!(f, "stale unit (seq {seq})"),
-            EndOfLog::Bounds(w) => write!(f, "out of bounds: {w}"),
-            EndOfLog::TornSummary(w) => write!(f, "torn summary: {w}"),
-            EndOfLog::TornData => write!(f, "torn unit (payload checksum)"),
-            EndOfLog::Unreadable(w) => write!(f, "unreadable: {w}"),
-        }
-    }
-}
 
 /// What roll-forward found and did.
 #[derive(Debug, Clone, Default)]
