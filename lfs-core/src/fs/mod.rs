@@ -6,10 +6,10 @@
 //! Files here: `store` (the device, the log and the block cache under the maps), `inode`
 //! (cached inodes, loading and flushing), `ops` (namespace operations, attributes, chattr
 //! flags, space admission), `data` (read, write, truncate, fallocate), `reserve`
-//! (fallocate's reservations), `xattr`, `acl` (POSIX ACLs), `checkpoint` (checkpoint,
-//! mount, mkfs), `scan` (the judge of write units), `recovery` (roll-forward), `clean`
-//! (cleaning passes), `trim` (FITRIM), `check` (fsck's checks and repairs), `inspect`
-//! (what lfs-inspect shows).
+//! (fallocate's reservations), `xattr`, `acl` (POSIX ACLs), `checkpoint` (writing one),
+//! `mount` (reading the newest region and its tables), `mkfs`, `scan` (the judge of write
+//! units), `recovery` (roll-forward), `clean` (cleaning passes), `trim` (FITRIM), `check`
+//! (fsck's checks and repairs), `inspect` (what lfs-inspect shows).
 
 mod acl;
 mod check;
@@ -18,6 +18,8 @@ mod clean;
 mod data;
 mod inode;
 mod inspect;
+mod mkfs;
+mod mount;
 mod ops;
 mod recovery;
 mod reserve;
@@ -27,10 +29,11 @@ mod trim;
 mod xattr;
 
 pub use check::{Finding, Owner};
-pub(crate) use checkpoint::not_too_small;
-pub use checkpoint::{mkfs, plan, MkfsOptions, MountReport};
 pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;
+pub(crate) use mkfs::not_too_small;
+pub use mkfs::{mkfs, plan, MkfsOptions};
+pub use mount::MountReport;
 pub use recovery::RollForward;
 pub use scan::EndOfLog;
 pub use scan::{ScannedUnit, SegmentScan};

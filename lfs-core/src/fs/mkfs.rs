@@ -1,0 +1,154 @@
+//! mkfs: the layout of a new filesystem and the writing of it.
+
+use super::inode::Inode;
+use super::{CpState, Inner, MountOptions};
+use crate::device::Device;
+use crate::dir::Dir;
+use crate::error::{FsError, Result};
+use crate::format::inode::{DiskInode, Timespec, S_IFDIR};
+use crate::format::superblock::{
+    LayoutRequest, Superblock, DEFAULT_BYTES_PER_INODE, DEFAULT_SEG_BYTES,
+};
+use crate::format::table::{ImapEntry, IMAP_ALLOCATED};
+use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
+use crate::imap::Imap;
+use crate::log::{now_ns, Log};
+use crate::usage::UsageTable;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct MkfsOptions {
+    pub seg_bytes: u64,
+    pub bytes_per_inode: u64,
+    pub label: String,
+    pub uuid: Option<[u8; 16]>,
+}
+
+impl Default for MkfsOptions {
+    fn default() -> Self {
+        MkfsOptions {
+            seg_bytes: DEFAULT_SEG_BYTES,
+            bytes_per_inode: DEFAULT_BYTES_PER_INODE,
+            label: String::new(),
+            uuid: None,
+        }
+    }
+}
+
+pub(super) fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut u))
+        .is_ok();
+    if !ok {
+        let seed = now_ns().to_le_bytes();
+        u[..8].copy_from_slice(&seed);
+        u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+    }
+    u
+}
+
+/// A log id for a new mount: random, so that no two mounts (even two attempts to recover
+/// from the same checkpoint) ever write units roll-forward could take for each other's.
+pub(super) fn new_log_id(not: u64) -> u64 {
+    let u = random_uuid();
+    let mut id = u64::from_le_bytes([u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]]);
+    if id == not || id == 0 {
+        id = not.wrapping_add(now_ns()) | 1;
+    }
+    id
+}
+
+/// The geometry `mkfs` would write on a device of `total_bytes` (for dry runs).
+pub fn plan(total_bytes: u64, opts: &MkfsOptions) -> Result<Superblock> {
+    Superblock::layout(&LayoutRequest {
+        total_bytes,
+        seg_bytes: opts.seg_bytes,
+        bytes_per_inode: opts.bytes_per_inode,
+        label: opts.label.clone(),
+        uuid: opts.uuid.unwrap_or_else(random_uuid),
+        created_ns: now_ns(),
+    })
+    .map_err(|e| FsError::Damaged(e.to_string()))
+}
+
+/// Write a new, empty filesystem on `dev`.
+pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
+    let sb = plan(dev.len_bytes(), opts)?;
+    // Zero both checkpoint regions first, so no region of an earlier filesystem survives.
+    let zeros = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
+    dev.write_at(&zeros, sb.cp_a * BLOCK_BYTES)?;
+    dev.write_at(&zeros, sb.cp_b * BLOCK_BYTES)?;
+    let sbb = sb.encode();
+    dev.write_at(&sbb, 0)?;
+    dev.write_at(&sbb, sb.backup_addr() * BLOCK_BYTES)?;
+    dev.flush()?;
+    let sb = Arc::new(sb);
+    let mut usage = UsageTable::new(sb.nsegs, sb.seg_bytes());
+    usage.activate(0, now_ns());
+    let mut inner = Inner::assemble(
+        sb.clone(),
+        dev,
+        Imap::new(sb.imap_blocks as usize),
+        usage,
+        CpState {
+            generation: 0,
+            imap_addrs: vec![0; sb.imap_blocks as usize],
+            usage_addrs: vec![0; sb.usage_blocks as usize],
+        },
+        MountOptions::default(),
+    );
+    inner.st.log = Some(Log::open(
+        sb.clone(),
+        inner.st.dev.clone(),
+        &mut inner.st.usage,
+        0,
+        0,
+        1,
+        new_log_id(0),
+    )?);
+    let t = Timespec::now();
+    inner.imap.set(
+        ROOT_INO,
+        ImapEntry {
+            addr: 0,
+            version: 1,
+            slot: 0,
+            flags: IMAP_ALLOCATED,
+        },
+    );
+    let mut root = Inode::new(DiskInode {
+        ino: ROOT_INO,
+        version: 1,
+        mode: S_IFDIR | 0o755,
+        nlink: 2,
+        parent: ROOT_INO,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        ..Default::default()
+    });
+    root.dir = Some(Dir::default());
+    inner.inodes.insert(ROOT_INO, root);
+    inner.touch(ROOT_INO);
+    // Two checkpoints, so both regions are valid from the start.
+    inner.checkpoint_with(false)?;
+    inner.checkpoint_with(true)?;
+    if let Some(mut log) = inner.st.log.take() {
+        log.backend.stop();
+    }
+    Ok((*sb).clone())
+}
+
+/// Refuse a device too small to hold even a superblock (an empty file, say) in words a user
+/// understands, rather than as a read past its end.
+pub(crate) fn not_too_small(dev: &dyn Device) -> Result<()> {
+    let len = dev.len_bytes();
+    if len < BLOCK_BYTES {
+        return Err(FsError::Damaged(format!(
+            "not an LFS filesystem (the device holds only {len} bytes)"
+        )));
+    }
+    Ok(())
+}
