@@ -105,6 +105,10 @@ impl VictimPicker for Picker {
     fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64> {
         choose(self.policy.as_ref(), segs, now_ns, max, 0)
     }
+    /// The greedy policy, whatever the configured one is.
+    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<u64> {
+        choose(&Greedy, segs, 0, max, 0)
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +126,35 @@ mod tests {
             seg_bytes: SEG,
             write_time_ns: written_s * S,
         }
+    }
+
+    #[test]
+    fn out_of_space_the_emptiest_go_first_whatever_the_policy() {
+        // Old, nearly full segments are what cost-benefit likes; a writer out of space
+        // needs the emptiest, through the picker (and the engine's default agrees).
+        let segs = [
+            seg(0, SEG - 1, 0),
+            seg(1, SEG / 2, 900),
+            seg(2, SEG / 8, 1000),
+            seg(3, SEG, 0),
+        ];
+        let p = Picker {
+            policy: Box::new(CostBenefit),
+        };
+        assert_eq!(
+            p.pick(&segs, 1000 * S, 2),
+            vec![1, 2],
+            "cost-benefit weighs age; greedy would take 2 first"
+        );
+        assert_eq!(p.pick_emptiest(&segs, 2), vec![2, 1]);
+        #[derive(Debug)]
+        struct Default;
+        impl VictimPicker for Default {
+            fn pick(&self, _: &[SegmentView], _: u64, _: usize) -> Vec<u64> {
+                vec![]
+            }
+        }
+        assert_eq!(Default.pick_emptiest(&segs, 2), vec![2, 1]);
     }
 
     #[test]

@@ -61,6 +61,14 @@ impl SegmentView {
 pub trait VictimPicker: Send + Sync + fmt::Debug {
     /// Up to `max` segments to clean from `segs` (all Full segments), in the order to clean.
     fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64>;
+    /// Victims for a writer out of space when [`VictimPicker::pick`]'s choice freed nothing
+    /// (cost-benefit may prefer old segments that are nearly full): the segments that give
+    /// the most back, emptiest first (greedy), leaving out those with nothing to give.
+    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<u64> {
+        let mut v: Vec<&SegmentView> = segs.iter().filter(|s| s.dead_bytes() > 0).collect();
+        v.sort_by_key(|s| (s.live_bytes, s.segment));
+        v.iter().take(max).map(|s| s.segment).collect()
+    }
 }
 
 /// Live bytes one pass holds in memory at most (it stops taking victims past this).

@@ -24,6 +24,8 @@ mod ops;
 mod recovery;
 mod reserve;
 mod scan;
+mod space;
+pub(crate) use space::{Admit, OutOfSpace};
 mod store;
 mod trim;
 mod xattr;
@@ -257,29 +259,6 @@ pub(crate) struct Inner {
     /// The operation under way changed an inode flagged `S` or a directory flagged `D`:
     /// `after_write` makes it durable before the call returns.
     pub sync_due: bool,
-}
-
-/// What an operation must leave free when it adds blocks to the log (`check_space`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admit {
-    /// Metadata (create, rename, xattrs): may use half of the cleaner's reserve, so that a
-    /// full disk can still be tidied.
-    Meta,
-    /// Data the kernel's writeback cache already accepted from a writer: may use the cache
-    /// reserve kept for it, never the cleaner's.
-    Cached,
-    /// Any other data: leaves both reserves alone.
-    Data,
-}
-
-/// A refusal for want of space: what was asked (blocks, with the reserve), how many bytes
-/// had died by then, and how many more were lacking.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OutOfSpace {
-    pub asked_blocks: u64,
-    pub free_blocks: u64,
-    pub killed_bytes: u64,
-    pub lacking_bytes: u64,
 }
 
 pub struct Fs {
