@@ -8,11 +8,10 @@
 //! flags, space admission), `data` (read, write, truncate, fallocate), `reserve`
 //! (fallocate's reservations), `xattr`, `acl` (POSIX ACLs), `checkpoint` (writing one),
 //! `mount` (reading the newest region and its tables), `mkfs`, `scan` (the judge of write
-//! units), `recovery` (roll-forward), `clean` (cleaning passes), `trim` (FITRIM), `check`
-//! (fsck's checks and repairs), `inspect` (what lfs-inspect shows).
+//! units), `recovery` (roll-forward), `clean` (cleaning passes), `trim` (FITRIM), `inspect`
+//! (what lfs-inspect shows). fsck's checks and repairs are in `crate::fsck`.
 
 mod acl;
-mod check;
 mod checkpoint;
 mod clean;
 mod data;
@@ -23,14 +22,14 @@ mod mount;
 mod ops;
 mod recovery;
 mod reserve;
-mod scan;
+pub(crate) mod scan;
 mod space;
 pub(crate) use space::{Admit, OutOfSpace};
 mod store;
 mod trim;
 mod xattr;
 
-pub use check::{Finding, Owner};
+pub use crate::fsck::{Finding, Owner};
 pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
 pub use inspect::InodeInfo;
 pub(crate) use mkfs::not_too_small;
@@ -282,7 +281,7 @@ impl Fs {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock would leave state half-changed; we never panic on
         // data, and if it happened anyway the poison is the least of the problems.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())

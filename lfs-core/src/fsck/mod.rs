@@ -16,7 +16,11 @@ use crate::device::Device;
 use crate::error::{FsError, Result};
 use crate::format::superblock::Superblock;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
-use crate::fs::{Finding, Fs, MountOptions};
+use crate::fs::{Fs, MountOptions};
+
+mod checks;
+mod findings;
+pub use findings::{Finding, Owner};
 use serde::Serialize;
 use std::sync::Arc;
 
