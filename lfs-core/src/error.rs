@@ -53,6 +53,16 @@ pub enum FsError {
     },
     #[error("filesystem damaged: {0}")]
     Damaged(String),
+    /// mkfs: no filesystem can be laid out with these parameters on this device (too small,
+    /// a bad segment size…). Not damage: nothing was there yet.
+    #[error("{0}")]
+    Layout(FormatError),
+    /// Not an LFS filesystem at all (no superblock; a device too small for one).
+    #[error("not an LFS filesystem ({0})")]
+    NotLfs(String),
+    /// One of our own structures failed to encode: a bug in this code, never damage.
+    #[error("internal error (a bug): {0}")]
+    Bug(String),
     #[error(
         "an earlier write or flush failed; the filesystem refuses writes until it is mounted again"
     )]

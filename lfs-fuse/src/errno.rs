@@ -24,9 +24,14 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::ReadOnly => libc::EROFS,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::Stale(_) => libc::ESTALE,
-        FsError::Io(_) | FsError::Corrupt { .. } | FsError::Damaged(_) | FsError::Poisoned => {
-            libc::EIO
-        }
+        FsError::Io(_)
+        | FsError::Corrupt { .. }
+        | FsError::Damaged(_)
+        | FsError::Poisoned
+        | FsError::Bug(_) => libc::EIO,
+        // Not met while mounted (mkfs and mount report them as words), but as an errno:
+        FsError::Layout(_) => libc::EINVAL,
+        FsError::NotLfs(_) => libc::EINVAL,
         // Nothing is served after FUSE_DESTROY; should a request slip through, the
         // connection is as good as gone.
         FsError::ShutDown => libc::ENOTCONN,

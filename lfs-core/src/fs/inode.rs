@@ -357,7 +357,7 @@ impl Inner {
                     continue;
                 }
                 let bytes = crate::format::dir::encode_dir_block(&blk.slots)
-                    .map_err(|e| FsError::Damaged(e.to_string()))?;
+                    .map_err(|e| FsError::Bug(format!("directory {ino} block {l}: {e}")))?;
                 let addr =
                     st.append_counted(SummaryEntry::data(ino, v, l as u64), &bytes, BLOCK_BYTES)?;
                 let old = i.bmap.set(st, l as u64, addr)?;
@@ -374,7 +374,8 @@ impl Inner {
             i.d.xattr = if x.is_empty() {
                 0
             } else {
-                let bytes = encode_xattrs(&x).map_err(|e| FsError::Damaged(e.to_string()))?;
+                let bytes = encode_xattrs(&x)
+                    .map_err(|e| FsError::Bug(format!("xattrs of inode {ino}: {e}")))?;
                 st.append_counted(SummaryEntry::xattr(ino, v), &bytes, BLOCK_BYTES)?
             };
             if old != 0 {

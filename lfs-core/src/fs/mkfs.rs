@@ -69,7 +69,7 @@ pub fn plan(total_bytes: u64, opts: &MkfsOptions) -> Result<Superblock> {
         uuid: opts.uuid.unwrap_or_else(random_uuid),
         created_ns: now_ns(),
     })
-    .map_err(|e| FsError::Damaged(e.to_string()))
+    .map_err(FsError::Layout)
 }
 
 /// Write a new, empty filesystem on `dev`.
@@ -146,8 +146,8 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
 pub(crate) fn not_too_small(dev: &dyn Device) -> Result<()> {
     let len = dev.len_bytes();
     if len < BLOCK_BYTES {
-        return Err(FsError::Damaged(format!(
-            "not an LFS filesystem (the device holds only {len} bytes)"
+        return Err(FsError::NotLfs(format!(
+            "the device holds only {len} bytes"
         )));
     }
     Ok(())

@@ -67,7 +67,7 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
     if matches!(err, crate::format::FormatError::BadMagic { .. })
         && b.iter().take(4).any(|&c| c != 0)
     {
-        return Err(FsError::Damaged(format!("not an LFS filesystem ({err})")));
+        return Err(FsError::NotLfs(err.to_string()));
     }
     if len >= 2 * BLOCK_BYTES {
         dev.read_at(&mut b, (len / BLOCK_BYTES - 1) * BLOCK_BYTES)?;
