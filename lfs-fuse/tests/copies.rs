@@ -1,5 +1,6 @@
 //! Copying real trees in and out as users do — `cp -a`, `rsync -aHAX`, `tar --acls
-//! --xattrs`, `mv` from another filesystem — must keep every mode, owner, ACL, xattr, hard
+//! --xattrs`, `mv` from another filesystem, and `cp -pR` (which keeps modes, owners, ACLs
+//! and times, not hard links or xattrs) — must keep every mode, owner, ACL, xattr, hard
 //! link, symlink and timestamp, also across a remount. The source is /usr/share/doc (5 000
 //! files) plus a small tree with what a package tree lacks: ACLs (access and default), user
 //! xattrs, hard links, set-ID and sticky bits, odd owners, sub-second times. A digest of
@@ -53,6 +54,23 @@ fn digest(root: &Path) -> Vec<String> {
         .chain(hashes.lines().map(String::from))
         .chain(acls.lines().map(String::from))
         .chain(xattrs.lines().map(String::from))
+        .collect()
+}
+
+/// The digest without what `cp -p` does not keep: hard links (a copy gets its own inode, so
+/// the link count differs) and xattrs (not part of `-p`'s mode, owner, times; ACLs are).
+fn without_links_and_xattrs(d: &[String]) -> Vec<String> {
+    d.iter()
+        .filter(|l| {
+            l.contains('|') || !(l.is_empty() || l.starts_with("user.") || l.starts_with("# file:"))
+        })
+        .map(|l| match l.split_once('|') {
+            Some((head, tail)) => {
+                let size = tail.split_whitespace().nth(1).unwrap_or("");
+                format!("{head}|{size}")
+            }
+            None => l.clone(),
+        })
         .collect()
 }
 
@@ -115,9 +133,16 @@ fn cp_rsync_tar_and_mv_keep_everything_across_a_remount() {
          tar --acls --xattrs --xattrs-include='user.*' -C '{m_}/tar' -xpf -"
     ));
     sh(&format!("cp -a '{s}' '{s}-mv' && mv '{s}-mv' '{m_}/mv'"));
+    sh(&format!("cp -pR '{s}' '{m_}/cp-p'"));
     for way in ["cp", "rsync", "tar", "mv"] {
         same(&want, &digest(&mnt.join(way)), way);
     }
+    let want_p = without_links_and_xattrs(&want);
+    same(
+        &want_p,
+        &without_links_and_xattrs(&digest(&mnt.join("cp-p"))),
+        "cp -pR",
+    );
     m.stop();
     let m = Mounted::new(&img, &mnt, &[]);
     for way in ["cp", "rsync", "tar", "mv"] {
@@ -127,6 +152,11 @@ fn cp_rsync_tar_and_mv_keep_everything_across_a_remount() {
             &format!("{way}, after a remount"),
         );
     }
+    same(
+        &want_p,
+        &without_links_and_xattrs(&digest(&mnt.join("cp-p"))),
+        "cp -pR, after a remount",
+    );
     // And out again: rsync back to the host gives the same tree.
     let back = d.path().join("back");
     sh(&format!("rsync -aHAX '{m_}/rsync/' '{}/'", back.display()));
