@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Makes tests/golden/format-v1.img, the committed image of the current format that
+# Makes tests/golden/format-v1.lfs, the committed image of the current format that
 # lfs-core/tests/golden.rs mounts and checks (a change of an offset on both sides, encoder
 # and decoder, would go unnoticed by round-trip tests; this image was written by an older
 # build). Run it only when the format changes, with a new name for the new version.
-#   scripts/make-golden.sh OUT.img
+#   scripts/make-golden.sh tests/golden/format-vN.lfs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$(realpath -m "${1:?usage: scripts/make-golden.sh OUT.img}")
+OUT=$(realpath -m "${1:?usage: scripts/make-golden.sh OUT.lfs}")
 cargo build --release -q -p mkfs-lfs -p lfs-fuse -p lfs-tools
 T=$(mktemp -d)
 trap 'cd /; mountpoint -q "$T/m" && umount "$T/m"; rm -rf "$T"' EXIT

@@ -1,4 +1,4 @@
-//! The committed image of format version 1 (tests/golden/format-v1.img, made by
+//! The committed image of format version 1 (tests/golden/format-v1.lfs, made by
 //! scripts/make-golden.sh with an earlier build) must mount, read back as it was written and
 //! check clean. Round-trip tests cannot see an offset changed on both sides, encoder and
 //! decoder; this image can.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 const ROOT: u64 = 1;
 
 fn golden() -> Arc<dyn Device> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/format-v1.img");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/format-v1.lfs");
     Arc::new(MemDevice::from_image(std::fs::read(path).unwrap()))
 }
 
