@@ -611,8 +611,11 @@ impl Filesystem for Adapter {
         // write(2)s are refused here, where the kernel asks before each one (the flag's
         // change dropped the cached attributes, and they are not cached again while such a
         // writer is open). What write(2) took before the flag still reaches the file.
-        let immutable = self.fs.flags(ino).is_ok_and(|f| f & FL_IMMUTABLE != 0);
-        let open_writer = immutable
+        let a = match self.fs.getattr(ino) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let open_writer = a.flags & FL_IMMUTABLE != 0
             && self
                 .gate
                 .handles()
@@ -626,10 +629,7 @@ impl Filesystem for Adapter {
         } else {
             self.ttl()
         };
-        match self.fs.getattr(ino) {
-            Ok(a) => reply.attr(&ttl, &attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply.attr(&ttl, &attr(&a))
     }
 
     fn setattr(
@@ -818,9 +818,9 @@ impl Filesystem for Adapter {
         // chattr's i and a are ours to apply (open_with); S makes write(2) itself durable,
         // so its writes must reach us, not the page cache.
         match self.fs.open_with(ino, flags) {
-            Ok(_) => {
+            Ok(a) => {
                 let (fh, mut fopen) = self.open_handle(ino, flags);
-                if self.fs.flags(ino).is_ok_and(|f| f & FL_SYNC != 0) {
+                if a.flags & FL_SYNC != 0 {
                     fopen |= FOPEN_DIRECT_IO;
                     if let Some(h) = self.gate.handles().get_mut(&fh) {
                         h.cached_writer = false;
@@ -1243,15 +1243,11 @@ impl Filesystem for Adapter {
         _mask: u32,
         reply: ReplyStatx,
     ) {
-        let r = self
-            .fs
-            .getattr(ino)
-            .and_then(|a| Ok((a, self.fs.flags(ino)?)));
-        match r {
-            Ok((a, flags)) => {
+        match self.fs.getattr(ino) {
+            Ok(a) => {
                 let attributes = STATX_ATTRS
                     .iter()
-                    .filter(|(_, f)| flags & f != 0)
+                    .filter(|(_, f)| a.flags & f != 0)
                     .fold(0, |x, (s, _)| x | s);
                 let known = STATX_ATTRS.iter().fold(0, |x, (s, _)| x | s);
                 reply.statx(&self.ttl(), &attr(&a), attributes, known)

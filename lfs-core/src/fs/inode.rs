@@ -122,6 +122,7 @@ impl Inode {
             gid: self.d.gid,
             rdev: self.d.rdev,
             blksize: BLOCK_SIZE as u32,
+            flags: self.d.flags,
         }
     }
 }

@@ -131,6 +131,8 @@ pub struct Attr {
     pub gid: u32,
     pub rdev: u64,
     pub blksize: u32,
+    /// chattr's flags (`FL_*`).
+    pub flags: u32,
 }
 
 /// Who is asking: owner of new files.
@@ -428,18 +430,18 @@ impl Fs {
     /// (writing or truncating an immutable file; writing an append-only one without
     /// O_APPEND, or truncating it).
     pub fn open_with(&self, ino: u64, flags: i32) -> Result<Attr> {
-        {
-            let mut g = self.lock();
-            let f = g.inode(ino)?.d.flags;
-            let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-            let trunc = flags & libc::O_TRUNC != 0;
-            let denied = (f & FL_IMMUTABLE != 0 && (write || trunc))
-                || (f & FL_APPEND != 0 && ((write && flags & libc::O_APPEND == 0) || trunc));
-            if denied {
-                return Err(FsError::NotPermitted);
-            }
+        let mut g = self.lock();
+        g.load(ino)?;
+        let f = g.inode(ino)?.d.flags;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let denied = (f & FL_IMMUTABLE != 0 && (write || trunc))
+            || (f & FL_APPEND != 0 && ((write && flags & libc::O_APPEND == 0) || trunc));
+        if denied {
+            return Err(FsError::NotPermitted);
         }
-        self.open(ino)
+        g.inode(ino)?.open += 1;
+        g.getattr(ino)
     }
     /// chattr's flags of `ino` (`FL_*`, FS_IOC_GETFLAGS' numbering).
     pub fn flags(&self, ino: u64) -> Result<u32> {
