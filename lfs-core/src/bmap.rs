@@ -625,10 +625,9 @@ mod tests {
     }
     impl Sink for MemSink {
         fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
-            self.blocks
-                .get(&addr)
-                .cloned()
-                .ok_or(FsError::Damaged("missing".into()))
+            self.blocks.get(&addr).cloned().ok_or(FsError::Damaged(
+                crate::error::Damage::AddrOutsideLog { addr },
+            ))
         }
         fn append(&mut self, e: SummaryEntry, data: &[u8]) -> Result<u64> {
             self.appended.push(e);

@@ -22,5 +22,5 @@ pub mod log;
 pub mod usage;
 pub mod writer;
 
-pub use error::{FsError, Result};
+pub use error::{Damage, FsError, MountError, NotLfs, Result};
 pub use fs::{mkfs, Fs, MkfsOptions, MountOptions};

@@ -4,7 +4,7 @@
 use lfs_core::device::{Device, MemDevice};
 use lfs_core::format::inode::{FileKind, Timespec};
 use lfs_core::fs::{Creds, SetAttr, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
-use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
+use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountError, MountOptions, NotLfs};
 use std::sync::Arc;
 
 const ROOT: u64 = 1;
@@ -556,6 +556,10 @@ fn damaged_newest_checkpoint_falls_back_to_the_other() {
     let e = Fs::mount(dev.clone(), MountOptions::default())
         .err()
         .expect("must fail");
+    assert!(
+        matches!(e, FsError::Mount(MountError::NoCheckpoint { .. })),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("no valid checkpoint"), "{e}");
 }
 
@@ -566,7 +570,36 @@ fn not_an_lfs_image_and_damaged_superblock() {
     let e = Fs::mount(dev.clone(), MountOptions::default())
         .err()
         .expect("must fail");
+    assert!(matches!(e, FsError::NotLfs(NotLfs::Foreign(_))), "{e:?}");
     assert!(e.to_string().contains("not an LFS filesystem"), "{e}");
+    let e = Fs::mount(Arc::new(MemDevice::new(100)), MountOptions::default())
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(e, FsError::NotLfs(NotLfs::TooSmall { len: 100 })),
+        "{e:?}"
+    );
+    // An image cut short (a truncated copy): the size it lacks, not "damaged".
+    let whole = fresh(64 << 20);
+    let cut: Arc<dyn Device> = Arc::new(MemDevice::new(32 << 20));
+    let mut b = vec![0u8; 1 << 20];
+    for off in (0..32u64 << 20).step_by(1 << 20) {
+        whole.read_at(&mut b, off).unwrap();
+        cut.write_at(&b, off).unwrap();
+    }
+    let e = Fs::mount(cut, MountOptions::default())
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(
+            e,
+            FsError::Mount(MountError::DeviceTooSmall {
+                have,
+                need
+            }) if have == 32 << 20 && need == 64 << 20
+        ),
+        "{e:?}"
+    );
     let dev = fresh(64 << 20);
     dev.write_at(&[0u8; 64], 8).unwrap(); // garble the primary superblock, keep its magic
     let fs = mount(&dev);

@@ -28,10 +28,11 @@ pub fn errno(e: &FsError) -> i32 {
         | FsError::Corrupt { .. }
         | FsError::Damaged(_)
         | FsError::Poisoned
-        | FsError::Bug(_) => libc::EIO,
+        | FsError::ShutDownFailed(_)
+        | FsError::Bug { .. } => libc::EIO,
         // Not met while mounted (mkfs and mount report them as words), but as an errno:
         FsError::Layout(_) => libc::EINVAL,
-        FsError::NotLfs(_) => libc::EINVAL,
+        FsError::NotLfs(_) | FsError::Mount(_) => libc::EINVAL,
         // Nothing is served after FUSE_DESTROY; should a request slip through, the
         // connection is as good as gone.
         FsError::ShutDown => libc::ENOTCONN,

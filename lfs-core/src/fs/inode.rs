@@ -5,6 +5,7 @@
 use super::{Attr, Inner};
 use crate::bmap::{path_nodes, BlockMap};
 use crate::dir::Dir;
+use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::dir::decode_dir_block;
 use crate::format::inode::{
@@ -149,23 +150,24 @@ impl Inner {
     /// Inode `ino` from where the map entry `e` says it is stored, checked against it.
     pub(crate) fn read_inode(&mut self, ino: u64, e: &ImapEntry) -> Result<DiskInode> {
         if e.addr == 0 {
-            return Err(FsError::Damaged(format!(
-                "inode {ino} is allocated but was never written"
-            )));
+            return Err(Damage::InodeNeverWritten { ino }.into());
         }
         let b = self.st.read_block(e.addr)?;
         let slots = decode_inode_block(&b).map_err(FsError::corrupt("inode block", e.addr))?;
         let d = slots.into_iter().nth(e.slot as usize).ok_or_else(|| {
-            FsError::Damaged(format!(
-                "inode {ino}: slot {} missing in block {}",
-                e.slot, e.addr
-            ))
+            FsError::from(Damage::InodeSlotMissing {
+                ino,
+                slot: e.slot,
+                addr: e.addr,
+            })
         })?;
         if d.ino != ino || d.version != e.version || d.is_tombstone() {
-            return Err(FsError::Damaged(format!(
-                "inode {ino}: inode map points at the wrong inode (block {}, slot {})",
-                e.addr, e.slot
-            )));
+            return Err(Damage::InodeMismatch {
+                ino,
+                addr: e.addr,
+                slot: e.slot,
+            }
+            .into());
         }
         Ok(d)
     }
@@ -217,10 +219,11 @@ impl Inner {
             // The size comes from disk: a directory cannot hold more blocks than the device.
             let nblocks = i.d.size / BLOCK_BYTES;
             if nblocks > st.sb.total_blocks {
-                return Err(FsError::Damaged(format!(
-                    "directory inode {ino} claims {} bytes",
-                    i.d.size
-                )));
+                return Err(Damage::DirectoryTooLarge {
+                    ino,
+                    size: i.d.size,
+                }
+                .into());
             }
             let mut blocks = Vec::with_capacity(nblocks.min(4096) as usize);
             for l in 0..nblocks {
@@ -357,8 +360,12 @@ impl Inner {
                 if !blk.dirty {
                     continue;
                 }
-                let bytes = crate::format::dir::encode_dir_block(&blk.slots)
-                    .map_err(|e| FsError::Bug(format!("directory {ino} block {l}: {e}")))?;
+                let bytes = crate::format::dir::encode_dir_block(&blk.slots).map_err(|source| {
+                    FsError::Bug {
+                        what: format!("directory {ino} block {l}"),
+                        source,
+                    }
+                })?;
                 let addr =
                     st.append_counted(SummaryEntry::data(ino, v, l as u64), &bytes, BLOCK_BYTES)?;
                 let old = i.bmap.set(st, l as u64, addr)?;
@@ -375,8 +382,10 @@ impl Inner {
             i.d.xattr = if x.is_empty() {
                 0
             } else {
-                let bytes = encode_xattrs(&x)
-                    .map_err(|e| FsError::Bug(format!("xattrs of inode {ino}: {e}")))?;
+                let bytes = encode_xattrs(&x).map_err(|source| FsError::Bug {
+                    what: format!("xattrs of inode {ino}"),
+                    source,
+                })?;
                 st.append_counted(SummaryEntry::xattr(ino, v), &bytes, BLOCK_BYTES)?
             };
             if old != 0 {

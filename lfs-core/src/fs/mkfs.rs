@@ -146,9 +146,7 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
 pub(crate) fn not_too_small(dev: &dyn Device) -> Result<()> {
     let len = dev.len_bytes();
     if len < BLOCK_BYTES {
-        return Err(FsError::NotLfs(format!(
-            "the device holds only {len} bytes"
-        )));
+        return Err(crate::error::NotLfs::TooSmall { len }.into());
     }
     Ok(())
 }

@@ -677,7 +677,7 @@ impl Fs {
     pub fn shutdown(&self) -> Result<()> {
         let mut g = self.lock();
         if let Some(r) = &g.shut_down {
-            return r.clone().map_err(FsError::Damaged);
+            return r.clone().map_err(FsError::ShutDownFailed);
         }
         let poisoned = g.st.log.as_ref().is_some_and(|l| l.backend.poisoned());
         let r = if self.read_only {

@@ -3,10 +3,12 @@
 
 use super::{CpState, Inner, MountOptions, Stats};
 use crate::device::Device;
+use crate::error::{Damage, MountError, NotLfs};
 use crate::error::{FsError, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::superblock::Superblock;
 use crate::format::table::{decode_imap_block, decode_usage_block};
+use crate::format::FormatError;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
 use crate::log::Log;
@@ -67,7 +69,7 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
     if matches!(err, crate::format::FormatError::BadMagic { .. })
         && b.iter().take(4).any(|&c| c != 0)
     {
-        return Err(FsError::NotLfs(err.to_string()));
+        return Err(NotLfs::Foreign(err).into());
     }
     if len >= 2 * BLOCK_BYTES {
         dev.read_at(&mut b, (len / BLOCK_BYTES - 1) * BLOCK_BYTES)?;
@@ -90,10 +92,10 @@ fn read_region(
     dev: &dyn Device,
     sb: &Superblock,
     addr: u64,
-) -> Result<std::result::Result<Checkpoint, String>> {
+) -> Result<std::result::Result<Checkpoint, FormatError>> {
     let mut b = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
     dev.read_at(&mut b, addr * BLOCK_BYTES)?;
-    Ok(Checkpoint::decode(&b, sb).map_err(|e| e.to_string()))
+    Ok(Checkpoint::decode(&b, sb))
 }
 
 impl Inner {
@@ -135,11 +137,11 @@ impl Inner {
         let t0 = Instant::now();
         let (sb, sb_err) = read_superblock(dev.as_ref())?;
         if dev.len_bytes() < sb.total_blocks * BLOCK_BYTES {
-            return Err(FsError::Damaged(format!(
-                "device is {} bytes but the filesystem needs {}",
-                dev.len_bytes(),
-                sb.total_blocks * BLOCK_BYTES
-            )));
+            return Err(MountError::DeviceTooSmall {
+                have: dev.len_bytes(),
+                need: sb.total_blocks * BLOCK_BYTES,
+            }
+            .into());
         }
         let a = read_region(dev.as_ref(), &sb, sb.cp_a)?;
         let b = read_region(dev.as_ref(), &sb, sb.cp_b)?;
@@ -153,27 +155,21 @@ impl Inner {
                 ((a, 'A'), Some((b, 'B')), Some(e))
             }
             (Ok(a), Ok(b)) => ((a, 'A'), Some((b, 'B')), None),
-            (Ok(a), Err(e)) => ((a, 'A'), None, Some(e)),
-            (Err(e), Ok(b)) => ((b, 'B'), None, Some(e)),
-            (Err(ea), Err(eb)) => {
-                return Err(FsError::Damaged(format!(
-                    "no valid checkpoint (region A: {ea}; region B: {eb})"
-                )))
-            }
+            (Ok(a), Err(e)) => ((a, 'A'), None, Some(e.to_string())),
+            (Err(e), Ok(b)) => ((b, 'B'), None, Some(e.to_string())),
+            (Err(ea), Err(eb)) => return Err(MountError::NoCheckpoint { a: ea, b: eb }.into()),
         };
         if let Some(e) = &other_err {
             tracing::warn!(region = %other_region(newest.1), error = %e, "checkpoint region invalid; using the other");
         }
         let sb = Arc::new(sb);
         let first = Inner::mount_from(&dev, &sb, newest, other_err, sb_err.clone(), &opts, t0);
-        let (Err(e), Some(older)) = (&first, older) else {
-            return first;
+        let (e, older) = match (first, older) {
+            // Only for damage found while reading (nothing is written before that could fail
+            // so); a device error is the device's, and would recur.
+            (Err(e @ (FsError::Corrupt { .. } | FsError::Damaged(_))), Some(older)) => (e, older),
+            (first, _) => return first,
         };
-        // Only for damage found while reading (nothing is written before that could fail
-        // so); a device error is the device's, and would recur.
-        if !matches!(e, FsError::Corrupt { .. } | FsError::Damaged(_)) {
-            return first;
-        }
         // The newest checkpoint's tables (or what they lead to) do not decode: the other
         // region's are elsewhere, and roll-forward from it replays what came after.
         tracing::warn!(region = %other_region(older.1), error = %e, "cannot mount from the newest checkpoint; trying the other region");
@@ -183,9 +179,11 @@ impl Inner {
                 report.newest_damaged = Some(why);
                 Ok((inner, report))
             }
-            Err(e2) => Err(FsError::Damaged(format!(
-                "{e} (and from the other checkpoint region: {e2})"
-            ))),
+            Err(e2) => Err(MountError::NeitherRegion {
+                newest: Box::new(e),
+                older: Box::new(e2),
+            }
+            .into()),
         }
     }
 
@@ -252,9 +250,7 @@ impl Inner {
             report.roll_forward = Some(rf);
         }
         if !inner.imap.get(ROOT_INO).is_some_and(|e| e.allocated()) {
-            return Err(FsError::Damaged(
-                "the root directory is not allocated".into(),
-            ));
+            return Err(Damage::RootUnallocated.into());
         }
         if !opts.read_only {
             // A new log id before any write: units past the recovered end of the log carry

@@ -7,6 +7,7 @@ use super::{
     RENAME_NOREPLACE, RENAME_WHITEOUT, SYMLINK_MAX,
 };
 use crate::dir::FIRST_ENTRY_COOKIE;
+use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::dir::{valid_name, DirEntry};
 use crate::format::inode::{
@@ -209,9 +210,7 @@ impl Inner {
         let size = i.d.size;
         // The size comes from disk: a damaged one must not size an allocation.
         if size == 0 || size > SYMLINK_MAX as u64 {
-            return Err(FsError::Damaged(format!(
-                "symlink inode {ino} claims a target of {size} bytes"
-            )));
+            return Err(Damage::SymlinkSize { ino, size }.into());
         }
         self.read_raw(ino, 0, size)
     }
@@ -326,6 +325,7 @@ impl Inner {
 
     /// Is `ancestor` on the path from `ino` up to the root?
     fn is_ancestor(&mut self, ancestor: u64, mut ino: u64) -> Result<bool> {
+        let from = ino;
         for _ in 0..100_000 {
             if ino == ancestor {
                 return Ok(true);
@@ -335,9 +335,7 @@ impl Inner {
             }
             ino = self.inode(ino)?.d.parent;
         }
-        Err(FsError::Damaged(
-            "directory parent chain does not reach the root".into(),
-        ))
+        Err(Damage::ParentChainBroken { ino: from }.into())
     }
 
     pub(crate) fn rename(

@@ -21,6 +21,7 @@
 use super::scan::{EndOfLog, Source, Want};
 use super::Inner;
 use crate::bmap::BlockMap;
+use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::inode::{decode_inode_block, DiskInode, INODE_SIZE};
@@ -186,11 +187,11 @@ impl Inner {
         rf: &mut RollForward,
     ) -> Result<()> {
         let ino = d.ino;
-        let old = self.imap.get(ino).copied().ok_or_else(|| {
-            FsError::Damaged(format!(
-                "inode block {addr}: inode number {ino} is beyond the inode map"
-            ))
-        })?;
+        let old = self
+            .imap
+            .get(ino)
+            .copied()
+            .ok_or_else(|| FsError::from(Damage::InodeBeyondMap { ino, addr }))?;
         rf.inodes += 1;
         let old_d = if old.allocated() && old.addr != 0 {
             Some(self.read_inode(ino, &old)?)

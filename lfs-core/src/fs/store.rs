@@ -4,6 +4,7 @@
 
 use crate::bmap::Sink;
 use crate::device::Device;
+use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::superblock::Superblock;
@@ -114,9 +115,7 @@ impl Store {
     /// Read one block: from the log's memory, the cache, or the device.
     pub fn read_block(&mut self, addr: u64) -> Result<Arc<Vec<u8>>> {
         if self.sb.seg_of(addr).is_none() {
-            return Err(FsError::Damaged(format!(
-                "block address {addr} is outside the log"
-            )));
+            return Err(Damage::AddrOutsideLog { addr }.into());
         }
         if let Some(b) = self.log.as_ref().and_then(|l| l.read_cached(addr)) {
             return Ok(Arc::new(b));
@@ -137,9 +136,7 @@ impl Store {
     pub fn read_run(&mut self, addr: u64, n: u64, out: &mut Vec<u8>) -> Result<()> {
         // Addresses come from disk: a damaged pointer may sit near u64::MAX.
         let Some(end) = addr.checked_add(n) else {
-            return Err(FsError::Damaged(format!(
-                "a run of {n} blocks at block {addr} lies beyond any device"
-            )));
+            return Err(Damage::RunBeyondDevice { addr, len: n }.into());
         };
         let seg = self.sb.seg_of(addr);
         let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(end - 1);

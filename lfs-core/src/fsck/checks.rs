@@ -17,6 +17,7 @@
 //! is told apart from damage by [`Finding::is_damage`].
 
 use super::findings::{Finding, Owner};
+use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_KNOWN, INODE_SIZE};
 use crate::format::summary::{BlockKind, SummaryEntry};
@@ -393,9 +394,7 @@ impl Inner {
             if e.kind == FileKind::Directory {
                 return Ok(e.ino);
             }
-            return Err(FsError::Damaged(
-                "/lost+found exists and is not a directory".into(),
-            ));
+            return Err(Damage::LostFoundNotDirectory.into());
         }
         Ok(self
             .mkdir(ROOT_INO, NAME, 0o700, crate::fs::Creds::default())?

@@ -13,6 +13,7 @@
 //! image afresh from disk.
 
 use crate::device::Device;
+use crate::error::NotLfs;
 use crate::error::{FsError, Result};
 use crate::format::superblock::Superblock;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
@@ -98,14 +99,14 @@ fn check_superblocks(dev: &dyn Device) -> Result<(Superblock, Vec<Finding>)> {
             });
             let last = dev.len_bytes() / BLOCK_BYTES;
             if last < 2 {
-                return Err(FsError::Damaged(format!("no valid superblock ({e})")));
+                return Err(NotLfs::TooSmall {
+                    len: dev.len_bytes(),
+                }
+                .into());
             }
             dev.read_at(&mut b, (last - 1) * BLOCK_BYTES)?;
-            let sb = Superblock::decode(&b).map_err(|be| {
-                FsError::Damaged(format!(
-                    "no valid superblock (primary: {e}; backup: {be}); not an LFS filesystem?"
-                ))
-            })?;
+            let sb = Superblock::decode(&b)
+                .map_err(|backup| NotLfs::NoSuperblock { primary: e, backup })?;
             return Ok((sb, findings));
         }
     };
