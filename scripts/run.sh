@@ -11,7 +11,8 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq fuse3
 fi
-cargo build --release --workspace
+# The tools alone: the test crate would turn on lfs-core's test-only code (`testing`).
+cargo build --release -p mkfs-lfs -p lfs-fuse -p lfs-tools -p lfs-cleaner
 # An existing image is mounted, never formatted again: running this twice must not
 # destroy the files of the first run. Only a missing image is created.
 if [ -e "$IMAGE" ]; then

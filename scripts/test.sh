@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 # The code as it is kept: formatted, and clippy-clean with warnings as errors.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The tools as users build them: without lfs-core's test-only code (`testing`) and without
+# the simulator in the mount daemon; this build must stand on its own, warnings included.
+cargo clippy -p mkfs-lfs -p lfs-fuse -p lfs-tools -- -D warnings
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 # POSIX conformance against a real mount (installs pjdfstest when missing).

@@ -14,6 +14,7 @@
 
 pub mod control;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
+#[cfg(feature = "testing")]
 pub mod fuzz;
 pub mod imap;
 pub mod log;
