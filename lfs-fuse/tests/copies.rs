@@ -11,8 +11,7 @@
 //!     cargo test --release -p lfs-fuse --test copies -- --nocapture
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use lfs_tests::mount::*;
 
 use std::path::Path;
 use std::process::Command;

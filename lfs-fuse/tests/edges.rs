@@ -6,8 +6,7 @@
 //! fails the mount.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use lfs_tests::mount::*;
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -5,8 +5,7 @@
 //! deletes and cleaning, and can be filled again. Then unmount, fsck, remount and compare.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use lfs_tests::mount::*;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

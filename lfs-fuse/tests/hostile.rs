@@ -5,8 +5,7 @@
 //! fsck finds the image clean.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use lfs_tests::mount::*;
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;

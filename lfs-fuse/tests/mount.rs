@@ -3,8 +3,7 @@
 //! and stops the daemon whatever happens.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use lfs_tests::mount::*;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -1,4 +1,10 @@
-//! What the workspace's tests share.
+//! What the workspace's tests share: finding (and building) the workspace's binaries, the
+//! FUSE mount harness (`mount`), and the engine fixtures (`engine`). lfs-core's own tests
+//! keep theirs in `lfs-core/tests/common` (this crate depends on lfs-core, so lfs-core's
+//! tests cannot depend on it).
+
+pub mod engine;
+pub mod mount;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,4 +49,10 @@ pub fn profile_dir() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// The workspace binary `name`, beside the running test's own target directory, built first
+/// if missing.
+pub fn bin(name: &str) -> PathBuf {
+    workspace_bin(&profile_dir(), name)
 }

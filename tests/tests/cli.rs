@@ -7,14 +7,12 @@
 //! The binaries come from `cargo build --workspace` (scripts/test.sh builds them first).
 #![allow(clippy::unwrap_used)]
 
+use lfs_tests::bin;
+use lfs_tests::mount::is_mounted;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin(name: &str) -> PathBuf {
-    lfs_tests::workspace_bin(&lfs_tests::profile_dir(), name)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -44,12 +42,6 @@ fn case(tool: &'static str, args: &[&str], code: i32, kind: Kind, says: &'static
         says,
         as_nobody: false,
     }
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let m = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = mnt.to_str().unwrap();
-    m.lines().any(|l| l.split(' ').nth(4) == Some(want))
 }
 
 /// Run with a time limit; (exit status, stderr).

@@ -23,7 +23,7 @@
 
 use lfs_core::device::{CrashDevice, CrashStateOptions, Device, MemDevice};
 use lfs_core::format::inode::FileKind;
-use lfs_core::fs::{Creds, SetAttr};
+use lfs_core::fs::SetAttr;
 use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use rand::rngs::SmallRng;
@@ -31,12 +31,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
-const C: Creds = Creds {
-    uid: 0,
-    gid: 0,
-    umask: 0,
-};
+use lfs_tests::engine::{C, ROOT};
 const IMAGE_BYTES: u64 = 4 << 20;
 const SEG_BYTES: u64 = 64 << 10;
 

@@ -9,7 +9,7 @@
 use lfs_core::device::{Device, MemDevice};
 use lfs_core::format::inode::FileKind;
 use lfs_core::fs::{
-    Creds, SetAttr, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+    SetAttr, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RENAME_EXCHANGE, RENAME_NOREPLACE,
 };
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use rand::rngs::SmallRng;
@@ -17,12 +17,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
-const C: Creds = Creds {
-    uid: 0,
-    gid: 0,
-    umask: 0,
-};
+use lfs_tests::engine::{C, ROOT};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {

@@ -3,27 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, FileDevice, MemDevice};
-use lfs_core::fs::{Creds, SetAttr};
+use lfs_core::fs::SetAttr;
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
-const C: Creds = Creds {
-    uid: 0,
-    gid: 0,
-    umask: 0,
-};
-
-/// Every test that writes ends here: unmount, then fsck -n -f on the image finds nothing.
-fn unmount_and_fsck(fs: Fs, dev: &Arc<dyn Device>) {
-    fs.unmount().unwrap();
-    assert_eq!(lfs_core::fsck::findings(dev.clone()).unwrap(), vec![]);
-}
-
-fn remount(fs: Fs, dev: &Arc<dyn Device>) -> Fs {
-    fs.unmount().unwrap();
-    Fs::mount(dev.clone(), MountOptions::default()).unwrap()
-}
+use lfs_tests::engine::{remount, unmount_and_fsck, C, ROOT};
 
 #[test]
 fn sparse_file_past_4_gib_and_at_1_tib() {

@@ -1,17 +1,12 @@
 //! The mount harness the FUSE tests share: a temporary image and mountpoint, the daemon as
 //! our child (foreground), unmount by SIGTERM to its pid, fsck after, and a guard that
 //! unmounts and stops the daemon whatever happens.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
 
+pub use crate::bin;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-/// A workspace binary, built first if missing (`lfs_tests::workspace_bin`).
-pub fn bin(name: &str) -> PathBuf {
-    let own = PathBuf::from(env!("CARGO_BIN_EXE_lfs-fuse"));
-    lfs_tests::workspace_bin(own.parent().unwrap(), name)
-}
 
 pub fn is_mounted(mnt: &Path) -> bool {
     let m = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
