@@ -22,28 +22,98 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What the checkpoint layer keeps between checkpoints: the checkpoint in force (its
+/// generation and where its tables are), and the clocks of durability — when the last
+/// checkpoint and the last commit were made, and how much of the log had been appended by
+/// then. Only this file changes it; the rest of `fs` asks it questions.
+pub(crate) struct Durability {
+    generation: u64,
+    imap_addrs: Vec<u64>,
+    usage_addrs: Vec<u64>,
+    appended_at_cp: u64,
+    last_cp: Instant,
+    last_commit: Instant,
+    appended_at_commit: u64,
+}
+
+impl Durability {
+    /// The checkpoint of `generation` whose tables are at these addresses, in force now.
+    pub fn new(generation: u64, imap_addrs: Vec<u64>, usage_addrs: Vec<u64>) -> Durability {
+        let now = Instant::now();
+        Durability {
+            generation,
+            imap_addrs,
+            usage_addrs,
+            appended_at_cp: 0,
+            last_cp: now,
+            last_commit: now,
+            appended_at_commit: 0,
+        }
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Where the checkpoint in force keeps the inode map's blocks (0: never written).
+    pub fn imap_addrs(&self) -> &[u64] {
+        &self.imap_addrs
+    }
+    pub fn usage_addrs(&self) -> &[u64] {
+        &self.usage_addrs
+    }
+    /// The block at `addr` is inode-map block `idx` of the checkpoint in force.
+    pub fn is_imap_block(&self, idx: usize, addr: u64) -> bool {
+        self.imap_addrs.get(idx) == Some(&addr)
+    }
+    /// Log appended since the last checkpoint (`appended`: the log's count now).
+    pub fn since_checkpoint(&self, appended: u64) -> u64 {
+        appended.saturating_sub(self.appended_at_cp)
+    }
+    /// Log appended since everything was last made durable, by commit or checkpoint.
+    pub fn since_commit(&self, appended: u64) -> u64 {
+        appended.saturating_sub(self.appended_at_commit.max(self.appended_at_cp))
+    }
+    pub fn checkpoint_age(&self) -> std::time::Duration {
+        self.last_cp.elapsed()
+    }
+    pub fn commit_age(&self) -> std::time::Duration {
+        self.last_commit.elapsed()
+    }
+    /// Everything up to `appended` was just made durable (fsync, commit).
+    pub fn committed(&mut self, appended: u64) {
+        self.last_commit = Instant::now();
+        self.appended_at_commit = appended;
+    }
+    /// A checkpoint was made with what was appended up to `appended`.
+    fn checkpointed(&mut self, generation: u64, appended: u64) {
+        self.generation = generation;
+        self.appended_at_cp = appended;
+        self.last_cp = Instant::now();
+    }
+}
+
 impl Inner {
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
         self.checkpoint_with(false)
     }
 
     pub(crate) fn checkpoint_with(&mut self, clean: bool) -> Result<()> {
-        if self.st.log.is_none() {
+        if self.st.log().is_none() {
             return Err(FsError::ReadOnly);
         }
         self.flush_all()?;
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         self.st.begin_group(FLAG_CHECKPOINT)?;
         let res = self.write_tables();
         self.st.end_group()?;
         let to_release = res?;
         self.st.sync()?;
-        let log = self.st.log.as_mut().ok_or(FsError::ReadOnly)?;
+        let appended = self.st.appended();
+        let log = self.st.log_mut()?;
         let (mut hs, mut ho) = log.head();
         if ho + 2 > sb.seg_blocks {
             (hs, ho) = (log.next_segment(), 0);
         }
-        let generation = self.cp.generation + 1;
+        let generation = self.cp.generation() + 1;
         let c = Checkpoint {
             generation,
             timestamp_ns: now_ns(),
@@ -65,7 +135,7 @@ impl Inner {
         log.backend
             .write(region * BLOCK_BYTES, bytes, 0, len, None)?;
         log.backend.flush()?;
-        self.cp.generation = generation;
+        self.cp.checkpointed(generation, appended);
         let pinned: HashSet<u64> = self
             .cp
             .usage_addrs
@@ -76,16 +146,14 @@ impl Inner {
             .into_iter()
             .filter(|s| !pinned.contains(s))
             .collect();
-        self.st.usage.release(&release);
-        self.appended_at_cp = self.st.blocks_appended;
-        self.last_cp = Instant::now();
+        self.st.usage_mut().release(&release);
         self.stats.checkpoints += 1;
         Ok(())
     }
 
     /// Step 2: write dirty imap and usage blocks; returns the segments to release.
     fn write_tables(&mut self) -> Result<Vec<u64>> {
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         for idx in self.imap.dirty_blocks() {
             let bytes = encode_imap_block(idx as u32, self.imap.block(idx));
             let addr = self.st.append_counted(
@@ -102,23 +170,23 @@ impl Inner {
         for (idx, &addr) in self.cp.usage_addrs.iter().enumerate() {
             let state = sb
                 .seg_of(addr)
-                .and_then(|s| self.st.usage.get(s))
+                .and_then(|s| self.st.usage().get(s))
                 .map(|s| s.state);
             if addr == 0 || matches!(state, Some(SegState::Freed) | Some(SegState::Cleaning)) {
-                self.st.usage.mark_dirty(idx);
+                self.st.usage_mut().mark_dirty(idx);
             }
         }
-        let to_release = self.st.usage.freed();
+        let to_release = self.st.usage().freed();
         // Appending may activate a segment and so dirty a block again; a few rounds settle it
         // (the recorded state of such a segment does not change: see UsageTable::block_entries).
         for _ in 0..4 {
-            let dirty = self.st.usage.dirty_blocks();
+            let dirty = self.st.usage().dirty_blocks();
             if dirty.is_empty() {
                 break;
             }
             for idx in dirty {
-                self.st.usage.clear_dirty(idx);
-                let bytes = encode_usage_block(idx as u32, &self.st.usage.block_entries(idx));
+                self.st.usage_mut().clear_dirty(idx);
+                let bytes = encode_usage_block(idx as u32, &self.st.usage().block_entries(idx));
                 let addr = self.st.append_counted(
                     SummaryEntry::table(BlockKind::Usage, idx as u64),
                     &bytes,

@@ -141,9 +141,9 @@ pub struct CleanReport {
 impl Inner {
     /// Full segments, as policies see them.
     pub(crate) fn segment_views(&self) -> Vec<SegmentView> {
-        let seg_bytes = self.st.sb.seg_bytes();
+        let seg_bytes = self.st.sb().seg_bytes();
         self.st
-            .usage
+            .usage()
             .iter()
             .filter(|(_, s)| s.state == SegState::Full)
             .map(|(seg, s)| SegmentView {
@@ -157,7 +157,7 @@ impl Inner {
 
     pub(crate) fn segment_counts(&self) -> SegmentCounts {
         let mut c = SegmentCounts::default();
-        for (_, s) in self.st.usage.iter() {
+        for (_, s) in self.st.usage().iter() {
             *match s.state {
                 SegState::Clean => &mut c.clean,
                 SegState::Active => &mut c.active,
@@ -176,16 +176,16 @@ impl Inner {
         // only moved blocks, and a half-done operation is never split (callers hold the lock
         // between operations).
         self.flush_all()?;
-        let appended0 = self.st.blocks_appended;
-        let sb = self.st.sb.clone();
+        let appended0 = self.st.appended();
+        let sb = self.st.sb().clone();
         // Room the two checkpoints at the end need (table blocks, summaries, a segment tail).
-        let tables = 2 * (self.st.usage.nblocks() as u64 + 8) + sb.seg_blocks as u64 / 4;
+        let tables = 2 * (self.st.usage().nblocks() as u64 + 8) + sb.seg_blocks as u64 / 4;
         let full: Vec<u64> = victims
             .iter()
             .copied()
             .filter(|&v| {
                 self.st
-                    .usage
+                    .usage()
                     .get(v)
                     .is_some_and(|s| s.state == SegState::Full)
             })
@@ -197,13 +197,13 @@ impl Inner {
             // Victims go back to Full (or Freed if they did empty): never left Cleaning,
             // where no pass would take them again and their space would be lost.
             for &seg in &r.segments {
-                self.st.usage.end_cleaning(seg);
+                self.st.usage_mut().end_cleaning(seg);
             }
             return Err(e);
         }
         for &seg in &r.segments {
-            self.st.usage.end_cleaning(seg);
-            let s = self.st.usage.get(seg).copied();
+            self.st.usage_mut().end_cleaning(seg);
+            let s = self.st.usage().get(seg).copied();
             if s.is_some_and(|s| matches!(s.state, SegState::Freed | SegState::Clean)) {
                 r.freed += 1;
             } else {
@@ -215,7 +215,7 @@ impl Inner {
             // Records the victims clean; once durable they are Clean.
             self.checkpoint()?;
         }
-        r.blocks_written = self.st.blocks_appended - appended0;
+        r.blocks_written = self.st.appended() - appended0;
         self.stats.cleaner_passes += 1;
         self.stats.cleaner_segments += r.freed;
         self.stats.cleaner_victims += r.segments.len() as u64;
@@ -232,13 +232,13 @@ impl Inner {
     /// and inode rewritten once, which at high utilization is the difference between a
     /// pass that gains segments and one that only churns.
     fn move_victims(&mut self, full: Vec<u64>, tables: u64, r: &mut CleanReport) -> Result<()> {
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         let seg_blocks = sb.seg_blocks as u64;
         // The checkpoint after the group also writes what users left dirty in the map.
         let fixed = 8 + tables + self.imap.dirty_count() as u64;
         let mut budget = PassBudget::default();
         for seg in full {
-            let Some(s) = self.st.usage.get(seg).copied() else {
+            let Some(s) = self.st.usage().get(seg).copied() else {
                 continue;
             };
             // A victim may die on its own meanwhile (its last live inode copy rewritten
@@ -265,7 +265,7 @@ impl Inner {
                 break;
             }
             budget = with;
-            self.st.usage.begin_cleaning(seg);
+            self.st.usage_mut().begin_cleaning(seg);
             r.segments.push(seg);
             r.live_bytes += s.live_bytes;
             for u in &scan.units {
@@ -294,7 +294,7 @@ impl Inner {
         buf: &[u8],
         b: &mut PassBudget,
     ) -> Result<()> {
-        let base = self.st.sb.seg_addr(seg);
+        let base = self.st.sb().seg_addr(seg);
         for u in &scan.units {
             for (k, e) in u.summary.entries.iter().enumerate() {
                 let off = u.offset as usize + 1 + k;
@@ -322,7 +322,7 @@ impl Inner {
                             }
                         }
                     }
-                    BlockKind::Imap if self.cp.imap_addrs.get(e.index as usize) == Some(&addr) => {
+                    BlockKind::Imap if self.cp.is_imap_block(e.index as usize, addr) => {
                         b.imap_blocks.insert(e.index);
                     }
                     _ => {}
@@ -347,7 +347,7 @@ impl Inner {
         }
         self.load(e.ino)?;
         let Inner { inodes, st, .. } = self;
-        let Some(i) = inodes.get_mut(&e.ino) else {
+        let Some(i) = inodes.get_mut(e.ino) else {
             return Ok(false);
         };
         Ok(!i.data.contains_key(&e.index) && i.bmap.get(st, e.index)? == addr)
@@ -373,7 +373,7 @@ impl Inner {
             BlockKind::Data | BlockKind::Indirect | BlockKind::Xattr => {
                 let moved = if e.kind == BlockKind::Data {
                     let live = self.data_live(addr, e)?;
-                    if let Some(i) = self.inodes.get_mut(&e.ino).filter(|_| live) {
+                    if let Some(i) = self.inodes.get_mut(e.ino).filter(|_| live) {
                         i.buffer(e.index, block.to_vec());
                     }
                     live
@@ -383,7 +383,7 @@ impl Inner {
                     }
                     self.load(e.ino)?;
                     let Inner { inodes, st, .. } = self;
-                    let Some(i) = inodes.get_mut(&e.ino) else {
+                    let Some(i) = inodes.get_mut(e.ino) else {
                         return Ok(());
                     };
                     if e.kind == BlockKind::Indirect {
@@ -414,7 +414,7 @@ impl Inner {
             }
             BlockKind::Imap => {
                 let i = e.index as usize;
-                if self.cp.imap_addrs.get(i) == Some(&addr) {
+                if self.cp.is_imap_block(i, addr) {
                     self.imap.mark_block_dirty(i);
                     r.blocks_moved += 1;
                 }

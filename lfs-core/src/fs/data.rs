@@ -11,7 +11,7 @@ impl Inner {
     /// The current contents of logical block `l` of `ino` (zeros for a hole).
     fn block_contents(&mut self, ino: u64, l: u64) -> Result<Vec<u8>> {
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         if let Some(b) = i.data.get(&l) {
             return Ok(b.clone());
         }
@@ -32,7 +32,7 @@ impl Inner {
         let last = (offset + len - 1) / BLOCK_BYTES;
         let mut blocks = Vec::with_capacity(((last - first + 1) as usize) * BLOCK_SIZE);
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         let mut l = first;
         while l <= last {
             if let Some(b) = i.data.get(&l) {
@@ -81,7 +81,7 @@ impl Inner {
         let out = self.read_raw(ino, offset, len)?;
         // relatime: update atime when it is older than mtime/ctime or a day old; never
         // with chattr +A.
-        if self.st.log.is_some() && self.inode(ino)?.d.flags & FL_NOATIME == 0 {
+        if self.st.writable() && self.inode(ino)?.d.flags & FL_NOATIME == 0 {
             let i = self.inode(ino)?;
             let t = now();
             if i.d.atime <= i.d.mtime || i.d.atime <= i.d.ctime || t.sec - i.d.atime.sec >= 86400 {
@@ -150,7 +150,7 @@ impl Inner {
             let within = (pos % BLOCK_BYTES) as usize;
             let n = (BLOCK_SIZE - within).min(src.len());
             let Inner { inodes, st, .. } = self;
-            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
             if !i.data.contains_key(&l) {
                 let addr = i.bmap.get(st, l)?;
                 let mut b = if addr == 0 || n == BLOCK_SIZE {
@@ -204,7 +204,7 @@ impl Inner {
         }
         let end = size.div_ceil(BLOCK_BYTES);
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         let mut l = offset / BLOCK_BYTES;
         if data {
             let on_disk = i.bmap.next_mapped(st, l, end)?.unwrap_or(end);
@@ -230,7 +230,7 @@ impl Inner {
         debug_assert_eq!(l, (to - 1) / BLOCK_BYTES);
         let exists = {
             let Inner { inodes, st, .. } = self;
-            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
             i.data.contains_key(&l) || i.bmap.get(st, l)? != 0
         };
         if !exists {
@@ -263,7 +263,7 @@ impl Inner {
         self.zero_partial(ino, from, first_full * BLOCK_BYTES)?;
         self.zero_partial(ino, end_full * BLOCK_BYTES, to)?;
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         let dead: Vec<u64> = i
             .data
             .range(first_full..end_full)
@@ -291,7 +291,7 @@ impl Inner {
             let keep = size.div_ceil(BLOCK_BYTES);
             self.clear_bytes(ino, size, keep * BLOCK_BYTES)?;
             let Inner { inodes, st, .. } = self;
-            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
             let dead: Vec<u64> = i.data.range(keep..).map(|(l, _)| *l).collect();
             for l in dead {
                 i.data.remove(&l);

@@ -2,131 +2,20 @@
 //! that writes every dirty inode with what it points to, in the order docs/FORMAT.md gives:
 //! data, directory and xattr blocks, then indirect blocks bottom-up, then inode blocks.
 
+use super::icache::Inode;
 use super::{Attr, Inner};
-use crate::bmap::{path_nodes, BlockMap};
 use crate::dir::Dir;
 use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::dir::decode_dir_block;
 use crate::format::inode::{
     decode_inode_block, encode_inode_block, DiskInode, FileKind, Timespec, INODES_PER_BLOCK,
-    INODE_SIZE, NDIRECT, NINDIRECT,
+    INODE_SIZE,
 };
 use crate::format::summary::SummaryEntry;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
-use crate::format::xattr::{encode_xattrs, Xattrs};
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
-use std::collections::{BTreeMap, BTreeSet};
-
-pub(crate) struct Inode {
-    pub d: DiskInode,
-    pub bmap: BlockMap,
-    /// Dirty data blocks not yet in the log.
-    pub data: BTreeMap<u64, Vec<u8>>,
-    /// Dirty blocks that are holes on disk (they add to st_blocks once written).
-    pub new_blocks: BTreeSet<u64>,
-    pub dir: Option<Dir>,
-    pub xattrs: Option<Xattrs>,
-    pub xattr_dirty: bool,
-    pub dirty: bool,
-    pub open: u32,
-    /// Tree nodes `(height, first block)` that writing `data` out will dirty (a bound:
-    /// some may be dirty already, and blocks dropped from `data` leave theirs here).
-    pending_nodes: BTreeSet<(u8, u64)>,
-    /// What this inode contributes to Inner's dirty_blocks / dirty_nodes.
-    counted_blocks: u64,
-    counted_nodes: u64,
-}
-
-impl Inode {
-    pub fn new(d: DiskInode) -> Inode {
-        let xblocks = (d.xattr != 0) as u64;
-        let bmap = BlockMap::new(
-            d.ino,
-            d.version,
-            d.direct,
-            d.indirect,
-            d.blocks.saturating_sub(xblocks),
-        );
-        Inode {
-            d,
-            bmap,
-            data: BTreeMap::new(),
-            new_blocks: BTreeSet::new(),
-            dir: None,
-            xattrs: None,
-            xattr_dirty: false,
-            dirty: false,
-            open: 0,
-            pending_nodes: BTreeSet::new(),
-            counted_blocks: 0,
-            counted_nodes: 0,
-        }
-    }
-
-    /// Hold `block` as the new contents of logical block `l`, to be written out later.
-    pub fn buffer(&mut self, l: u64, block: Vec<u8>) {
-        if self.data.insert(l, block).is_none() {
-            self.pending_nodes.extend(path_nodes(l, 1));
-        }
-    }
-
-    /// Blocks that buffering logical blocks `first..=last` would add to what writing this
-    /// inode out takes: the blocks not buffered yet and the tree nodes they bring.
-    pub fn buffering_cost(&self, first: u64, last: u64) -> u64 {
-        let mut nodes = BTreeSet::new();
-        let mut blocks = 0;
-        for l in (first..=last).filter(|l| !self.data.contains_key(l)) {
-            blocks += 1;
-            nodes.extend(path_nodes(l, 1).filter(|n| !self.pending_nodes.contains(n)));
-        }
-        blocks + nodes.len() as u64
-    }
-
-    /// Dirty blocks, and the tree nodes writing them out will dirty at most: those of
-    /// buffered file data, and for a directory a path's worth for each dirty block past the
-    /// direct pointers (directories rarely have any). One pass over a directory's blocks.
-    fn dirty_counts(&self) -> (u64, u64) {
-        let (dir_blocks, dir_deep) = self
-            .dir
-            .as_ref()
-            .map_or((0, 0), |d| d.dirty_blocks(NDIRECT as u64));
-        (
-            self.data.len() as u64 + dir_blocks,
-            self.pending_nodes.len() as u64 + dir_deep.saturating_mul(NINDIRECT as u64),
-        )
-    }
-
-    pub fn kind(&self) -> FileKind {
-        self.d.kind().unwrap_or(FileKind::Regular)
-    }
-
-    pub fn attr(&self) -> Attr {
-        // The block count is read from disk: saturate rather than overflow on a damaged one.
-        let blocks = self
-            .bmap
-            .blocks
-            .saturating_add((self.d.xattr != 0) as u64 + self.new_blocks.len() as u64);
-        Attr {
-            ino: self.d.ino,
-            generation: self.d.version,
-            size: self.d.size,
-            blocks: blocks.saturating_mul(BLOCK_BYTES / 512),
-            atime: self.d.atime,
-            mtime: self.d.mtime,
-            ctime: self.d.ctime,
-            crtime: self.d.crtime,
-            kind: self.kind(),
-            perm: self.d.mode & 0o7777,
-            nlink: self.d.nlink,
-            uid: self.d.uid,
-            gid: self.d.gid,
-            rdev: self.d.rdev,
-            blksize: BLOCK_SIZE as u32,
-            flags: self.d.flags,
-        }
-    }
-}
+use crate::format::xattr::encode_xattrs;
+use crate::format::BLOCK_BYTES;
 
 pub(crate) fn now() -> Timespec {
     Timespec::now()
@@ -135,7 +24,7 @@ pub(crate) fn now() -> Timespec {
 impl Inner {
     /// Bring `ino` into the cache.
     pub(crate) fn load(&mut self, ino: u64) -> Result<()> {
-        if self.inodes.contains_key(&ino) {
+        if self.inodes.contains(ino) {
             return Ok(());
         }
         let e = self.imap.get(ino).copied().ok_or(FsError::Stale(ino))?;
@@ -143,7 +32,7 @@ impl Inner {
             return Err(FsError::Stale(ino));
         }
         let d = self.read_inode(ino, &e)?;
-        self.inodes.insert(ino, Inode::new(d));
+        self.inodes.insert(Inode::new(d));
         Ok(())
     }
 
@@ -174,7 +63,7 @@ impl Inner {
 
     pub(crate) fn inode(&mut self, ino: u64) -> Result<&mut Inode> {
         self.load(ino)?;
-        self.inodes.get_mut(&ino).ok_or(FsError::Stale(ino))
+        self.inodes.get_mut(ino).ok_or(FsError::Stale(ino))
     }
 
     pub(crate) fn getattr(&mut self, ino: u64) -> Result<Attr> {
@@ -188,23 +77,14 @@ impl Inner {
         Ok(a)
     }
 
-    /// Mark an inode dirty and bring the global dirty counters up to date with it.
+    /// Mark an inode dirty and bring the cache's dirty counters up to date with it.
     pub(crate) fn touch(&mut self, ino: u64) {
-        if let Some(i) = self.inodes.get_mut(&ino) {
-            i.dirty = true;
-            let (b, pending) = i.dirty_counts();
-            let n = i.bmap.dirty_nodes + pending;
-            self.dirty_blocks = self.dirty_blocks + b - i.counted_blocks.min(self.dirty_blocks + b);
-            self.dirty_nodes = self.dirty_nodes + n - i.counted_nodes.min(self.dirty_nodes + n);
-            i.counted_blocks = b;
-            i.counted_nodes = n;
-            self.dirty_inodes.insert(ino);
-        }
+        self.inodes.touch(ino);
     }
 
     /// Load a directory's entries.
     pub(crate) fn dir(&mut self, ino: u64) -> Result<&mut Dir> {
-        let inode = self.inodes.get_mut(&ino);
+        let inode = self.inodes.get_mut(ino);
         let needs_load = match inode {
             None => true,
             Some(i) => i.dir.is_none(),
@@ -212,13 +92,13 @@ impl Inner {
         if needs_load {
             self.load(ino)?;
             let Inner { inodes, st, .. } = self;
-            let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+            let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
             if i.kind() != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
             // The size comes from disk: a directory cannot hold more blocks than the device.
             let nblocks = i.d.size / BLOCK_BYTES;
-            if nblocks > st.sb.total_blocks {
+            if nblocks > st.sb().total_blocks {
                 return Err(Damage::DirectoryTooLarge {
                     ino,
                     size: i.d.size,
@@ -238,7 +118,7 @@ impl Inner {
             }
             i.dir = Some(Dir::from_blocks(blocks));
         }
-        let i = self.inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = self.inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         if i.kind() != FileKind::Directory {
             return Err(FsError::NotDir);
         }
@@ -259,7 +139,7 @@ impl Inner {
         let is_dir = mode & crate::format::inode::S_IFMT == crate::format::inode::S_IFDIR;
         // chattr flags a new inode takes from its directory, as on ext4.
         use crate::format::inode::{FL_DIRSYNC, FL_INHERITED};
-        let from_dir = self.inodes.get(&parent).map_or(0, |p| p.d.flags) & FL_INHERITED;
+        let from_dir = self.inodes.get(parent).map_or(0, |p| p.d.flags) & FL_INHERITED;
         let d = DiskInode {
             ino,
             version,
@@ -284,7 +164,7 @@ impl Inner {
         if is_dir {
             inode.dir = Some(Dir::default());
         }
-        self.inodes.insert(ino, inode);
+        self.inodes.insert(inode);
         self.touch(ino);
         Ok(ino)
     }
@@ -303,11 +183,11 @@ impl Inner {
     }
 
     pub(crate) fn release(&mut self, ino: u64) -> Result<()> {
-        let Some(i) = self.inodes.get_mut(&ino) else {
+        let Some(i) = self.inodes.get_mut(ino) else {
             return Ok(());
         };
         i.open = i.open.saturating_sub(1);
-        if i.open == 0 && i.d.nlink == 0 && self.st.log.is_some() {
+        if i.open == 0 && i.d.nlink == 0 && self.st.writable() {
             self.free_inode(ino)?;
         }
         Ok(())
@@ -317,7 +197,7 @@ impl Inner {
     pub(crate) fn free_inode(&mut self, ino: u64) -> Result<()> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
-        let Some(mut i) = inodes.remove(&ino) else {
+        let Some(mut i) = inodes.remove(ino) else {
             return Ok(());
         };
         i.bmap.clear_range(st, 0, u64::MAX)?;
@@ -325,13 +205,10 @@ impl Inner {
         if i.d.xattr != 0 {
             st.kill_bytes(i.d.xattr, BLOCK_BYTES);
         }
-        self.dirty_blocks = self.dirty_blocks.saturating_sub(i.counted_blocks);
-        self.dirty_nodes = self.dirty_nodes.saturating_sub(i.counted_nodes);
-        self.dirty_inodes.remove(&ino);
         if let Some(e) = self.imap.get(ino).copied() {
             if e.addr != 0 {
                 self.st.kill_bytes(e.addr, INODE_SIZE as u64);
-                self.tombstones.push((ino, e.version));
+                self.inodes.tombstone(ino, e.version);
             }
         }
         self.imap.free(ino);
@@ -342,12 +219,10 @@ impl Inner {
     /// Write the dirty data, directory and xattr blocks of `ino` into the log.
     fn write_blocks(&mut self, ino: u64) -> Result<()> {
         let Inner { inodes, st, .. } = self;
-        let Some(i) = inodes.get_mut(&ino) else {
+        let Some(i) = inodes.get_mut(ino) else {
             return Ok(());
         };
-        let (v, data) = (i.d.version, std::mem::take(&mut i.data));
-        i.new_blocks.clear();
-        i.pending_nodes.clear();
+        let (v, data) = (i.d.version, i.take_data());
         for (l, buf) in data {
             let addr = st.append_counted(SummaryEntry::data(ino, v, l), &buf, BLOCK_BYTES)?;
             let old = i.bmap.set(st, l, addr)?;
@@ -400,7 +275,7 @@ impl Inner {
     /// such units until an inode that points at them follows.
     pub(crate) fn writeback(&mut self) -> Result<()> {
         self.st.begin_group(0)?;
-        let inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+        let inos = self.inodes.dirty_inos();
         let res = inos.iter().try_for_each(|&ino| {
             let r = self.write_blocks(ino);
             self.touch(ino);
@@ -412,7 +287,7 @@ impl Inner {
 
     /// Write everything dirty as one flush group (see docs/FORMAT.md).
     pub(crate) fn flush_all(&mut self) -> Result<()> {
-        if self.dirty_inodes.is_empty() && self.tombstones.is_empty() {
+        if !self.inodes.has_dirty() {
             return Ok(());
         }
         self.st.begin_group(0)?;
@@ -427,22 +302,23 @@ impl Inner {
     /// data gathers with cold data while each file's blocks stay together (one tree node
     /// rewrite per file when a later pass moves them; see docs/CLEANER.md).
     pub(crate) fn flush_group(&mut self, oldest_first: bool) -> Result<()> {
-        let mut inos: Vec<u64> = self.dirty_inodes.iter().copied().collect();
+        let mut inos = self.inodes.dirty_inos();
         if oldest_first {
             let inodes = &self.inodes;
-            inos.sort_by_key(|ino| (inodes.get(ino).map(|i| i.d.mtime), *ino));
+            inos.sort_by_key(|&ino| (inodes.get(ino).map(|i| i.d.mtime), ino));
         }
         for &ino in &inos {
             self.write_blocks(ino)?;
         }
         let mut slots: Vec<DiskInode> = self
-            .tombstones
-            .drain(..)
+            .inodes
+            .take_tombstones()
+            .into_iter()
             .map(|(ino, v)| DiskInode::tombstone(ino, v))
             .collect();
         for &ino in &inos {
             let Inner { inodes, st, .. } = self;
-            let Some(i) = inodes.get_mut(&ino) else {
+            let Some(i) = inodes.written(ino) else {
                 continue;
             };
             i.bmap.flush(st)?;
@@ -450,9 +326,6 @@ impl Inner {
             i.d.direct = direct;
             i.d.indirect = indirect;
             i.d.blocks = i.bmap.blocks + (i.d.xattr != 0) as u64;
-            i.dirty = false;
-            i.counted_blocks = 0;
-            i.counted_nodes = 0;
             slots.push(i.d.clone());
         }
         for chunk in slots.chunks(INODES_PER_BLOCK) {
@@ -483,9 +356,7 @@ impl Inner {
                 );
             }
         }
-        self.dirty_inodes.clear();
-        self.dirty_blocks = 0;
-        self.dirty_nodes = 0;
+        self.inodes.all_written();
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ impl Inner {
         let entry = self.imap.get(ino).copied().ok_or(FsError::Stale(ino))?;
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         let mut blocks = Vec::new();
         i.bmap.for_each_block(st, &mut |a, e| blocks.push((a, e)))?;
         Ok(InodeInfo {
@@ -46,10 +46,15 @@ impl Fs {
     /// Addresses of the inode-map and segment-usage blocks of the checkpoint in use.
     pub fn table_addrs(&self) -> (Vec<u64>, Vec<u64>) {
         let g = self.lock();
-        (g.cp.imap_addrs.clone(), g.cp.usage_addrs.clone())
+        (g.cp.imap_addrs().to_vec(), g.cp.usage_addrs().to_vec())
     }
     /// The segment usage table as the filesystem keeps it now.
     pub fn usage_table(&self) -> Vec<(u64, SegInfo)> {
-        self.lock().st.usage.iter().map(|(s, i)| (s, *i)).collect()
+        self.lock()
+            .st
+            .usage()
+            .iter()
+            .map(|(s, i)| (s, *i))
+            .collect()
     }
 }

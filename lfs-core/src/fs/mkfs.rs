@@ -1,7 +1,8 @@
 //! mkfs: the layout of a new filesystem and the writing of it.
 
-use super::inode::Inode;
-use super::{CpState, Inner, MountOptions};
+use super::checkpoint::Durability;
+use super::icache::Inode;
+use super::{Inner, MountOptions};
 use crate::device::Device;
 use crate::dir::Dir;
 use crate::error::{FsError, Result};
@@ -12,7 +13,7 @@ use crate::format::superblock::{
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
-use crate::log::{now_ns, Log};
+use crate::log::now_ns;
 use crate::usage::UsageTable;
 use std::sync::Arc;
 
@@ -91,22 +92,14 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
         dev,
         Imap::new(sb.imap_blocks as usize),
         usage,
-        CpState {
-            generation: 0,
-            imap_addrs: vec![0; sb.imap_blocks as usize],
-            usage_addrs: vec![0; sb.usage_blocks as usize],
-        },
+        Durability::new(
+            0,
+            vec![0; sb.imap_blocks as usize],
+            vec![0; sb.usage_blocks as usize],
+        ),
         MountOptions::default(),
     );
-    inner.st.log = Some(Log::open(
-        sb.clone(),
-        inner.st.dev.clone(),
-        &mut inner.st.usage,
-        0,
-        0,
-        1,
-        new_log_id(0),
-    )?);
+    inner.st.open_log(0, 0, 1, new_log_id(0))?;
     let t = Timespec::now();
     inner.imap.set(
         ROOT_INO,
@@ -130,14 +123,12 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
         ..Default::default()
     });
     root.dir = Some(Dir::default());
-    inner.inodes.insert(ROOT_INO, root);
+    inner.inodes.insert(root);
     inner.touch(ROOT_INO);
     // Two checkpoints, so both regions are valid from the start.
     inner.checkpoint_with(false)?;
     inner.checkpoint_with(true)?;
-    if let Some(mut log) = inner.st.log.take() {
-        log.backend.stop();
-    }
+    inner.st.close_log();
     Ok((*sb).clone())
 }
 

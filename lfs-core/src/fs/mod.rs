@@ -13,8 +13,10 @@
 
 mod acl;
 mod checkpoint;
+use checkpoint::Durability;
 mod clean;
 mod data;
+mod icache;
 mod inode;
 mod inspect;
 mod mkfs;
@@ -24,7 +26,8 @@ mod recovery;
 mod reserve;
 pub(crate) mod scan;
 mod space;
-pub(crate) use space::{Admit, OutOfSpace};
+use space::Admission;
+pub(crate) use space::Admit;
 mod store;
 mod trim;
 mod xattr;
@@ -45,10 +48,9 @@ use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_KNOWN};
 use crate::format::superblock::Superblock;
 use crate::imap::Imap;
-use inode::Inode;
-use std::collections::{BTreeSet, HashMap};
+use icache::InodeCache;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 pub use trim::Trimmed;
 
 /// rename flags, as Linux numbers them.
@@ -221,45 +223,29 @@ pub struct Stats {
     pub cleaner_victim_live_bytes: u64,
 }
 
-/// Where the current checkpoint came from and what it points at.
-pub(crate) struct CpState {
-    pub generation: u64,
-    pub imap_addrs: Vec<u64>,
-    pub usage_addrs: Vec<u64>,
-}
-
+/// The engine's state, one part per layer, each a type of its own whose fields only its
+/// file can touch (store.rs, icache.rs, checkpoint.rs, space.rs, reserve.rs; the inode map
+/// in crate::imap). The four the checker reads are visible to `crate::fsck`; the rest only
+/// here in `fs`.
 pub(crate) struct Inner {
-    pub st: Store,
-    pub imap: Imap,
-    pub inodes: HashMap<u64, Inode>,
-    /// Inodes freed since the last flush that had an on-disk copy: (ino, version).
-    pub tombstones: Vec<(u64, u32)>,
-    pub dirty_inodes: BTreeSet<u64>,
-    /// Dirty data and directory blocks, and dirty indirect nodes, over all inodes.
-    pub dirty_blocks: u64,
-    pub dirty_nodes: u64,
-    pub cp: CpState,
-    pub opts: MountOptions,
-    pub appended_at_cp: u64,
-    pub last_cp: Instant,
-    /// When everything was last made durable (fsync, commit or checkpoint), and how many
-    /// blocks had been appended to the log by then.
-    pub last_commit: Instant,
-    pub appended_at_commit: u64,
-    pub stats: Stats,
+    /// Below the inodes: the device, the log, the segment usage table, the block cache.
+    pub(crate) st: Store,
+    pub(crate) imap: Imap,
+    pub(crate) inodes: InodeCache,
+    /// The checkpoint in force, and when things were last made durable.
+    pub(crate) cp: Durability,
+    opts: MountOptions,
+    stats: Stats,
     /// [`Fs::shutdown`] ran: the final checkpoint is written and the device released; no
     /// more writes. Holds how the final checkpoint went, for every later caller.
-    pub shut_down: Option<std::result::Result<(), String>>,
-    /// Blocks kept free for data the kernel's writeback cache holds: writes from that cache
-    /// may use them, nothing else may (`Admit`). 0 without such a cache.
-    pub cache_reserve: u64,
-    /// The last refusal for want of space, so the next is cheap (`check_space`).
-    pub out_of_space: Option<OutOfSpace>,
+    shut_down: Option<std::result::Result<(), String>>,
+    /// Room kept for the kernel's writeback cache, and the last refusal (space.rs).
+    space: Admission,
     /// Space fallocate granted, kept for the writes it was granted to (`reserve.rs`).
-    pub reservations: reserve::Reservations,
+    reservations: reserve::Reservations,
     /// The operation under way changed an inode flagged `S` or a directory flagged `D`:
     /// `after_write` makes it durable before the call returns.
-    pub sync_due: bool,
+    sync_due: bool,
 }
 
 pub struct Fs {
@@ -274,7 +260,7 @@ impl Fs {
     pub fn mount(dev: Arc<dyn Device>, opts: MountOptions) -> Result<Fs> {
         let read_only = opts.read_only;
         let (inner, report) = Inner::mount(dev, opts)?;
-        let sb = inner.st.sb.clone();
+        let sb = inner.st.sb().clone();
         Ok(Fs {
             inner: Mutex::new(inner),
             sb,
@@ -298,7 +284,7 @@ impl Fs {
         if g.shut_down.is_some() {
             return Err(FsError::ShutDown);
         }
-        if g.st.log.as_ref().is_some_and(|l| l.backend.poisoned()) {
+        if g.st.poisoned() {
             return Err(FsError::Poisoned);
         }
         // Left set only by an operation that failed after setting it: not this one's.
@@ -475,7 +461,7 @@ impl Fs {
     pub fn open(&self, ino: u64) -> Result<Attr> {
         let mut g = self.lock();
         g.load(ino)?;
-        if let Some(i) = g.inodes.get_mut(&ino) {
+        if let Some(i) = g.inodes.get_mut(ino) {
             i.open += 1;
         }
         g.getattr(ino)
@@ -510,7 +496,9 @@ impl Fs {
     /// The caller bounds what the kernel may cache to this (docs/RECOVERY.md, "A full
     /// disk").
     pub fn set_cache_reserve(&self, bytes: u64) {
-        self.lock().cache_reserve = bytes.div_ceil(crate::format::BLOCK_BYTES);
+        self.lock()
+            .space
+            .set_cache_reserve(bytes.div_ceil(crate::format::BLOCK_BYTES));
     }
     /// May a writer of `ino` add more to the kernel's writeback cache? Yes while the cache
     /// reserve is intact above the cleaner's (cleaning to make it so if need be), or while
@@ -518,7 +506,7 @@ impl Fs {
     pub fn admit_cached_writer(&self, ino: u64) -> Result<()> {
         let mut g = self.lock_rw()?;
         // Its writes draw on the reservation while it covers what the kernel may hold.
-        if g.reservations.unwritten(ino) * 2 >= g.cache_reserve {
+        if g.reservations.unwritten(ino) * 2 >= g.space.cache_reserve() {
             return Ok(());
         }
         g.check_space(0, Admit::Data)
@@ -528,14 +516,7 @@ impl Fs {
     /// as `statfs` counts it) and cheaply (no walk over the segments): for deciding how
     /// careful a caller must be, not for promising anything.
     pub fn headroom_blocks(&self) -> u64 {
-        let g = self.lock();
-        let sb = &g.st.sb;
-        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64
-            + g.cache_reserve
-            + g.reservations.total();
-        let reclaimable = g.st.usage.reclaimable_bytes() / crate::format::BLOCK_BYTES;
-        (g.st.free_blocks() + reclaimable - reclaimable / 32)
-            .saturating_sub(g.pending_blocks() + reserve)
+        self.lock().headroom_blocks()
     }
     /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
     /// segment) and one device flush, found again by roll-forward; no checkpoint. See
@@ -606,9 +587,9 @@ impl Fs {
             return Ok(());
         }
         let mut g = self.lock_rw()?;
-        if g.last_cp.elapsed() >= g.opts.checkpoint_interval && g.has_changes() {
+        if g.cp.checkpoint_age() >= g.opts.checkpoint_interval && g.has_changes() {
             g.checkpoint()?;
-        } else if g.last_commit.elapsed() >= g.opts.commit_interval && g.has_uncommitted() {
+        } else if g.cp.commit_age() >= g.opts.commit_interval && g.has_uncommitted() {
             g.commit()?;
         }
         Ok(())
@@ -679,7 +660,7 @@ impl Fs {
         if let Some(r) = &g.shut_down {
             return r.clone().map_err(FsError::ShutDownFailed);
         }
-        let poisoned = g.st.log.as_ref().is_some_and(|l| l.backend.poisoned());
+        let poisoned = g.st.poisoned();
         let r = if self.read_only {
             Ok(())
         } else if poisoned {
@@ -687,13 +668,8 @@ impl Fs {
         } else {
             g.checkpoint_with(true)
         };
-        if let Some(mut log) = g.st.log.take() {
-            log.backend.stop();
-        }
-        g.st.dev.release();
-        // Let go of the device itself: the last reference closes it (`Released`).
-        let len = g.st.dev.len_bytes();
-        g.st.dev = Arc::new(crate::device::Released { len });
+        g.st.close_log();
+        g.st.release_device();
         g.shut_down = Some(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         r
     }
@@ -707,32 +683,28 @@ impl Fs {
 impl Inner {
     pub(crate) fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
-        if let Some(l) = &self.st.log {
+        if let Some(l) = self.st.log() {
             s.units_written = l.units_written;
             s.segments_written = l.segments_written;
         }
-        s.blocks_appended = self.st.blocks_appended;
-        s.cache_hits = self.st.cache.hits;
-        s.cache_misses = self.st.cache.misses;
-        s.clean_segments = self.st.usage.clean_count();
-        s.live_bytes = self.st.usage.total_live_bytes();
-        s.usage_underflows = self.st.usage.underflows;
+        s.blocks_appended = self.st.appended();
+        (s.cache_hits, s.cache_misses) = self.st.cache_counts();
+        s.clean_segments = self.st.usage().clean_count();
+        s.live_bytes = self.st.usage().total_live_bytes();
+        s.usage_underflows = self.st.usage().underflows;
         s
     }
 
     fn has_changes(&self) -> bool {
-        !self.dirty_inodes.is_empty()
-            || !self.tombstones.is_empty()
-            || self.st.blocks_appended > self.appended_at_cp
+        self.inodes.has_dirty() || self.cp.since_checkpoint(self.st.appended()) > 0
     }
 
     /// Anything not yet durable: dirty state in memory, or log written since the last
     /// device flush.
     fn has_uncommitted(&self) -> bool {
-        !self.dirty_inodes.is_empty()
-            || !self.tombstones.is_empty()
-            || self.dirty_blocks > 0
-            || self.st.blocks_appended > self.appended_at_commit.max(self.appended_at_cp)
+        self.inodes.has_dirty()
+            || self.inodes.dirty_blocks() > 0
+            || self.cp.since_commit(self.st.appended()) > 0
     }
 
     /// Make everything durable: one flush group for all that is dirty, one device flush
@@ -740,8 +712,7 @@ impl Inner {
     fn commit(&mut self) -> Result<()> {
         self.flush_all()?;
         self.st.sync()?;
-        self.last_commit = Instant::now();
-        self.appended_at_commit = self.st.blocks_appended;
+        self.cp.committed(self.st.appended());
         Ok(())
     }
 
@@ -752,10 +723,10 @@ impl Inner {
             self.commit()?;
             self.stats.syncs += 1;
         }
-        if self.dirty_blocks > self.opts.writeback_blocks {
+        if self.inodes.dirty_blocks() > self.opts.writeback_blocks {
             self.writeback()?;
         }
-        if self.st.blocks_appended - self.appended_at_cp > self.opts.checkpoint_blocks {
+        if self.cp.since_checkpoint(self.st.appended()) > self.opts.checkpoint_blocks {
             self.checkpoint()?;
         }
         Ok(())

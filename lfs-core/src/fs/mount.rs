@@ -1,7 +1,8 @@
 //! Mount: the superblock, the newest valid checkpoint region (or the other), the tables it
 //! points at, roll-forward, and what mount found (`MountReport`).
 
-use super::{CpState, Inner, MountOptions, Stats};
+use super::checkpoint::Durability;
+use super::{Inner, MountOptions, Stats};
 use crate::device::Device;
 use crate::error::{Damage, MountError, NotLfs};
 use crate::error::{FsError, Result};
@@ -11,9 +12,9 @@ use crate::format::table::{decode_imap_block, decode_usage_block};
 use crate::format::FormatError;
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
-use crate::log::Log;
+
+use super::icache::InodeCache;
 use crate::usage::UsageTable;
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,27 +105,18 @@ impl Inner {
         dev: Arc<dyn Device>,
         imap: Imap,
         usage: UsageTable,
-        cp: CpState,
+        cp: Durability,
         opts: MountOptions,
     ) -> Inner {
         Inner {
             st: Store::new(sb, dev, usage, opts.cache_blocks),
             imap,
-            inodes: HashMap::new(),
-            tombstones: Vec::new(),
-            dirty_inodes: BTreeSet::new(),
-            dirty_blocks: 0,
-            dirty_nodes: 0,
+            inodes: InodeCache::default(),
             cp,
             opts,
-            appended_at_cp: 0,
-            last_cp: Instant::now(),
-            last_commit: Instant::now(),
-            appended_at_commit: 0,
             stats: Stats::default(),
             shut_down: None,
-            cache_reserve: 0,
-            out_of_space: None,
+            space: Default::default(),
             reservations: Default::default(),
             sync_due: false,
         }
@@ -205,11 +197,7 @@ impl Inner {
             dev.clone(),
             Imap::new(sb.imap_blocks as usize),
             UsageTable::new(sb.nsegs, sb.seg_bytes()),
-            CpState {
-                generation: cp.generation,
-                imap_addrs: cp.imap_addrs.clone(),
-                usage_addrs: cp.usage_addrs.clone(),
-            },
+            Durability::new(cp.generation, cp.imap_addrs.clone(), cp.usage_addrs.clone()),
             opts.clone(),
         );
         for (i, &addr) in cp.imap_addrs.iter().enumerate() {
@@ -225,14 +213,14 @@ impl Inner {
             let blk = inner.st.read_block(addr)?;
             let entries = decode_usage_block(&blk, i as u32, sb.seg_bytes())
                 .map_err(FsError::corrupt("segment usage block", addr))?;
-            inner.st.usage.load_block(i, &entries);
+            inner.st.usage_mut().load_block(i, &entries);
         }
-        inner.st.usage.resume_active(cp.head_segment);
+        inner.st.usage_mut().resume_active(cp.head_segment);
         // A usage block sits in a segment that may be recorded clean (usage blocks are not
         // counted live); keep the log out of it until a checkpoint has rewritten the block.
         for &a in &cp.usage_addrs {
             if let Some(seg) = sb.seg_of(a).filter(|&s| s != cp.head_segment) {
-                inner.st.usage.hold(seg);
+                inner.st.usage_mut().hold(seg);
             }
         }
         let mut report = super::MountReport {
@@ -255,15 +243,7 @@ impl Inner {
         if !opts.read_only {
             // A new log id before any write: units past the recovered end of the log carry
             // the old one and can never be taken for this mount's (docs/RECOVERY.md).
-            inner.st.log = Some(Log::open(
-                sb.clone(),
-                dev,
-                &mut inner.st.usage,
-                hs,
-                ho,
-                hseq,
-                new_log_id(cp.log_id),
-            )?);
+            inner.st.open_log(hs, ho, hseq, new_log_id(cp.log_id))?;
             for ino in inner.imap.orphans() {
                 inner.load(ino)?;
                 inner.free_inode(ino)?;

@@ -49,7 +49,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 impl Inner {
     fn touch_dir_times(&mut self, dir: u64) {
         let t = now();
-        if let Some(i) = self.inodes.get_mut(&dir) {
+        if let Some(i) = self.inodes.get_mut(dir) {
             i.d.mtime = t;
             i.d.ctime = t;
             // chattr +D (or +S) on the directory: the change is durable before the call

@@ -64,7 +64,7 @@ impl Inner {
     /// Writes nothing. The usage table must already hold the checkpoint's, with the head
     /// segment Active.
     pub(crate) fn roll_forward(&mut self, cp: &Checkpoint) -> Result<RollForward> {
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         let mut rf = RollForward {
             head: (cp.head_segment, cp.head_offset, cp.next_seq),
             ..Default::default()
@@ -106,7 +106,7 @@ impl Inner {
                 continue;
             }
             // The log moves on: only into a segment the checkpoint recorded clean, once.
-            let clean = self.st.usage.get(next).map(|s| s.state) == Some(SegState::Clean);
+            let clean = self.st.usage().get(next).map(|s| s.state) == Some(SegState::Clean);
             if !clean || !visited.insert(next) {
                 rf.end = Some(EndOfLog::Bounds(format!(
                     "segment {seg} continues in segment {next}, which is not a clean segment \
@@ -128,7 +128,7 @@ impl Inner {
         seq: u64,
         log_id: u64,
     ) -> std::result::Result<Unit, EndOfLog> {
-        let base = self.st.sb.seg_addr(seg) + off as u64;
+        let base = self.st.sb().seg_addr(seg) + off as u64;
         let u = self.judge_unit(Source::Device, seg, off, Want::Exactly { seq, log_id })?;
         let inode_blocks = u
             .summary
@@ -153,11 +153,11 @@ impl Inner {
 
     fn apply_unit(&mut self, cur: &mut u64, u: Unit, rf: &mut RollForward) -> Result<()> {
         if u.seg != *cur {
-            self.st.usage.seal(*cur);
-            self.st.usage.activate(u.seg, u.summary.timestamp_ns);
+            self.st.usage_mut().seal(*cur);
+            self.st.usage_mut().activate(u.seg, u.summary.timestamp_ns);
             *cur = u.seg;
         }
-        self.st.usage.written(u.seg, u.summary.timestamp_ns);
+        self.st.usage_mut().written(u.seg, u.summary.timestamp_ns);
         for (addr, bytes) in &u.inode_blocks {
             // The unit's checksum held, so this block is exactly what we wrote; a decoding
             // failure now is damage, not a crash.
@@ -240,8 +240,8 @@ impl Inner {
     }
 
     fn add_live(&mut self, addr: u64, bytes: u64) {
-        if let Some(seg) = self.st.sb.seg_of(addr) {
-            self.st.usage.add_live(seg, bytes);
+        if let Some(seg) = self.st.sb().seg_of(addr) {
+            self.st.usage_mut().add_live(seg, bytes);
         }
     }
 

@@ -105,7 +105,7 @@ impl Inner {
         off: u32,
         want: Want,
     ) -> std::result::Result<ReadUnit, EndOfLog> {
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         let mut b = vec![0u8; BLOCK_SIZE];
         self.read_in_segment(src, seg, off, &mut b)?;
         // 1. magic.
@@ -154,9 +154,9 @@ impl Inner {
     ) -> std::result::Result<(), EndOfLog> {
         match src {
             Source::Device => {
-                let addr = self.st.sb.seg_addr(seg) + off as u64;
+                let addr = self.st.sb().seg_addr(seg) + off as u64;
                 self.st
-                    .dev
+                    .dev()
                     .read_at(buf, addr * BLOCK_BYTES)
                     .map_err(|e| EndOfLog::Unreadable(e.to_string()))
             }
@@ -173,7 +173,7 @@ impl Inner {
 
     /// Every whole unit of segment `seg`, front to back, read from `src`.
     pub(crate) fn scan_segment(&mut self, src: Source<'_>, seg: u64) -> SegmentScan {
-        let seg_blocks = self.st.sb.seg_blocks;
+        let seg_blocks = self.st.sb().seg_blocks;
         let mut scan = SegmentScan {
             segment: seg,
             units: Vec::new(),

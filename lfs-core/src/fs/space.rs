@@ -23,16 +23,36 @@ pub(crate) enum Admit {
 /// A refusal for want of space: what was asked (blocks, with the reserve), how many bytes
 /// had died by then, and how many more were lacking.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OutOfSpace {
-    pub asked_blocks: u64,
-    pub free_blocks: u64,
-    pub killed_bytes: u64,
-    pub lacking_bytes: u64,
+struct OutOfSpace {
+    asked_blocks: u64,
+    free_blocks: u64,
+    killed_bytes: u64,
+    lacking_bytes: u64,
+}
+
+/// What space admission keeps between calls: the room held for the kernel's writeback
+/// cache, and the last refusal. Only this file reads or changes it.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    /// Blocks kept free for data the kernel's writeback cache holds: writes from that cache
+    /// may use them, nothing else may (`Admit`). 0 without such a cache.
+    cache_reserve: u64,
+    /// The last refusal for want of space, so the next is cheap (`check_space`).
+    out_of_space: Option<OutOfSpace>,
+}
+
+impl Admission {
+    pub fn cache_reserve(&self) -> u64 {
+        self.cache_reserve
+    }
+    pub fn set_cache_reserve(&mut self, blocks: u64) {
+        self.cache_reserve = blocks;
+    }
 }
 
 impl Inner {
     pub(crate) fn statfs(&self) -> StatFs {
-        let sb = &self.st.sb;
+        let sb = &self.st.sb();
         let total = sb.nsegs * sb.seg_blocks as u64;
         let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64;
         let pending = self.pending_blocks();
@@ -43,7 +63,7 @@ impl Inner {
         let seg_blocks = sb.seg_blocks as u64;
         let reclaimable: u64 = self
             .st
-            .usage
+            .usage()
             .iter()
             .map(|(_, s)| match s.state {
                 // Empty already; clean once the next checkpoint is durable.
@@ -60,7 +80,8 @@ impl Inner {
         // Nor is the room kept for what the kernel's writeback cache holds: a writer meets
         // ENOSPC when only that is left (`check_space`).
         let usable = total - reserve;
-        let room = free.saturating_sub(reserve + self.cache_reserve + self.reservations.total());
+        let room =
+            free.saturating_sub(reserve + self.space.cache_reserve + self.reservations.total());
         // Less what writing it costs the log besides the data (tree nodes, summaries,
         // inodes, segment tails: about 1.6%, counted generously as a 32nd), so that what df
         // says is free can be written — or preallocated in one fallocate, whose reservation
@@ -72,7 +93,8 @@ impl Inner {
         // (available does not): every segment is in the size, so what FITRIM discards (all
         // clean segments, the reserve's among them) never exceeds it, and an empty
         // filesystem shows nothing used.
-        let free_incl_reserve = free.saturating_sub(self.cache_reserve + self.reservations.total());
+        let free_incl_reserve =
+            free.saturating_sub(self.space.cache_reserve + self.reservations.total());
         StatFs {
             block_size: BLOCK_SIZE as u32,
             blocks: total,
@@ -84,19 +106,32 @@ impl Inner {
         }
     }
 
+    /// Blocks that could still be written, cleaning what can be cleaned, keeping every
+    /// reserve — roughly (dead space counts less a 32nd for what moving live blocks costs,
+    /// as `statfs` counts it) and cheaply (no walk over the segments).
+    pub(crate) fn headroom_blocks(&self) -> u64 {
+        let sb = &self.st.sb();
+        let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64
+            + self.space.cache_reserve
+            + self.reservations.total();
+        let reclaimable = self.st.usage().reclaimable_bytes() / BLOCK_BYTES;
+        (self.st.free_blocks() + reclaimable - reclaimable / 32)
+            .saturating_sub(self.pending_blocks() + reserve)
+    }
+
     /// Blocks a flush and checkpoint of everything dirty could need, generously.
     pub(crate) fn pending_blocks(&self) -> u64 {
         // Dirty blocks, and the tree nodes dirty or to be dirtied by writing them out (each
         // inode keeps that bound: `Inode::buffer`).
-        let data = self.dirty_blocks + self.dirty_nodes;
+        let (data, slots) = self.inodes.pending();
         // Inode blocks, tombstones, imap and usage blocks, summaries and the tails of
         // segments the log skips.
-        let inodes = (self.dirty_inodes.len() + self.tombstones.len()).div_ceil(15) as u64;
+        let inodes = slots.div_ceil(15);
         let tables = self.imap.dirty_count() as u64
             + 2 * (self.imap.dirty_count() as u64).max(8)
-            + self.st.usage.nblocks() as u64;
+            + self.st.usage().nblocks() as u64;
         let body = data + inodes + tables;
-        body + body / 128 + 4 + 2 * (body / self.st.sb.seg_blocks as u64 + 1)
+        body + body / 128 + 4 + 2 * (body / self.st.sb().seg_blocks as u64 + 1)
     }
 
     /// Refuse an operation that would add `new_blocks` when the log could not take them and
@@ -122,39 +157,39 @@ impl Inner {
         kind: Admit,
         credit: u64,
     ) -> Result<()> {
-        let sb = &self.st.sb;
+        let sb = &self.st.sb();
         let cleaner = sb.reserved_segs as u64 * sb.seg_blocks as u64;
         // What fallocate promised is kept from everyone; a write into a reserved range
         // asks only for what its reservation does not cover (`Inner::write`).
         let promised = self.reservations.total().saturating_sub(credit);
         let reserve = promised
             + match kind {
-                Admit::Meta => cleaner / 2 + self.cache_reserve,
+                Admit::Meta => cleaner / 2 + self.space.cache_reserve,
                 Admit::Cached => cleaner,
-                Admit::Data => cleaner + self.cache_reserve,
+                Admit::Data => cleaner + self.space.cache_reserve,
             };
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         if self.st.free_blocks() >= want(self) {
             return Ok(());
         }
-        if let Some(m) = self.out_of_space {
+        if let Some(m) = self.space.out_of_space {
             // Nothing changed that could help since the last refusal: not enough died, no
             // room appeared (the background cleaner makes some), no segment awaits release.
-            let died = self.st.usage.killed_bytes - m.killed_bytes;
+            let died = self.st.usage().killed_bytes - m.killed_bytes;
             if new_blocks + reserve >= m.asked_blocks
                 && died <= m.lacking_bytes
                 && self.st.free_blocks() <= m.free_blocks
-                && self.st.usage.freed().is_empty()
+                && self.st.usage().freed().is_empty()
             {
                 return Err(FsError::NoSpace);
             }
         }
         let r = self.make_room(new_blocks, reserve);
-        self.out_of_space = match r {
+        self.space.out_of_space = match r {
             Err(FsError::NoSpace) => Some(OutOfSpace {
                 asked_blocks: new_blocks + reserve,
                 free_blocks: self.st.free_blocks(),
-                killed_bytes: self.st.usage.killed_bytes,
+                killed_bytes: self.st.usage().killed_bytes,
                 lacking_bytes: want(self).saturating_sub(self.st.free_blocks()) * BLOCK_BYTES,
             }),
             _ => None,
@@ -173,7 +208,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        if !self.st.usage.freed().is_empty() {
+        if !self.st.usage().freed().is_empty() {
             // Segments that died entirely come back at the next checkpoint.
             self.checkpoint()?;
             if self.st.free_blocks() >= self.pending_blocks() + new_blocks + reserve {
@@ -195,8 +230,8 @@ impl Inner {
             .iter()
             .map(|v| v.dead_bytes() / BLOCK_BYTES)
             .sum();
-        let burst =
-            (self.opts.clean_segments_per_pass as u64 * self.st.sb.seg_blocks as u64).min(dead / 4);
+        let burst = (self.opts.clean_segments_per_pass as u64 * self.st.sb().seg_blocks as u64)
+            .min(dead / 4);
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         let mut stalls = 0;
         for _ in 0..64 {
@@ -255,9 +290,9 @@ mod tests {
     fn promised_and_taken(fs: &Fs) -> (u64, u64) {
         let mut g = fs.lock();
         let promised = g.pending_blocks();
-        let before = g.st.blocks_appended;
+        let before = g.st.appended();
         g.flush_all().unwrap();
-        (promised, g.st.blocks_appended - before)
+        (promised, g.st.appended() - before)
     }
 
     #[test]

@@ -84,14 +84,15 @@ impl BlockCache {
 }
 
 pub struct Store {
-    pub sb: Arc<Superblock>,
-    pub dev: Arc<dyn Device>,
-    pub log: Option<Log>,
-    pub usage: UsageTable,
-    pub cache: BlockCache,
+    sb: Arc<Superblock>,
+    dev: Arc<dyn Device>,
+    /// The log writer; None on a read-only mount (and before mount opens it).
+    log: Option<Log>,
+    usage: UsageTable,
+    cache: BlockCache,
     /// Segment the last append went to; a change means a (re)used segment to purge.
     last_seg: u64,
-    pub blocks_appended: u64,
+    blocks_appended: u64,
 }
 
 impl Store {
@@ -110,6 +111,66 @@ impl Store {
             last_seg: u64::MAX,
             blocks_appended: 0,
         }
+    }
+
+    pub fn sb(&self) -> &Arc<Superblock> {
+        &self.sb
+    }
+    pub fn dev(&self) -> &Arc<dyn Device> {
+        &self.dev
+    }
+    pub fn usage(&self) -> &UsageTable {
+        &self.usage
+    }
+    pub fn usage_mut(&mut self) -> &mut UsageTable {
+        &mut self.usage
+    }
+    /// Blocks appended to the log since mount.
+    pub fn appended(&self) -> u64 {
+        self.blocks_appended
+    }
+    /// (hits, misses) of the block cache.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (self.cache.hits, self.cache.misses)
+    }
+    /// The log is open: the mount writes.
+    pub fn writable(&self) -> bool {
+        self.log.is_some()
+    }
+    /// The log, when the mount writes.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
+    }
+    /// A write or flush of the log failed: nothing more may be written.
+    pub fn poisoned(&self) -> bool {
+        self.log.as_ref().is_some_and(|l| l.backend.poisoned())
+    }
+    /// Open the log (the head and sequence number recovered, a new log id) so the mount
+    /// writes.
+    pub fn open_log(&mut self, head_seg: u64, head_off: u32, seq: u64, log_id: u64) -> Result<()> {
+        self.log = Some(Log::open(
+            self.sb.clone(),
+            self.dev.clone(),
+            &mut self.usage,
+            head_seg,
+            head_off,
+            seq,
+            log_id,
+        )?);
+        Ok(())
+    }
+    /// Stop the log's writer (at unmount); nothing more is written.
+    pub fn close_log(&mut self) {
+        if let Some(mut log) = self.log.take() {
+            log.backend.stop();
+        }
+    }
+    /// Let go of the device (its lock, then the device itself: the last reference closes
+    /// it); reads afterwards fail.
+    pub fn release_device(&mut self) {
+        self.dev.release();
+        let len = self.dev.len_bytes();
+        self.dev = Arc::new(crate::device::Released { len });
     }
 
     /// Read one block: from the log's memory, the cache, or the device.
@@ -166,7 +227,7 @@ impl Store {
         Ok(())
     }
 
-    fn log_mut(&mut self) -> Result<&mut Log> {
+    pub fn log_mut(&mut self) -> Result<&mut Log> {
         self.log.as_mut().ok_or(FsError::ReadOnly)
     }
 

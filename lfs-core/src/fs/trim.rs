@@ -28,7 +28,7 @@ impl Inner {
     /// `minlen` bytes, as ext4's FITRIM: EINVAL for a start past the end of the
     /// filesystem or a length under one block.
     pub(crate) fn trim(&mut self, start: u64, len: u64, minlen: u64) -> Result<Trimmed> {
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         let fs_bytes = sb.total_blocks * BLOCK_BYTES;
         if start >= fs_bytes || len < BLOCK_BYTES || minlen > fs_bytes {
             return Err(FsError::Invalid("trim range outside the filesystem"));
@@ -38,7 +38,7 @@ impl Inner {
         // with nothing live (sealed so); the first become Clean at the next checkpoint, the
         // second once cleaned, which copies nothing and checkpoints.
         let (mut freed, mut empty) = (false, Vec::new());
-        for (seg, i) in self.st.usage.iter() {
+        for (seg, i) in self.st.usage().iter() {
             freed |= i.state == SegState::Freed;
             if i.state == SegState::Full && i.live_bytes == 0 {
                 empty.push(seg);
@@ -60,7 +60,7 @@ impl Inner {
             if at >= end {
                 break;
             }
-            let clean = self.st.usage.get(seg).map(|s| s.state) == Some(SegState::Clean);
+            let clean = self.st.usage().get(seg).map(|s| s.state) == Some(SegState::Clean);
             // The part of the segment inside the asked range.
             let (a, b) = (at.max(start), (at + seg_bytes).min(end));
             match (&mut run, clean) {
@@ -88,7 +88,7 @@ impl Inner {
         if n < minlen.max(BLOCK_BYTES) {
             return Ok(());
         }
-        match self.st.dev.discard(a, n) {
+        match self.st.dev().discard(a, n) {
             Ok(()) => {
                 done.bytes += n;
                 done.extents += 1;

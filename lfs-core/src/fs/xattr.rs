@@ -16,7 +16,7 @@ impl Inner {
     /// The cleaner: write the xattr block of `ino` again at the next flush.
     pub(crate) fn rewrite_xattrs(&mut self, ino: u64) -> Result<()> {
         self.xattrs(ino)?;
-        if let Some(i) = self.inodes.get_mut(&ino) {
+        if let Some(i) = self.inodes.get_mut(ino) {
             i.xattr_dirty = true;
         }
         Ok(())
@@ -25,7 +25,7 @@ impl Inner {
     pub(super) fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
-        let i = inodes.get_mut(&ino).ok_or(FsError::Stale(ino))?;
+        let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         if i.xattrs.is_none() {
             let x = if i.d.xattr == 0 {
                 Xattrs::new()

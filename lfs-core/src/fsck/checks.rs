@@ -83,10 +83,10 @@ impl Inner {
     /// All findings on the current state (empty when consistent). On a read-write mount a
     /// checkpoint is written first, so every block is at its final address.
     pub(crate) fn check(&mut self) -> Result<Vec<Finding>> {
-        if self.st.log.is_some() {
+        if self.st.writable() {
             self.checkpoint()?;
         }
-        let sb = self.st.sb.clone();
+        let sb = self.st.sb().clone();
         let mut c = Claims {
             live: vec![0u64; sb.nsegs as usize],
             owner: HashMap::new(),
@@ -94,7 +94,7 @@ impl Inner {
             inode_blocks: HashSet::new(),
             findings: Vec::new(),
         };
-        for (i, &a) in self.cp.imap_addrs.clone().iter().enumerate() {
+        for (i, &a) in self.cp.imap_addrs().to_vec().iter().enumerate() {
             if a != 0 {
                 let o = Owner::ImapBlock { index: i as u64 };
                 c.claim(
@@ -131,7 +131,7 @@ impl Inner {
                 SummaryEntry::inode_block(),
             );
             let Inner { inodes, st, .. } = self;
-            let Some(i) = inodes.get_mut(&ino) else {
+            let Some(i) = inodes.get_mut(ino) else {
                 continue;
             };
             if i.d.flags & !FL_KNOWN != 0 {
@@ -172,7 +172,7 @@ impl Inner {
             }
         }
         for (seg, &want) in c.live.iter().enumerate() {
-            let have = self.st.usage.get(seg as u64).map_or(0, |s| s.live_bytes);
+            let have = self.st.usage().get(seg as u64).map_or(0, |s| s.live_bytes);
             if have != want {
                 c.findings.push(Finding::UsageMismatch {
                     segment: seg as u64,
@@ -181,9 +181,9 @@ impl Inner {
                 });
             }
         }
-        if self.st.usage.underflows > 0 {
+        if self.st.usage().underflows > 0 {
             c.findings.push(Finding::UsageUnderflow {
-                count: self.st.usage.underflows,
+                count: self.st.usage().underflows,
             });
         }
         let expect = std::mem::take(&mut c.expect);
@@ -282,7 +282,7 @@ impl Inner {
                 *counted.entry(dir).or_default() += 1;
                 queue.push_back(ino);
             }
-            if let Some(i) = self.inodes.get_mut(&dir) {
+            if let Some(i) = self.inodes.get_mut(dir) {
                 // Keep memory bounded on big trees: the entries are read again on demand.
                 if !i.dirty {
                     i.dir = None;
@@ -370,8 +370,8 @@ impl Inner {
                 segment,
                 recomputed,
                 ..
-            } => self.st.usage.set_live(*segment, *recomputed),
-            Finding::UsageUnderflow { .. } => self.st.usage.underflows = 0,
+            } => self.st.usage_mut().set_live(*segment, *recomputed),
+            Finding::UsageUnderflow { .. } => self.st.usage_mut().underflows = 0,
             _ => return Ok(false),
         }
         Ok(true)
@@ -429,8 +429,8 @@ mod tests {
         assert_eq!(fs.check().unwrap(), Vec::<Finding>::new());
         let seg = {
             let mut g = fs.lock();
-            let seg = g.st.log.as_ref().unwrap().current_segment();
-            g.st.usage.add_live(seg, 4096);
+            let seg = g.st.log().unwrap().current_segment();
+            g.st.usage_mut().add_live(seg, 4096);
             seg
         };
         let findings = fs.check().unwrap();
