@@ -397,7 +397,7 @@ pub fn run_pass(
     protection: Duration,
 ) -> lfs_core::Result<CleanReport> {
     let views = fs.segment_views();
-    let now = lfs_core::log::now_ns();
+    let now = lfs_core::now_ns();
     let mut victims = choose(policy, &views, now, max, protection.as_nanos() as u64);
     if victims.is_empty() {
         victims = choose(policy, &views, now, max, 0);

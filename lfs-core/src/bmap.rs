@@ -33,7 +33,8 @@ fn tree_base(h: u8) -> u64 {
 }
 
 /// One past the largest logical block a file can have.
-pub fn max_lblocks() -> u64 {
+#[cfg(test)]
+fn max_lblocks() -> u64 {
     tree_base(NINDIRECT as u8 + 1)
 }
 

@@ -54,6 +54,7 @@ impl Dir {
         d
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.index.len()
     }

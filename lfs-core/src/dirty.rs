@@ -28,6 +28,7 @@ impl DirtyBlocks {
             self.count -= 1;
         }
     }
+    #[cfg(test)]
     pub fn mark_all(&mut self) {
         self.bits.fill(true);
         self.count = self.bits.len();
@@ -37,9 +38,6 @@ impl DirtyBlocks {
     }
     pub fn len(&self) -> usize {
         self.bits.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.bits.is_empty()
     }
     /// Indices of dirty blocks, ascending.
     pub fn list(&self) -> Vec<usize> {

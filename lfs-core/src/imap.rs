@@ -125,9 +125,6 @@ impl Imap {
     pub fn clear_dirty(&mut self, index: usize) {
         self.dirty.clear(index);
     }
-    pub fn mark_dirty(&mut self, index: usize) {
-        self.dirty.mark(index);
-    }
 
     /// Inode numbers with the ORPHAN flag (freed at mount).
     pub fn orphans(&self) -> Vec<u64> {

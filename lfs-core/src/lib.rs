@@ -7,21 +7,27 @@
 //! checkpoints, recovery, cleaning) → `fsck` (the checker's driver over `fs`). Beside them:
 //! `error`, `cli` (what every tool's main shares) and `fuzz` (entry points of the fuzz
 //! targets).
-pub mod bmap;
+// The engine's inner layers are private: what other crates need of them is re-exported
+// below or reached through `fs`. Public: the on-disk format (lfs-inspect and the tests decode
+// it), the device trait and its implementations, the filesystem API, fsck, and what every
+// tool's main shares.
+mod bmap;
 pub mod cli;
 pub mod device;
-pub mod dir;
-pub mod dirty;
-pub mod error;
+mod dir;
+mod dirty;
+mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
 #[cfg(feature = "testing")]
 pub mod fuzz;
-pub mod imap;
-pub mod log;
-pub mod usage;
-pub mod writer;
+mod imap;
+mod log;
+mod usage;
+mod writer;
 
 pub use error::{Damage, FsError, MountError, NotLfs, Result};
 pub use fs::{mkfs, Fs, MkfsOptions, MountOptions};
+pub use log::now_ns;
+pub use usage::{SegInfo, SegState};

@@ -112,17 +112,11 @@ impl UsageTable {
         self.segs[seg as usize] = after;
     }
 
-    pub fn nsegs(&self) -> u64 {
-        self.segs.len() as u64
-    }
     pub fn get(&self, seg: u64) -> Option<&SegInfo> {
         self.segs.get(seg as usize)
     }
     pub fn clean_count(&self) -> u64 {
         self.clean
-    }
-    pub fn seg_bytes(&self) -> u64 {
-        self.seg_bytes
     }
 
     fn touch(&mut self, seg: u64) {
@@ -321,9 +315,6 @@ impl UsageTable {
     }
     pub fn mark_dirty(&mut self, index: usize) {
         self.dirty.mark(index);
-    }
-    pub fn mark_all_dirty(&mut self) {
-        self.dirty.mark_all();
     }
     pub fn total_live_bytes(&self) -> u64 {
         self.segs.iter().map(|s| s.live_bytes).sum()

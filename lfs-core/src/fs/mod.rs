@@ -41,7 +41,7 @@ pub use mount::MountReport;
 pub use recovery::RollForward;
 pub use scan::EndOfLog;
 pub use scan::{ScannedUnit, SegmentScan};
-pub use store::Store;
+pub(crate) use store::Store;
 
 use crate::device::Device;
 use crate::error::{FsError, Result};

@@ -221,7 +221,7 @@ fn usage(fs: &Fs, all: bool) -> Out {
     let segs: Vec<Value> = fs
         .usage_table()
         .into_iter()
-        .filter(|(_, s)| all || s.state != lfs_core::usage::SegState::Clean)
+        .filter(|(_, s)| all || s.state != lfs_core::SegState::Clean)
         .map(|(seg, s)| {
             json!({
                 "segment": seg,
