@@ -9,6 +9,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The tools as users build them: without lfs-core's test-only code (`testing`) and without
 # the simulator in the mount daemon; this build must stand on its own, warnings included.
 cargo clippy -p mkfs-lfs -p lfs-fuse -p lfs-tools -- -D warnings
+# lfs-core's module graph: no layer reaches upward, no cycle among its files.
+python3 scripts/module-graph.py
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 # POSIX conformance against a real mount (installs pjdfstest when missing).

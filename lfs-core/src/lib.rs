@@ -1,12 +1,19 @@
 //! lfs-core: the log-structured filesystem engine.
 //!
-//! Layered bottom-up; nothing reaches upward:
-//! `format` (pure encode/decode) → `device` (one narrow trait) → `writer` + `log` (segment
-//! buffer, write units, back-end thread) → `imap`, `usage`, `dirty`, `bmap`, `dir`
-//! (in-memory maps and tables) → `fs` (the filesystem API, free of FUSE types: mkfs, mount,
-//! checkpoints, recovery, cleaning) → `fsck` (the checker's driver over `fs`). Beside them:
-//! `error`, `cli` (what every tool's main shares) and `fuzz` (entry points of the fuzz
-//! targets).
+//! Layered bottom-up; a module uses only those below it, and no files form a cycle
+//! (`scripts/module-graph.py` checks both, from the order declared there):
+//!
+//! 1. `format`: pure encode/decode of the on-disk structures;
+//! 2. `dirty` (a dirty-set), `cli` (what every tool's main shares);
+//! 3. `device`: the one narrow trait under everything, and its implementations;
+//! 4. `error`: the error types;
+//! 5. `usage`, `imap`: the segment usage table and the inode map;
+//! 6. `dir`, `bmap`: a directory's contents, one inode's block map;
+//! 7. `writer`, then `log`: the back-end thread, the segment buffer and write units;
+//! 8. `fs`: the filesystem (state by layer, operations, the `Fs` API; free of FUSE types);
+//! 9. `fsck`: the checker, over `fs`;
+//! 10. `fuzz`: the fuzz targets' entry points (feature `testing`).
+
 // The engine's inner layers are private: what other crates need of them is re-exported
 // below or reached through `fs`. Public: the on-disk format (lfs-inspect and the tests decode
 // it), the device trait and its implementations, the filesystem API, fsck, and what every

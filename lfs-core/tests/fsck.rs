@@ -14,8 +14,9 @@ use lfs_core::format::table::{
     decode_imap_block, decode_usage_block, encode_imap_block, encode_usage_block,
 };
 use lfs_core::format::{BLOCK_BYTES, BLOCK_SIZE};
-use lfs_core::fs::{Creds, Finding, Owner};
+use lfs_core::fs::Creds;
 use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
+use lfs_core::fsck::{Finding, Owner};
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::sync::Arc;
 

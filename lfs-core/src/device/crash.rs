@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::block::Device;
 use super::bounds::mem_range;
-use super::Device;
 
 /// Sector size: the unit a disk writes atomically; torn writes are cut at multiples of it.
 pub const SECTOR_SIZE: usize = 512;

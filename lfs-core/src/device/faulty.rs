@@ -9,7 +9,7 @@
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::Device;
+use super::block::Device;
 
 /// The error every injected failure returns: `EIO`.
 fn eio() -> io::Error {

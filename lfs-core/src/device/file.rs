@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Mutex, PoisonError};
 
+use super::block::Device;
 use super::bounds::check_range;
-use super::Device;
 
 /// Alignment `O_DIRECT` transfers need: memory address, file offset and length.
 pub const DIRECT_ALIGN: usize = 4096;

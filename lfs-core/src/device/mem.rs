@@ -7,8 +7,8 @@
 use std::io;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::block::Device;
 use super::bounds::mem_range;
-use super::Device;
 
 /// A device in memory. Cloning the contents out is [`MemDevice::image`].
 #[derive(Debug)]

@@ -7,9 +7,10 @@
 //! inherits its directory's default ACL (then the umask does not apply), a new directory
 //! the default ACL too; a default ACL belongs to directories only.
 
+use super::admission::Admit;
+use super::inner::Inner;
 use super::inode::now;
 use super::ops::S_ISGID;
-use super::{Admit, Inner};
 use crate::error::{FsError, Result};
 use crate::format::acl::Acl;
 use crate::format::inode::{FileKind, S_IFMT};

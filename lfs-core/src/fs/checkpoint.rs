@@ -10,7 +10,7 @@
 //! 4. The region for generation g+1 (odd → A, even → B: always the older one), then flush.
 //! 5. Segments freed before step 2 (and not pinned) become Clean.
 
-use super::Inner;
+use super::inner::Inner;
 use crate::error::{FsError, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CHECKPOINT};
@@ -20,76 +20,6 @@ use crate::log::now_ns;
 use crate::usage::SegState;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
-
-/// What the checkpoint layer keeps between checkpoints: the checkpoint in force (its
-/// generation and where its tables are), and the clocks of durability — when the last
-/// checkpoint and the last commit were made, and how much of the log had been appended by
-/// then. Only this file changes it; the rest of `fs` asks it questions.
-pub(crate) struct Durability {
-    generation: u64,
-    imap_addrs: Vec<u64>,
-    usage_addrs: Vec<u64>,
-    appended_at_cp: u64,
-    last_cp: Instant,
-    last_commit: Instant,
-    appended_at_commit: u64,
-}
-
-impl Durability {
-    /// The checkpoint of `generation` whose tables are at these addresses, in force now.
-    pub fn new(generation: u64, imap_addrs: Vec<u64>, usage_addrs: Vec<u64>) -> Durability {
-        let now = Instant::now();
-        Durability {
-            generation,
-            imap_addrs,
-            usage_addrs,
-            appended_at_cp: 0,
-            last_cp: now,
-            last_commit: now,
-            appended_at_commit: 0,
-        }
-    }
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-    /// Where the checkpoint in force keeps the inode map's blocks (0: never written).
-    pub fn imap_addrs(&self) -> &[u64] {
-        &self.imap_addrs
-    }
-    pub fn usage_addrs(&self) -> &[u64] {
-        &self.usage_addrs
-    }
-    /// The block at `addr` is inode-map block `idx` of the checkpoint in force.
-    pub fn is_imap_block(&self, idx: usize, addr: u64) -> bool {
-        self.imap_addrs.get(idx) == Some(&addr)
-    }
-    /// Log appended since the last checkpoint (`appended`: the log's count now).
-    pub fn since_checkpoint(&self, appended: u64) -> u64 {
-        appended.saturating_sub(self.appended_at_cp)
-    }
-    /// Log appended since everything was last made durable, by commit or checkpoint.
-    pub fn since_commit(&self, appended: u64) -> u64 {
-        appended.saturating_sub(self.appended_at_commit.max(self.appended_at_cp))
-    }
-    pub fn checkpoint_age(&self) -> std::time::Duration {
-        self.last_cp.elapsed()
-    }
-    pub fn commit_age(&self) -> std::time::Duration {
-        self.last_commit.elapsed()
-    }
-    /// Everything up to `appended` was just made durable (fsync, commit).
-    pub fn committed(&mut self, appended: u64) {
-        self.last_commit = Instant::now();
-        self.appended_at_commit = appended;
-    }
-    /// A checkpoint was made with what was appended up to `appended`.
-    fn checkpointed(&mut self, generation: u64, appended: u64) {
-        self.generation = generation;
-        self.appended_at_cp = appended;
-        self.last_cp = Instant::now();
-    }
-}
 
 impl Inner {
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
@@ -122,8 +52,8 @@ impl Inner {
             head_offset: ho,
             next_seq: log.next_seq(),
             log_id: log.log_id(),
-            imap_addrs: self.cp.imap_addrs.clone(),
-            usage_addrs: self.cp.usage_addrs.clone(),
+            imap_addrs: self.cp.imap_addrs().to_vec(),
+            usage_addrs: self.cp.usage_addrs().to_vec(),
         };
         let region = if generation % 2 == 1 {
             sb.cp_a
@@ -138,7 +68,7 @@ impl Inner {
         self.cp.checkpointed(generation, appended);
         let pinned: HashSet<u64> = self
             .cp
-            .usage_addrs
+            .usage_addrs()
             .iter()
             .filter_map(|&a| sb.seg_of(a))
             .collect();
@@ -161,13 +91,13 @@ impl Inner {
                 &bytes,
                 BLOCK_BYTES,
             )?;
-            let old = std::mem::replace(&mut self.cp.imap_addrs[idx], addr);
+            let old = self.cp.moved_imap_block(idx, addr);
             if old != 0 {
                 self.st.kill_bytes(old, BLOCK_BYTES);
             }
             self.imap.clear_dirty(idx);
         }
-        for (idx, &addr) in self.cp.usage_addrs.iter().enumerate() {
+        for (idx, &addr) in self.cp.usage_addrs().to_vec().iter().enumerate() {
             let state = sb
                 .seg_of(addr)
                 .and_then(|s| self.st.usage().get(s))
@@ -192,7 +122,7 @@ impl Inner {
                     &bytes,
                     0,
                 )?;
-                self.cp.usage_addrs[idx] = addr;
+                self.cp.moved_usage_block(idx, addr);
             }
         }
         Ok(to_release)

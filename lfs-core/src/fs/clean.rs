@@ -19,8 +19,9 @@
 //! roll-forward, which never reuse a segment a durable checkpoint did not record clean
 //! (docs/CLEANER.md).
 
+use super::inner::Inner;
 use super::scan::{SegmentScan, Source};
-use super::Inner;
+use super::types::SegmentView;
 use crate::bmap::path_nodes;
 use crate::error::Result;
 use crate::format::inode::{decode_inode_block, DiskInode, INODES_PER_BLOCK};
@@ -30,46 +31,6 @@ use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use serde::Serialize;
 use std::collections::HashSet;
-use std::fmt;
-
-/// A Full segment as a cleaning policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct SegmentView {
-    pub segment: u64,
-    pub live_bytes: u64,
-    pub seg_bytes: u64,
-    /// When the segment was last written (the cleaner's output counts as new).
-    pub write_time_ns: u64,
-}
-
-impl SegmentView {
-    /// Utilization, 0.0..=1.0.
-    pub fn utilization(&self) -> f64 {
-        if self.seg_bytes == 0 {
-            return 1.0;
-        }
-        (self.live_bytes as f64 / self.seg_bytes as f64).min(1.0)
-    }
-    /// Bytes cleaning the segment would give back.
-    pub fn dead_bytes(&self) -> u64 {
-        self.seg_bytes.saturating_sub(self.live_bytes)
-    }
-}
-
-/// Chooses victims; implemented by lfs-cleaner's policies. The engine calls it itself when
-/// a writer would otherwise get ENOSPC (foreground cleaning).
-pub trait VictimPicker: Send + Sync + fmt::Debug {
-    /// Up to `max` segments to clean from `segs` (all Full segments), in the order to clean.
-    fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64>;
-    /// Victims for a writer out of space when [`VictimPicker::pick`]'s choice freed nothing
-    /// (cost-benefit may prefer old segments that are nearly full): the segments that give
-    /// the most back, emptiest first (greedy), leaving out those with nothing to give.
-    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<u64> {
-        let mut v: Vec<&SegmentView> = segs.iter().filter(|s| s.dead_bytes() > 0).collect();
-        v.sort_by_key(|s| (s.live_bytes, s.segment));
-        v.iter().take(max).map(|s| s.segment).collect()
-    }
-}
 
 /// Live bytes one pass holds in memory at most (it stops taking victims past this).
 const MAX_PASS_BYTES: u64 = 64 << 20;

@@ -1,8 +1,10 @@
 //! File contents: read, write, truncate, fallocate. Writes go into dirty blocks held by the
 //! inode; they reach the log at writeback, flush or checkpoint.
 
+use super::admission::Admit;
+use super::inner::Inner;
 use super::inode::now;
-use super::{Admit, Inner, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+use super::types::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_SYNC, MAX_FILE_SIZE};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};

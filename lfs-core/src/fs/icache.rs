@@ -4,7 +4,7 @@
 //! through the methods below, so a reader of any other file knows that dirty accounting
 //! happens here and nowhere else.
 
-use super::Attr;
+use super::types::Attr;
 use crate::bmap::{path_nodes, BlockMap};
 use crate::dir::Dir;
 use crate::format::inode::{DiskInode, FileKind, NDIRECT, NINDIRECT};

@@ -3,7 +3,8 @@
 //! data, directory and xattr blocks, then indirect blocks bottom-up, then inode blocks.
 
 use super::icache::Inode;
-use super::{Attr, Inner};
+use super::inner::Inner;
+use super::types::Attr;
 use crate::dir::Dir;
 use crate::error::Damage;
 use crate::error::{FsError, Result};

@@ -1,8 +1,9 @@
 //! mkfs: the layout of a new filesystem and the writing of it.
 
-use super::checkpoint::Durability;
+use super::durability::Durability;
 use super::icache::Inode;
-use super::{Inner, MountOptions};
+use super::inner::Inner;
+use super::types::MountOptions;
 use crate::device::Device;
 use crate::dir::Dir;
 use crate::error::{FsError, Result};

@@ -3,20 +3,30 @@
 //! [`Fs`] is shared between threads; all state sits behind one mutex (`Inner`), which keeps
 //! every operation atomic with respect to the others and to flushes: a flush group is a
 //! snapshot of whole operations, which is what makes directory operations crash-atomic.
-//! Files here: `store` (the device, the log and the block cache under the maps), `inode`
-//! (cached inodes, loading and flushing), `ops` (namespace operations, attributes, chattr
-//! flags, space admission), `data` (read, write, truncate, fallocate), `reserve`
-//! (fallocate's reservations), `xattr`, `acl` (POSIX ACLs), `checkpoint` (writing one),
-//! `mount` (reading the newest region and its tables), `mkfs`, `scan` (the judge of write
-//! units), `recovery` (roll-forward), `clean` (cleaning passes), `trim` (FITRIM), `inspect`
-//! (what lfs-inspect shows). fsck's checks and repairs are in `crate::fsck`.
+//! Files, bottom up (each uses only files above it; scripts/module-graph.py checks):
+//! - vocabulary: `types` (flags, options, attributes, counters, what a cleaning policy sees);
+//! - state, each a type with private fields: `admission` (space admission's classes and
+//!   memory), `durability` (the checkpoint in force, the clocks of durability), `icache`
+//!   (cached inodes and dirty accounting), `reserve` (fallocate's reservations), `store` (the
+//!   device, the log, the usage table, the block cache); `inner` gathers them into `Inner`;
+//! - operations on `Inner`: `scan` (the judge of write units), `inode` (loading, freeing,
+//!   flush groups), `ops` (namespace, attributes, chattr flags), `acl`, `xattr`, `data`
+//!   (read, write, truncate, fallocate), `space` (statfs, admission, making room),
+//!   `checkpoint`, `clean`, `recovery` (roll-forward), `trim`, `inspect`, `mkfs`, `mount`;
+//! - this file: [`Fs`], the lock and the API.
+//!
+//! fsck's checks and repairs are in `crate::fsck`, which adds [`Fs::check`], [`Fs::verify`]
+//! and [`Fs::repair`] (this layer never calls it).
 
+// The files; their order bottom up is in the header above.
 mod acl;
+mod admission;
 mod checkpoint;
-use checkpoint::Durability;
 mod clean;
 mod data;
+mod durability;
 mod icache;
+mod inner;
 mod inode;
 mod inspect;
 mod mkfs;
@@ -26,14 +36,12 @@ mod recovery;
 mod reserve;
 pub(crate) mod scan;
 mod space;
-use space::Admission;
-pub(crate) use space::Admit;
 mod store;
 mod trim;
+mod types;
 mod xattr;
 
-pub use crate::fsck::{Finding, Owner};
-pub use clean::{CleanReport, SegmentCounts, SegmentView, VictimPicker};
+pub use clean::{CleanReport, SegmentCounts};
 pub use inspect::InodeInfo;
 pub(crate) use mkfs::not_too_small;
 pub use mkfs::{mkfs, plan, MkfsOptions};
@@ -41,212 +49,19 @@ pub use mount::MountReport;
 pub use recovery::RollForward;
 pub use scan::EndOfLog;
 pub use scan::{ScannedUnit, SegmentScan};
-pub(crate) use store::Store;
+pub use types::*;
+
+use crate::format::table::ImapEntry;
+use crate::usage::SegInfo;
+pub(crate) use admission::Admit;
+pub(crate) use inner::Inner;
 
 use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::format::inode::{FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_KNOWN};
+use crate::format::inode::{FileKind, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_KNOWN};
 use crate::format::superblock::Superblock;
-use crate::imap::Imap;
-use icache::InodeCache;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 pub use trim::Trimmed;
-
-/// rename flags, as Linux numbers them.
-pub const RENAME_NOREPLACE: u32 = 1;
-pub const RENAME_EXCHANGE: u32 = 2;
-/// Leave a whiteout (a character device 0:0, as overlayfs reads it) where the source was.
-pub const RENAME_WHITEOUT: u32 = 4;
-/// setxattr flags.
-pub const XATTR_CREATE: u32 = 1;
-pub const XATTR_REPLACE: u32 = 2;
-/// fallocate modes.
-pub const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
-pub const FALLOC_FL_PUNCH_HOLE: u32 = 0x02;
-pub const FALLOC_FL_ZERO_RANGE: u32 = 0x10;
-/// Largest xattr value (as Linux's XATTR_SIZE_MAX).
-pub const XATTR_VALUE_MAX: usize = 65536;
-/// Largest hard-link count.
-pub const LINK_MAX: u32 = 65000;
-/// Longest symlink target.
-pub const SYMLINK_MAX: usize = 4095;
-
-#[derive(Debug, Clone)]
-pub struct MountOptions {
-    pub read_only: bool,
-    /// Do not roll forward past the checkpoint (only with `read_only`: what a crash left
-    /// after the checkpoint is then invisible, and untouched).
-    pub no_recovery: bool,
-    /// Blocks kept in the read cache.
-    pub cache_blocks: usize,
-    /// Write a checkpoint when this much time has passed since the last one (see `tick`).
-    pub checkpoint_interval: Duration,
-    /// Make every change durable (a flush group and a device flush, as fsync) at most this
-    /// long after it was made (see `tick`): ext4's `commit`, and what bounds the loss at a
-    /// crash, since `sync` and `syncfs` never reach a FUSE daemon (docs/RECOVERY.md).
-    pub commit_interval: Duration,
-    /// ...or when this many blocks were appended since the last one.
-    pub checkpoint_blocks: u64,
-    /// Dirty file data (blocks) held in memory before it is written back to the log.
-    pub writeback_blocks: u64,
-    /// Picks segments to clean when a writer would otherwise get ENOSPC (foreground
-    /// cleaning); `None`: no cleaning in the engine itself.
-    pub cleaner: Option<Arc<dyn VictimPicker>>,
-    /// Segments per foreground cleaning pass.
-    pub clean_segments_per_pass: usize,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            read_only: false,
-            no_recovery: false,
-            cache_blocks: 16384,
-            checkpoint_interval: Duration::from_secs(30),
-            commit_interval: Duration::from_secs(5),
-            checkpoint_blocks: 65536,
-            writeback_blocks: 2048,
-            cleaner: None,
-            clean_segments_per_pass: 8,
-        }
-    }
-}
-
-/// Attributes of an inode, as stat reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub generation: u32,
-    pub size: u64,
-    /// 512-byte units, as st_blocks.
-    pub blocks: u64,
-    pub atime: Timespec,
-    pub mtime: Timespec,
-    pub ctime: Timespec,
-    pub crtime: Timespec,
-    pub kind: FileKind,
-    /// Permission bits (mode & 0o7777).
-    pub perm: u32,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev: u64,
-    pub blksize: u32,
-    /// chattr's flags (`FL_*`).
-    pub flags: u32,
-}
-
-/// Who is asking: owner of new files.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Creds {
-    pub uid: u32,
-    pub gid: u32,
-    /// The creator's umask, applied to a new inode's mode unless its directory has a
-    /// default ACL (which then takes its place, as POSIX says).
-    pub umask: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeOrNow {
-    Now,
-    At(Timespec),
-}
-
-/// What setattr changes; `None` leaves a field alone.
-#[derive(Debug, Clone, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<TimeOrNow>,
-    pub mtime: Option<TimeOrNow>,
-    pub ctime: Option<Timespec>,
-    /// A chown(2) even with neither owner nor group given (chown(f, -1, -1)), which Linux
-    /// treats as a change of owner: set-ID bits and the capability go. Implied by `uid` or
-    /// `gid`.
-    pub chown: bool,
-    /// The caller lacks CAP_FSETID; its group: after the truncate, if any, and before the
-    /// rest, do what `Fs::kill_privileges` does.
-    pub kill_privileges: Option<u32>,
-    /// The kernel recording the times of writes its cache took (mtime and ctime through a
-    /// handle open for writing): passes chattr's `i` and `a`, which it would otherwise
-    /// refuse, since the writes were accepted before the flag or are appends.
-    pub cached_times: bool,
-}
-
-/// One readdir result; `cookie` resumes after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntryOut {
-    pub ino: u64,
-    pub cookie: u64,
-    pub kind: FileKind,
-    pub name: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatFs {
-    pub block_size: u32,
-    pub blocks: u64,
-    pub blocks_free: u64,
-    pub blocks_avail: u64,
-    pub files: u64,
-    pub files_free: u64,
-    pub name_max: u32,
-}
-
-/// Counters for benchmarks and the inspector.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Stats {
-    pub checkpoints: u64,
-    /// fsync/fdatasync/fsyncdir calls made durable by a flush group alone.
-    pub syncs: u64,
-    pub flushes: u64,
-    pub units_written: u64,
-    pub segments_written: u64,
-    pub blocks_appended: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub clean_segments: u64,
-    pub live_bytes: u64,
-    pub usage_underflows: u64,
-    /// Cleaner: passes, segments freed, blocks read (whole segments), blocks appended by
-    /// the cleaner (moved blocks and its checkpoints), live blocks moved.
-    pub cleaner_passes: u64,
-    pub cleaner_segments: u64,
-    pub cleaner_blocks_read: u64,
-    pub cleaner_blocks_written: u64,
-    pub cleaner_blocks_moved: u64,
-    /// Victims taken, and the live bytes they held when taken (their mean utilization).
-    pub cleaner_victims: u64,
-    pub cleaner_victim_live_bytes: u64,
-}
-
-/// The engine's state, one part per layer, each a type of its own whose fields only its
-/// file can touch (store.rs, icache.rs, checkpoint.rs, space.rs, reserve.rs; the inode map
-/// in crate::imap). The four the checker reads are visible to `crate::fsck`; the rest only
-/// here in `fs`.
-pub(crate) struct Inner {
-    /// Below the inodes: the device, the log, the segment usage table, the block cache.
-    pub(crate) st: Store,
-    pub(crate) imap: Imap,
-    pub(crate) inodes: InodeCache,
-    /// The checkpoint in force, and when things were last made durable.
-    pub(crate) cp: Durability,
-    opts: MountOptions,
-    stats: Stats,
-    /// [`Fs::shutdown`] ran: the final checkpoint is written and the device released; no
-    /// more writes. Holds how the final checkpoint went, for every later caller.
-    shut_down: Option<std::result::Result<(), String>>,
-    /// Room kept for the kernel's writeback cache, and the last refusal (space.rs).
-    space: Admission,
-    /// Space fallocate granted, kept for the writes it was granted to (`reserve.rs`).
-    reservations: reserve::Reservations,
-    /// The operation under way changed an inode flagged `S` or a directory flagged `D`:
-    /// `after_write` makes it durable before the call returns.
-    sync_due: bool,
-}
 
 pub struct Fs {
     inner: Mutex<Inner>,
@@ -276,7 +91,7 @@ impl Fs {
     }
 
     /// For writes: refuse on a read-only mount or after a failed write.
-    fn lock_rw(&self) -> Result<MutexGuard<'_, Inner>> {
+    pub(crate) fn lock_rw(&self) -> Result<MutexGuard<'_, Inner>> {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -594,33 +409,6 @@ impl Fs {
         }
         Ok(())
     }
-    /// fsck's checks on the current state (see `check.rs`): every finding, crash residue
-    /// included. Writes a checkpoint first on a read-write mount.
-    pub fn check(&self) -> Result<Vec<Finding>> {
-        self.lock().check()
-    }
-    /// The damage [`Fs::check`] finds, as sentences (empty when consistent): for tests.
-    pub fn verify(&self) -> Result<Vec<String>> {
-        Ok(self
-            .check()?
-            .iter()
-            .filter(|f| f.is_damage())
-            .map(|f| f.to_string())
-            .collect())
-    }
-    /// Repair what `findings` name, where a repair exists, then checkpoint. Returns the
-    /// findings acted on.
-    pub fn repair(&self, findings: &[Finding]) -> Result<Vec<Finding>> {
-        let mut g = self.lock_rw()?;
-        let mut done = Vec::new();
-        for f in findings {
-            if g.repair(f)? {
-                done.push(f.clone());
-            }
-        }
-        g.checkpoint()?;
-        Ok(done)
-    }
     /// The whole units of segment `seg`, as a walk from its start finds them.
     pub fn scan_segment(&self, seg: u64) -> SegmentScan {
         self.lock().scan_segment(scan::Source::Device, seg)
@@ -680,55 +468,29 @@ impl Fs {
     }
 }
 
-impl Inner {
-    pub(crate) fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        if let Some(l) = self.st.log() {
-            s.units_written = l.units_written;
-            s.segments_written = l.segments_written;
-        }
-        s.blocks_appended = self.st.appended();
-        (s.cache_hits, s.cache_misses) = self.st.cache_counts();
-        s.clean_segments = self.st.usage().clean_count();
-        s.live_bytes = self.st.usage().total_live_bytes();
-        s.usage_underflows = self.st.usage().underflows;
-        s
+/// What lfs-inspect shows (inspect.rs).
+impl Fs {
+    /// Inode `ino` with its map entry and block list (as of the last flush: blocks still
+    /// dirty in memory have no address yet).
+    pub fn inode_info(&self, ino: u64) -> Result<InodeInfo> {
+        self.lock().inode_info(ino)
     }
-
-    fn has_changes(&self) -> bool {
-        self.inodes.has_dirty() || self.cp.since_checkpoint(self.st.appended()) > 0
+    /// The inode map's entry for `ino`, allocated or not.
+    pub fn imap_entry(&self, ino: u64) -> Option<ImapEntry> {
+        self.lock().imap.get(ino).copied()
     }
-
-    /// Anything not yet durable: dirty state in memory, or log written since the last
-    /// device flush.
-    fn has_uncommitted(&self) -> bool {
-        self.inodes.has_dirty()
-            || self.inodes.dirty_blocks() > 0
-            || self.cp.since_commit(self.st.appended()) > 0
+    /// Addresses of the inode-map and segment-usage blocks of the checkpoint in use.
+    pub fn table_addrs(&self) -> (Vec<u64>, Vec<u64>) {
+        let g = self.lock();
+        (g.cp.imap_addrs().to_vec(), g.cp.usage_addrs().to_vec())
     }
-
-    /// Make everything durable: one flush group for all that is dirty, one device flush
-    /// (found again by roll-forward; no checkpoint).
-    fn commit(&mut self) -> Result<()> {
-        self.flush_all()?;
-        self.st.sync()?;
-        self.cp.committed(self.st.appended());
-        Ok(())
-    }
-
-    /// After every modifying operation: write back dirty data past the threshold, and
-    /// checkpoint when enough was written since the last one.
-    fn after_write(&mut self) -> Result<()> {
-        if std::mem::take(&mut self.sync_due) {
-            self.commit()?;
-            self.stats.syncs += 1;
-        }
-        if self.inodes.dirty_blocks() > self.opts.writeback_blocks {
-            self.writeback()?;
-        }
-        if self.cp.since_checkpoint(self.st.appended()) > self.opts.checkpoint_blocks {
-            self.checkpoint()?;
-        }
-        Ok(())
+    /// The segment usage table as the filesystem keeps it now.
+    pub fn usage_table(&self) -> Vec<(u64, SegInfo)> {
+        self.lock()
+            .st
+            .usage()
+            .iter()
+            .map(|(s, i)| (s, *i))
+            .collect()
     }
 }

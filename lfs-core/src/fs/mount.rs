@@ -1,8 +1,9 @@
 //! Mount: the superblock, the newest valid checkpoint region (or the other), the tables it
 //! points at, roll-forward, and what mount found (`MountReport`).
 
-use super::checkpoint::Durability;
-use super::{Inner, MountOptions, Stats};
+use super::durability::Durability;
+use super::inner::Inner;
+use super::types::{MountOptions, Stats};
 use crate::device::Device;
 use crate::error::{Damage, MountError, NotLfs};
 use crate::error::{FsError, Result};
@@ -36,11 +37,11 @@ pub struct MountReport {
     pub primary_superblock_error: Option<String>,
     pub orphans_freed: u64,
     /// What roll-forward replayed (`None` with `no_recovery`).
-    pub roll_forward: Option<super::RollForward>,
+    pub roll_forward: Option<super::recovery::RollForward>,
     pub elapsed: Duration,
 }
 
-impl super::MountReport {
+impl MountReport {
     /// The region this mount did not use.
     pub fn other_region(&self) -> char {
         other_region(self.region)
@@ -122,10 +123,7 @@ impl Inner {
         }
     }
 
-    pub(crate) fn mount(
-        dev: Arc<dyn Device>,
-        opts: MountOptions,
-    ) -> Result<(Inner, super::MountReport)> {
+    pub(crate) fn mount(dev: Arc<dyn Device>, opts: MountOptions) -> Result<(Inner, MountReport)> {
         let t0 = Instant::now();
         let (sb, sb_err) = read_superblock(dev.as_ref())?;
         if dev.len_bytes() < sb.total_blocks * BLOCK_BYTES {
@@ -189,7 +187,7 @@ impl Inner {
         sb_err: Option<String>,
         opts: &MountOptions,
         t0: Instant,
-    ) -> Result<(Inner, super::MountReport)> {
+    ) -> Result<(Inner, MountReport)> {
         let dev = dev.clone();
         let opts = opts.clone();
         let mut inner = Inner::assemble(
@@ -223,7 +221,7 @@ impl Inner {
                 inner.st.usage_mut().hold(seg);
             }
         }
-        let mut report = super::MountReport {
+        let mut report = MountReport {
             generation: cp.generation,
             region,
             other_region_error: other_err,

@@ -1,10 +1,12 @@
 //! Namespace operations: lookup, create, link, unlink, rmdir, rename, readdir, setattr,
 //! statfs. Each runs under the filesystem lock, so it is atomic with respect to flushes.
 
+use super::admission::Admit;
+use super::inner::Inner;
 use super::inode::now;
-use super::{
-    Admit, Attr, Creds, DirEntryOut, Inner, SetAttr, TimeOrNow, LINK_MAX, RENAME_EXCHANGE,
-    RENAME_NOREPLACE, RENAME_WHITEOUT, SYMLINK_MAX,
+use super::types::{
+    Attr, Creds, DirEntryOut, SetAttr, TimeOrNow, LINK_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE,
+    RENAME_WHITEOUT, SYMLINK_MAX,
 };
 use crate::dir::FIRST_ENTRY_COOKIE;
 use crate::error::Damage;

@@ -18,8 +18,8 @@
 //! all. Inodes recovered with no links left (open-unlinked files) are marked orphans, which
 //! mount frees.
 
+use super::inner::Inner;
 use super::scan::{EndOfLog, Source, Want};
-use super::Inner;
 use crate::bmap::BlockMap;
 use crate::error::Damage;
 use crate::error::{FsError, Result};

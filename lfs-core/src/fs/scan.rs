@@ -1,7 +1,7 @@
 //! Reading write units where they lie: the one judge of a unit (roll-forward, fsck, the
 //! inspector and the cleaner all use it), and the walk over one segment's units.
 
-use super::Inner;
+use super::inner::Inner;
 use crate::format::summary::{self, data_crc, fs_id, Summary};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
 use std::fmt;
@@ -61,7 +61,7 @@ pub(crate) struct ReadUnit {
     pub payload: Vec<u8>,
 }
 
-/// One whole unit found by [`Inner::scan_segment`].
+/// One whole unit found by [`Fs::scan_segment`](crate::Fs::scan_segment).
 #[derive(Debug, Clone)]
 pub struct ScannedUnit {
     /// Block offset of the summary in the segment.

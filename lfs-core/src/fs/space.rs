@@ -2,53 +2,12 @@
 //! log (`check_space`, by `Admit` class), making room first when it can (a flush, a
 //! checkpoint, foreground cleaning through the cleaner's `VictimPicker`).
 
-use super::{Inner, StatFs};
+use super::admission::{Admit, OutOfSpace};
+use super::inner::Inner;
+use super::types::StatFs;
 use crate::error::{FsError, Result};
 use crate::format::{BLOCK_BYTES, BLOCK_SIZE, MAX_NAME_LEN};
 use crate::usage::SegState;
-
-/// What an operation must leave free when it adds blocks to the log (`check_space`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admit {
-    /// Metadata (create, rename, xattrs): may use half of the cleaner's reserve, so that a
-    /// full disk can still be tidied.
-    Meta,
-    /// Data the kernel's writeback cache already accepted from a writer: may use the cache
-    /// reserve kept for it, never the cleaner's.
-    Cached,
-    /// Any other data: leaves both reserves alone.
-    Data,
-}
-
-/// A refusal for want of space: what was asked (blocks, with the reserve), how many bytes
-/// had died by then, and how many more were lacking.
-#[derive(Debug, Clone, Copy)]
-struct OutOfSpace {
-    asked_blocks: u64,
-    free_blocks: u64,
-    killed_bytes: u64,
-    lacking_bytes: u64,
-}
-
-/// What space admission keeps between calls: the room held for the kernel's writeback
-/// cache, and the last refusal. Only this file reads or changes it.
-#[derive(Debug, Default)]
-pub(crate) struct Admission {
-    /// Blocks kept free for data the kernel's writeback cache holds: writes from that cache
-    /// may use them, nothing else may (`Admit`). 0 without such a cache.
-    cache_reserve: u64,
-    /// The last refusal for want of space, so the next is cheap (`check_space`).
-    out_of_space: Option<OutOfSpace>,
-}
-
-impl Admission {
-    pub fn cache_reserve(&self) -> u64 {
-        self.cache_reserve
-    }
-    pub fn set_cache_reserve(&mut self, blocks: u64) {
-        self.cache_reserve = blocks;
-    }
-}
 
 impl Inner {
     pub(crate) fn statfs(&self) -> StatFs {
@@ -81,7 +40,7 @@ impl Inner {
         // ENOSPC when only that is left (`check_space`).
         let usable = total - reserve;
         let room =
-            free.saturating_sub(reserve + self.space.cache_reserve + self.reservations.total());
+            free.saturating_sub(reserve + self.space.cache_reserve() + self.reservations.total());
         // Less what writing it costs the log besides the data (tree nodes, summaries,
         // inodes, segment tails: about 1.6%, counted generously as a 32nd), so that what df
         // says is free can be written — or preallocated in one fallocate, whose reservation
@@ -94,7 +53,7 @@ impl Inner {
         // clean segments, the reserve's among them) never exceeds it, and an empty
         // filesystem shows nothing used.
         let free_incl_reserve =
-            free.saturating_sub(self.space.cache_reserve + self.reservations.total());
+            free.saturating_sub(self.space.cache_reserve() + self.reservations.total());
         StatFs {
             block_size: BLOCK_SIZE as u32,
             blocks: total,
@@ -112,7 +71,7 @@ impl Inner {
     pub(crate) fn headroom_blocks(&self) -> u64 {
         let sb = &self.st.sb();
         let reserve = sb.reserved_segs as u64 * sb.seg_blocks as u64
-            + self.space.cache_reserve
+            + self.space.cache_reserve()
             + self.reservations.total();
         let reclaimable = self.st.usage().reclaimable_bytes() / BLOCK_BYTES;
         (self.st.free_blocks() + reclaimable - reclaimable / 32)
@@ -164,28 +123,24 @@ impl Inner {
         let promised = self.reservations.total().saturating_sub(credit);
         let reserve = promised
             + match kind {
-                Admit::Meta => cleaner / 2 + self.space.cache_reserve,
+                Admit::Meta => cleaner / 2 + self.space.cache_reserve(),
                 Admit::Cached => cleaner,
-                Admit::Data => cleaner + self.space.cache_reserve,
+                Admit::Data => cleaner + self.space.cache_reserve(),
             };
         let want = |me: &Self| me.pending_blocks() + new_blocks + reserve;
         if self.st.free_blocks() >= want(self) {
             return Ok(());
         }
-        if let Some(m) = self.space.out_of_space {
-            // Nothing changed that could help since the last refusal: not enough died, no
-            // room appeared (the background cleaner makes some), no segment awaits release.
-            let died = self.st.usage().killed_bytes - m.killed_bytes;
-            if new_blocks + reserve >= m.asked_blocks
-                && died <= m.lacking_bytes
-                && self.st.free_blocks() <= m.free_blocks
-                && self.st.usage().freed().is_empty()
-            {
-                return Err(FsError::NoSpace);
-            }
+        if self.space.still_refused(
+            new_blocks + reserve,
+            self.st.free_blocks(),
+            self.st.usage().killed_bytes,
+            !self.st.usage().freed().is_empty(),
+        ) {
+            return Err(FsError::NoSpace);
         }
         let r = self.make_room(new_blocks, reserve);
-        self.space.out_of_space = match r {
+        let refusal = match r {
             Err(FsError::NoSpace) => Some(OutOfSpace {
                 asked_blocks: new_blocks + reserve,
                 free_blocks: self.st.free_blocks(),
@@ -194,6 +149,7 @@ impl Inner {
             }),
             _ => None,
         };
+        self.space.record(refusal);
         r
     }
 

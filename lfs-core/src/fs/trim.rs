@@ -8,7 +8,7 @@
 //! this log's generation, so it stops there as it always has. The lock is held throughout,
 //! so no segment can be chosen for writing while it is being discarded.
 
-use super::Inner;
+use super::inner::Inner;
 use crate::error::{FsError, Result};
 use crate::format::BLOCK_BYTES;
 use crate::usage::SegState;

@@ -1,7 +1,9 @@
 //! Extended attributes: all of an inode's attributes in one block, loaded on first use.
 
+use super::admission::Admit;
+use super::inner::Inner;
 use super::inode::now;
-use super::{Admit, Inner, XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
+use super::types::{XATTR_CREATE, XATTR_REPLACE, XATTR_VALUE_MAX};
 use crate::error::{FsError, Result};
 use crate::format::inode::{FL_APPEND, FL_IMMUTABLE};
 use crate::format::xattr::{

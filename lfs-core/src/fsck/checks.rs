@@ -25,7 +25,7 @@ use crate::format::table::IMAP_ORPHAN;
 use crate::format::{BLOCK_BYTES, ROOT_INO};
 use crate::fs::scan::EndOfLog;
 use crate::fs::scan::Source;
-use crate::fs::Inner;
+use crate::fs::{Fs, Inner};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// The block claims of one check: who owns what, and the live bytes they add up to.
@@ -77,6 +77,38 @@ struct Seen {
     nlink: u32,
     parent: u64,
     orphan: bool,
+}
+
+/// fsck's entry points on a mounted filesystem: defined here, beside the checks, so that the
+/// filesystem layer never calls upward into its checker.
+impl Fs {
+    /// fsck's checks on the current state : every finding, crash residue
+    /// included. Writes a checkpoint first on a read-write mount.
+    pub fn check(&self) -> Result<Vec<Finding>> {
+        self.lock().check()
+    }
+    /// The damage [`Fs::check`] finds, as sentences (empty when consistent): for tests.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        Ok(self
+            .check()?
+            .iter()
+            .filter(|f| f.is_damage())
+            .map(|f| f.to_string())
+            .collect())
+    }
+    /// Repair what `findings` name, where a repair exists, then checkpoint. Returns the
+    /// findings acted on.
+    pub fn repair(&self, findings: &[Finding]) -> Result<Vec<Finding>> {
+        let mut g = self.lock_rw()?;
+        let mut done = Vec::new();
+        for f in findings {
+            if g.repair(f)? {
+                done.push(f.clone());
+            }
+        }
+        g.checkpoint()?;
+        Ok(done)
+    }
 }
 
 impl Inner {
