@@ -21,6 +21,7 @@ pub mod status;
 pub use daemon::{run_pass, Config, Daemon, Handle};
 pub use status::Status;
 
+use lfs_core::format::SegNo;
 use lfs_core::fs::{SegmentView, VictimPicker};
 use std::fmt;
 
@@ -78,7 +79,7 @@ pub fn choose(
     now_ns: u64,
     max: usize,
     protection_ns: u64,
-) -> Vec<u64> {
+) -> Vec<SegNo> {
     let mut scored: Vec<(f64, &SegmentView)> = segs
         .iter()
         .filter(|s| s.live_bytes < s.seg_bytes)
@@ -103,11 +104,11 @@ pub struct Picker {
 }
 
 impl VictimPicker for Picker {
-    fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64> {
+    fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<SegNo> {
         choose(self.policy.as_ref(), segs, now_ns, max, 0)
     }
     /// The greedy policy, whatever the configured one is.
-    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<u64> {
+    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<SegNo> {
         choose(&Greedy, segs, 0, max, 0)
     }
 }
@@ -120,9 +121,13 @@ mod tests {
     const SEG: u64 = 1 << 20;
     const S: u64 = 1_000_000_000;
 
+    fn nos(n: &[u64]) -> Vec<SegNo> {
+        n.iter().copied().map(SegNo).collect()
+    }
+
     fn seg(segment: u64, live: u64, written_s: u64) -> SegmentView {
         SegmentView {
-            segment,
+            segment: SegNo(segment),
             live_bytes: live,
             seg_bytes: SEG,
             write_time_ns: written_s * S,
@@ -144,18 +149,18 @@ mod tests {
         };
         assert_eq!(
             p.pick(&segs, 1000 * S, 2),
-            vec![1, 2],
+            nos(&[1, 2]),
             "cost-benefit weighs age; greedy would take 2 first"
         );
-        assert_eq!(p.pick_emptiest(&segs, 2), vec![2, 1]);
+        assert_eq!(p.pick_emptiest(&segs, 2), nos(&[2, 1]));
         #[derive(Debug)]
         struct Default;
         impl VictimPicker for Default {
-            fn pick(&self, _: &[SegmentView], _: u64, _: usize) -> Vec<u64> {
+            fn pick(&self, _: &[SegmentView], _: u64, _: usize) -> Vec<SegNo> {
                 vec![]
             }
         }
-        assert_eq!(Default.pick_emptiest(&segs, 2), vec![2, 1]);
+        assert_eq!(Default.pick_emptiest(&segs, 2), nos(&[2, 1]));
     }
 
     #[test]
@@ -198,12 +203,12 @@ mod tests {
         ];
         let now = 100 * S;
         let g = choose(&Greedy, &segs, now, 2, 5 * S);
-        assert_eq!(g, vec![2, 3], "the two least utilized, best first");
+        assert_eq!(g, nos(&[2, 3]), "the two least utilized, best first");
         let all = choose(&Greedy, &segs, now, 10, 0);
-        assert_eq!(all, vec![4, 2, 3, 1]);
+        assert_eq!(all, nos(&[4, 2, 3, 1]));
         let cb = choose(&CostBenefit, &segs, now, 1, 5 * S);
         // Scores: seg1 .5*50/1.5=16.7, seg2 .875*20/1.125=15.6, seg3 .75*80/1.25=48.
-        assert_eq!(cb, vec![3]);
+        assert_eq!(cb, nos(&[3]));
         assert!(policy_by_name("cost-benefit").is_some() && policy_by_name("lru").is_none());
     }
 }

@@ -23,7 +23,7 @@
 use crate::{choose, Policy};
 use lfs_core::format::inode::{INODES_PER_BLOCK, NDIRECT};
 use lfs_core::format::summary::SUMMARY_MAX_ENTRIES;
-use lfs_core::format::BLOCK_SIZE;
+use lfs_core::format::{SegNo, BLOCK_SIZE};
 use lfs_core::fs::SegmentView;
 use std::fmt::Write as _;
 
@@ -382,7 +382,7 @@ impl Sim<'_> {
             let views: Vec<SegmentView> = (0..cfg.segments)
                 .filter(|&s| s != d.head && !d.clean.contains(&s))
                 .map(|s| SegmentView {
-                    segment: s as u64,
+                    segment: SegNo(s as u64),
                     live_bytes: d.live[s] as u64 * 4096,
                     seg_bytes: sb,
                     write_time_ns: d.written_at[s] * STEP_NS,
@@ -391,12 +391,12 @@ impl Sim<'_> {
             // Take only what the free room can absorb: the head's rest plus the clean
             // segments (minus the pass's checkpoints).
             let room = d.room();
-            let take = |candidates: Vec<u64>| {
+            let take = |candidates: Vec<SegNo>| {
                 let mut victims = Vec::new();
                 let mut need = cfg.metadata.map_or(0, |m| m.checkpoint_blocks);
                 let mut files = std::collections::BTreeSet::new();
                 for v in candidates {
-                    let v = v as usize;
+                    let v = v.index();
                     let ids: Vec<u32> = d.owner[v * cfg.seg_blocks..(v + 1) * cfg.seg_blocks]
                         .iter()
                         .copied()

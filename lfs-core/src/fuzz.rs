@@ -234,7 +234,7 @@ fn change(fs: &Fs) {
     let _ = fs.unlink(ROOT, b"ln");
     let mut views = fs.segment_views();
     views.sort_by_key(|v| (v.live_bytes, v.segment));
-    let victims: Vec<u64> = views.iter().take(4).map(|v| v.segment).collect();
+    let victims: Vec<_> = views.iter().take(4).map(|v| v.segment).collect();
     let _ = fs.clean(&victims);
     let _ = fs.checkpoint();
 }

@@ -13,7 +13,7 @@ use crate::format::summary::{
     data_crc, fs_id, Summary, SummaryEntry, FLAG_CONT, SUMMARY_MAX_ENTRIES,
 };
 use crate::format::superblock::Superblock;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::UsageTable;
 use crate::writer::BackEnd;
 use std::sync::Arc;
@@ -26,8 +26,8 @@ struct OpenUnit {
 pub struct Log {
     sb: Arc<Superblock>,
     pub backend: BackEnd,
-    seg: u64,
-    next_seg: u64,
+    seg: SegNo,
+    next_seg: SegNo,
     buf: Vec<u8>,
     /// Blocks of `buf` in use (sealed units, the open unit and its reserved summary).
     fill: u32,
@@ -58,7 +58,7 @@ impl Log {
         sb: Arc<Superblock>,
         dev: Arc<dyn Device>,
         usage: &mut UsageTable,
-        seg: u64,
+        seg: SegNo,
         offset: u32,
         next_seq: u64,
         log_id: u64,
@@ -94,16 +94,16 @@ impl Log {
         })
     }
 
-    pub fn head(&self) -> (u64, u32) {
+    pub fn head(&self) -> (SegNo, u32) {
         (self.seg, self.fill)
     }
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
-    pub fn current_segment(&self) -> u64 {
+    pub fn current_segment(&self) -> SegNo {
         self.seg
     }
-    pub fn next_segment(&self) -> u64 {
+    pub fn next_segment(&self) -> SegNo {
         self.next_seg
     }
     pub fn log_id(&self) -> u64 {

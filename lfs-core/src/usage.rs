@@ -7,6 +7,7 @@
 
 use crate::dirty::DirtyBlocks;
 use crate::format::table::{UsageEntry, SEG_CLEAN, SEG_IN_USE, TABLE_ENTRIES};
+use crate::format::SegNo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegState {
@@ -101,30 +102,30 @@ impl UsageTable {
     }
 
     /// Apply `change` to segment `seg`, keeping `dead` in step.
-    fn update(&mut self, seg: u64, change: impl FnOnce(&mut SegInfo)) {
-        let Some(s) = self.segs.get(seg as usize).copied() else {
+    fn update(&mut self, seg: SegNo, change: impl FnOnce(&mut SegInfo)) {
+        let Some(s) = self.segs.get(seg.index()).copied() else {
             return;
         };
         let before = self.dead_in(&s);
         let mut after = s;
         change(&mut after);
         self.dead += self.dead_in(&after) - before;
-        self.segs[seg as usize] = after;
+        self.segs[seg.index()] = after;
     }
 
-    pub fn get(&self, seg: u64) -> Option<&SegInfo> {
-        self.segs.get(seg as usize)
+    pub fn get(&self, seg: SegNo) -> Option<&SegInfo> {
+        self.segs.get(seg.index())
     }
     pub fn clean_count(&self) -> u64 {
         self.clean
     }
 
-    fn touch(&mut self, seg: u64) {
-        self.dirty.mark(seg as usize / TABLE_ENTRIES);
+    fn touch(&mut self, seg: SegNo) {
+        self.dirty.mark(seg.index() / TABLE_ENTRIES);
     }
 
-    fn set_state(&mut self, seg: u64, state: SegState) {
-        if let Some(s) = self.segs.get(seg as usize) {
+    fn set_state(&mut self, seg: SegNo, state: SegState) {
+        if let Some(s) = self.segs.get(seg.index()) {
             if s.state == SegState::Clean {
                 self.clean -= 1;
             }
@@ -136,21 +137,21 @@ impl UsageTable {
         self.touch(seg);
     }
 
-    pub fn add_live(&mut self, seg: u64, bytes: u64) {
+    pub fn add_live(&mut self, seg: SegNo, bytes: u64) {
         self.update(seg, |s| s.live_bytes += bytes);
         self.touch(seg);
     }
 
     /// `bytes` in `seg` died. A Full segment left with nothing live becomes Freed.
-    pub fn kill(&mut self, seg: u64, bytes: u64) {
-        let Some(s) = self.segs.get(seg as usize).copied() else {
+    pub fn kill(&mut self, seg: SegNo, bytes: u64) {
+        let Some(s) = self.segs.get(seg.index()).copied() else {
             return;
         };
         self.killed_bytes += bytes;
         if s.live_bytes < bytes {
             self.underflows += 1;
             tracing::warn!(
-                seg,
+                seg = seg.get(),
                 live = s.live_bytes,
                 bytes,
                 "segment usage would go negative"
@@ -166,8 +167,8 @@ impl UsageTable {
 
     /// Set a segment's live bytes to a recomputed count (fsck's repair): a segment with
     /// nothing live moves to Freed, one recorded clean or freed that holds live blocks to Full.
-    pub fn set_live(&mut self, seg: u64, bytes: u64) {
-        let Some(state) = self.segs.get(seg as usize).map(|s| s.state) else {
+    pub fn set_live(&mut self, seg: SegNo, bytes: u64) {
+        let Some(state) = self.segs.get(seg.index()).map(|s| s.state) else {
             return;
         };
         self.update(seg, |s| s.live_bytes = bytes);
@@ -180,7 +181,7 @@ impl UsageTable {
     }
 
     /// Full → Cleaning: the cleaner is emptying `seg`. False if it is not Full.
-    pub fn begin_cleaning(&mut self, seg: u64) -> bool {
+    pub fn begin_cleaning(&mut self, seg: SegNo) -> bool {
         if self.get(seg).map(|s| s.state) != Some(SegState::Full) {
             return false;
         }
@@ -190,7 +191,7 @@ impl UsageTable {
 
     /// The cleaner is done with `seg`: Freed if nothing live is left (Clean once a
     /// checkpoint recording that is durable), else Full again. Returns whether it was freed.
-    pub fn end_cleaning(&mut self, seg: u64) -> bool {
+    pub fn end_cleaning(&mut self, seg: SegNo) -> bool {
         let Some(s) = self.get(seg).copied() else {
             return false;
         };
@@ -210,7 +211,7 @@ impl UsageTable {
     }
 
     /// Clean → Active: the log starts writing `seg`.
-    pub fn activate(&mut self, seg: u64, now_ns: u64) {
+    pub fn activate(&mut self, seg: SegNo, now_ns: u64) {
         debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Clean));
         self.set_state(seg, SegState::Active);
         self.update(seg, |s| {
@@ -222,14 +223,14 @@ impl UsageTable {
     /// Record that the log wrote into an Active segment now. This alone does not dirty the
     /// table block (the time reaches disk with the segment's next real change, at the latest
     /// when it is sealed), so writing usage blocks at a checkpoint settles.
-    pub fn written(&mut self, seg: u64, now_ns: u64) {
-        if let Some(s) = self.segs.get_mut(seg as usize) {
+    pub fn written(&mut self, seg: SegNo, now_ns: u64) {
+        if let Some(s) = self.segs.get_mut(seg.index()) {
             s.write_time_ns = now_ns;
         }
     }
 
     /// Active → Full (or Freed if nothing in it is live any more).
-    pub fn seal(&mut self, seg: u64) {
+    pub fn seal(&mut self, seg: SegNo) {
         debug_assert_eq!(self.get(seg).map(|s| s.state), Some(SegState::Active));
         let empty = self.get(seg).is_some_and(|s| s.live_bytes == 0);
         self.set_state(
@@ -243,20 +244,20 @@ impl UsageTable {
     }
 
     /// Mount: the segment the checkpoint's log head is in continues as Active.
-    pub fn resume_active(&mut self, seg: u64) {
+    pub fn resume_active(&mut self, seg: SegNo) {
         self.set_state(seg, SegState::Active);
     }
 
     /// Mount: `seg` holds a table block the checkpoint points at. If it was recorded clean,
     /// treat it as Freed: not written until a checkpoint has moved the block elsewhere.
-    pub fn hold(&mut self, seg: u64) {
+    pub fn hold(&mut self, seg: SegNo) {
         if self.get(seg).map(|s| s.state) == Some(SegState::Clean) {
             self.set_state(seg, SegState::Freed);
         }
     }
 
     /// Checkpoint durable: every segment freed before it was encoded is clean now.
-    pub fn release(&mut self, segs: &[u64]) {
+    pub fn release(&mut self, segs: &[SegNo]) {
         for &seg in segs {
             if self.get(seg).map(|s| s.state) == Some(SegState::Freed) {
                 self.set_state(seg, SegState::Clean);
@@ -264,22 +265,23 @@ impl UsageTable {
         }
     }
 
-    pub fn freed(&self) -> Vec<u64> {
+    pub fn freed(&self) -> Vec<SegNo> {
         self.segs
             .iter()
             .enumerate()
             .filter(|(_, s)| s.state == SegState::Freed)
-            .map(|(i, _)| i as u64)
+            .map(|(i, _)| SegNo(i as u64))
             .collect()
     }
 
     /// A clean segment to write next, searching upward from `after` so the log sweeps the
     /// disk in order.
-    pub fn pick_clean(&self, after: u64) -> Option<u64> {
+    pub fn pick_clean(&self, after: SegNo) -> Option<SegNo> {
         let n = self.segs.len() as u64;
         (1..=n)
-            .map(|d| (after + d) % n)
+            .map(|d| (after.get() + d) % n)
             .find(|&s| self.segs[s as usize].state == SegState::Clean)
+            .map(SegNo)
     }
 
     /// The entries of table block `index`, as a checkpoint records them: Freed segments are
@@ -319,8 +321,11 @@ impl UsageTable {
     pub fn total_live_bytes(&self) -> u64 {
         self.segs.iter().map(|s| s.live_bytes).sum()
     }
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &SegInfo)> {
-        self.segs.iter().enumerate().map(|(i, s)| (i as u64, s))
+    pub fn iter(&self) -> impl Iterator<Item = (SegNo, &SegInfo)> {
+        self.segs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (SegNo(i as u64), s))
     }
 }
 
@@ -332,23 +337,23 @@ mod tests {
     fn life_of_a_segment() {
         let mut u = UsageTable::new(300, 1 << 20);
         assert_eq!(u.clean_count(), 300);
-        u.activate(5, 10);
-        u.add_live(5, 8192);
-        u.seal(5);
-        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Full));
-        u.kill(5, 4096);
-        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Full));
-        u.kill(5, 4096);
-        assert_eq!(u.get(5).map(|s| s.state), Some(SegState::Freed));
+        u.activate(SegNo(5), 10);
+        u.add_live(SegNo(5), 8192);
+        u.seal(SegNo(5));
+        assert_eq!(u.get(SegNo(5)).map(|s| s.state), Some(SegState::Full));
+        u.kill(SegNo(5), 4096);
+        assert_eq!(u.get(SegNo(5)).map(|s| s.state), Some(SegState::Full));
+        u.kill(SegNo(5), 4096);
+        assert_eq!(u.get(SegNo(5)).map(|s| s.state), Some(SegState::Freed));
         // Recorded clean by the checkpoint, but not reusable until released.
         assert_eq!(u.block_entries(0)[5].state, SEG_CLEAN);
-        assert_eq!(u.pick_clean(4), Some(6));
+        assert_eq!(u.pick_clean(SegNo(4)), Some(SegNo(6)));
         assert_eq!(u.clean_count(), 299);
-        u.release(&[5]);
+        u.release(&[SegNo(5)]);
         assert_eq!(u.clean_count(), 300);
-        assert_eq!(u.pick_clean(4), Some(5));
+        assert_eq!(u.pick_clean(SegNo(4)), Some(SegNo(5)));
         assert_eq!(u.underflows, 0);
-        u.kill(7, 1);
+        u.kill(SegNo(7), 1);
         assert_eq!(u.underflows, 1);
     }
 
@@ -356,24 +361,24 @@ mod tests {
     fn reclaimable_bytes_stay_in_step_with_the_segments() {
         let mut u = UsageTable::new(8, 1 << 20);
         let recount = |u: &UsageTable| -> u64 { u.segs.iter().map(|s| u.dead_in(s) as u64).sum() };
-        u.activate(1, 10);
-        u.add_live(1, 600 << 10);
+        u.activate(SegNo(1), 10);
+        u.add_live(SegNo(1), 600 << 10);
         assert_eq!(
             u.reclaimable_bytes(),
             0,
             "an Active segment is not reclaimable"
         );
-        u.seal(1);
+        u.seal(SegNo(1));
         assert_eq!(u.reclaimable_bytes(), 424 << 10);
-        u.kill(1, 100 << 10);
-        assert!(u.begin_cleaning(1));
-        u.kill(1, 500 << 10);
-        assert!(u.end_cleaning(1));
+        u.kill(SegNo(1), 100 << 10);
+        assert!(u.begin_cleaning(SegNo(1)));
+        u.kill(SegNo(1), 500 << 10);
+        assert!(u.end_cleaning(SegNo(1)));
         assert_eq!(u.reclaimable_bytes(), 1 << 20, "Freed: all of it");
-        u.release(&[1]);
+        u.release(&[SegNo(1)]);
         assert_eq!(u.reclaimable_bytes(), 0);
-        u.set_live(2, 4096);
-        u.kill(2, 8192); // an underflow saturates, and stays in step
+        u.set_live(SegNo(2), 4096);
+        u.kill(SegNo(2), 8192); // an underflow saturates, and stays in step
         assert_eq!(u.reclaimable_bytes(), recount(&u));
     }
 }

@@ -8,6 +8,7 @@
 //! map, so reads keep returning what the filesystem believes it wrote until remount.
 
 use crate::device::Device;
+use crate::format::SegNo;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::io;
@@ -26,14 +27,14 @@ enum Req {
         data: Arc<Vec<u8>>,
         from: usize,
         to: usize,
-        seg: Option<u64>,
+        seg: Option<SegNo>,
     },
     Flush {
         reply: Sender<io::Result<()>>,
     },
 }
 
-pub type InFlight = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
+pub type InFlight = Arc<Mutex<HashMap<SegNo, Arc<Vec<u8>>>>>;
 
 pub struct BackEnd {
     tx: Option<Sender<Req>>,
@@ -84,7 +85,7 @@ impl BackEnd {
         data: Arc<Vec<u8>>,
         from: usize,
         to: usize,
-        seg: Option<u64>,
+        seg: Option<SegNo>,
     ) -> io::Result<()> {
         if let Some(s) = seg {
             if let Ok(mut m) = self.in_flight.lock() {

@@ -195,7 +195,7 @@ fn trim_discards_cleaned_segments_and_nothing_live() {
     fs.checkpoint().unwrap();
     fs.unlink(ROOT, b"gone").unwrap();
     fs.checkpoint().unwrap();
-    let full: Vec<u64> = fs.segment_views().iter().map(|v| v.segment).collect();
+    let full: Vec<_> = fs.segment_views().iter().map(|v| v.segment).collect();
     fs.clean(&full).unwrap();
     fs.checkpoint().unwrap();
     let count = |pat: u8| {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
+use lfs_core::format::SegNo;
 use lfs_core::fs::{Creds, SegmentView, SetAttr, TimeOrNow, VictimPicker};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ const C: Creds = Creds {
 struct LeastLive;
 
 impl VictimPicker for LeastLive {
-    fn pick(&self, segs: &[SegmentView], _now: u64, max: usize) -> Vec<u64> {
+    fn pick(&self, segs: &[SegmentView], _now: u64, max: usize) -> Vec<SegNo> {
         let mut v: Vec<&SegmentView> = segs.iter().filter(|s| s.utilization() < 1.0).collect();
         v.sort_by_key(|s| s.live_bytes);
         v.into_iter().take(max).map(|s| s.segment).collect()
@@ -114,7 +115,7 @@ fn m_segments_into_n_keeps_every_file() {
     let fs = Fs::mount(dev.clone(), MountOptions::default()).unwrap();
     let files = fragment(&fs);
     let before = fs.segment_views();
-    let victims: Vec<u64> = before
+    let victims: Vec<SegNo> = before
         .iter()
         .filter(|s| s.utilization() < 0.8)
         .map(|s| s.segment)
@@ -159,7 +160,7 @@ fn m_segments_into_n_keeps_every_file() {
     check_all(&fs, &files);
     assert_eq!(fs.verify().unwrap(), Vec::<String>::new());
     // Cleaning again finds everything it just wrote live and frees the victims too.
-    let again: Vec<u64> = fs.segment_views().iter().map(|s| s.segment).collect();
+    let again: Vec<SegNo> = fs.segment_views().iter().map(|s| s.segment).collect();
     let r2 = fs.clean(&again).unwrap();
     assert_eq!(r2.freed, again.len() as u64, "{r2:?}");
     check_all(&fs, &files);
@@ -225,7 +226,7 @@ fn a_pass_writes_cold_files_first_each_file_together() {
         assert_eq!(info.blocks.len(), 6);
         info.blocks.iter().map(|b| b.0).collect()
     };
-    let mut victims: Vec<u64> = addrs(newer)
+    let mut victims: Vec<SegNo> = addrs(newer)
         .into_iter()
         .chain(addrs(older))
         .filter_map(|a| sb.seg_of(a))

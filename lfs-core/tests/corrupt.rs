@@ -199,7 +199,7 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
     // Units from this sequence number on are the log after the checkpoint.
     let rf = fs.mount_report().roll_forward.clone().unwrap_or_default();
     let tail_from = rf.head.2 - rf.units - rf.discarded;
-    for seg in 0..sb.nsegs {
+    for seg in sb.segments() {
         let base = sb.seg_addr(seg);
         for u in fs.scan_segment(seg).units {
             if u.summary.seq >= tail_from {
@@ -228,7 +228,8 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
     // Blocks outside any unit: a sample of the segments (most are empty).
-    let free: Vec<u64> = (0..sb.nsegs)
+    let free: Vec<u64> = sb
+        .segments()
         .flat_map(|s| {
             let b = sb.seg_addr(s);
             [b, b + 1, b + sb.seg_blocks as u64 - 1]

@@ -238,7 +238,7 @@ fn change(fs: &Fs, op: &Op) -> Result<(), FsError> {
         Op::Clean => {
             let mut views = fs.segment_views();
             views.sort_by_key(|v| (v.live_bytes, v.segment));
-            let victims: Vec<u64> = views.iter().take(2).map(|v| v.segment).collect();
+            let victims: Vec<_> = views.iter().take(2).map(|v| v.segment).collect();
             if victims.is_empty() {
                 return Ok(());
             }

@@ -215,8 +215,8 @@ fn skewed_usage_count() {
     let mut stored = 0;
     patch(&mut img, usage_addr, |b| {
         let mut es = decode_usage_block(b, 0, sb.seg_bytes()).unwrap();
-        es[seg as usize].live_bytes += 4096;
-        stored = es[seg as usize].live_bytes as u64;
+        es[seg.index()].live_bytes += 4096;
+        stored = es[seg.index()].live_bytes as u64;
         b.copy_from_slice(&encode_usage_block(0, &es));
     });
     let (r, after) = run(&img, Mode::Check);

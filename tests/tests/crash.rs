@@ -284,7 +284,7 @@ fn run_step(fs: &Fs, (op, t, _): Step, between: &mut dyn FnMut(&Fs)) -> (Option<
                 )?;
             }
             Op::Clean => {
-                let victims: Vec<u64> = fs
+                let victims: Vec<_> = fs
                     .segment_views()
                     .iter()
                     .filter(|v| t == 1 || v.utilization() < 1.0)

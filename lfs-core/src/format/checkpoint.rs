@@ -27,7 +27,7 @@ pub struct Checkpoint {
     pub generation: u64,
     pub timestamp_ns: u64,
     pub clean_unmount: bool,
-    pub head_segment: u64,
+    pub head_segment: SegNo,
     pub head_offset: u32,
     pub next_seq: u64,
     /// The log id the units written after this checkpoint carry (see `Summary::log_id`).
@@ -51,7 +51,7 @@ impl Checkpoint {
         );
         put_u64(&mut h, OFF_GENERATION, self.generation);
         put_u64(&mut h, OFF_TIMESTAMP, self.timestamp_ns);
-        put_u64(&mut h, OFF_HEAD_SEG, self.head_segment);
+        put_u64(&mut h, OFF_HEAD_SEG, self.head_segment.get());
         put_u32(&mut h, OFF_HEAD_OFF, self.head_offset);
         put_u64(&mut h, OFF_NEXT_SEQ, self.next_seq);
         put_u64(&mut h, OFF_LOG_ID, self.log_id);
@@ -119,9 +119,9 @@ impl Checkpoint {
                 "table sizes differ from the superblock",
             ));
         }
-        let head_segment = get_u64(h, OFF_HEAD_SEG);
+        let head_segment = SegNo(get_u64(h, OFF_HEAD_SEG));
         let head_offset = get_u32(h, OFF_HEAD_OFF);
-        if head_segment >= sb.nsegs || head_offset >= sb.seg_blocks {
+        if head_segment.get() >= sb.nsegs || head_offset >= sb.seg_blocks {
             return Err(FormatError::invalid(
                 W,
                 format!("log head {head_segment}:{head_offset} out of bounds"),
@@ -185,15 +185,21 @@ mod tests {
             generation: 9,
             timestamp_ns: 123456789,
             clean_unmount: true,
-            head_segment: 3,
+            head_segment: SegNo(3),
             head_offset: 17,
             next_seq: 1000,
             log_id: 55,
             imap_addrs: (0..sb.imap_blocks as u64)
-                .map(|i| if i % 2 == 0 { 0 } else { sb.seg_addr(1) + i })
+                .map(|i| {
+                    if i % 2 == 0 {
+                        0
+                    } else {
+                        sb.seg_addr(SegNo(1)) + i
+                    }
+                })
                 .collect(),
             usage_addrs: (0..sb.usage_blocks as u64)
-                .map(|i| sb.seg_addr(2) + i)
+                .map(|i| sb.seg_addr(SegNo(2)) + i)
                 .collect(),
         }
     }

@@ -6,6 +6,7 @@
 //! from a device.
 
 pub mod acl;
+mod addr;
 pub mod checkpoint;
 pub mod dir;
 pub mod indirect;
@@ -15,10 +16,8 @@ pub mod superblock;
 pub mod table;
 pub mod xattr;
 
-/// Bytes per block; version 1 supports nothing else.
-pub const BLOCK_SIZE: usize = 4096;
-/// `BLOCK_SIZE` as a u64, for address arithmetic.
-pub const BLOCK_BYTES: u64 = BLOCK_SIZE as u64;
+pub use addr::{BlockAddr, Ino, SegNo, BLOCK_BYTES, BLOCK_SIZE};
+
 /// The format version this code writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
 /// Initial value of every crc32, so that checksums of our structures differ from plain crc32.

@@ -122,9 +122,9 @@ pub struct Summary {
     /// The log this unit belongs to: chosen at random by each mount (and mkfs) and recorded
     /// in its checkpoints, so roll-forward never takes a unit another mount left behind.
     pub log_id: u64,
-    pub segment: u64,
+    pub segment: SegNo,
     pub offset: u32,
-    pub next_segment: u64,
+    pub next_segment: SegNo,
     pub timestamp_ns: u64,
     pub data_crc: u32,
     /// Identifies the filesystem (see [`fs_id`]), so units left by an earlier filesystem
@@ -145,10 +145,10 @@ impl Summary {
         put_u16(&mut b, OFF_FLAGS, self.flags);
         put_u64(&mut b, OFF_SEQ, self.seq);
         put_u64(&mut b, OFF_LOG_ID, self.log_id);
-        put_u64(&mut b, OFF_SEGMENT, self.segment);
+        put_u64(&mut b, OFF_SEGMENT, self.segment.get());
         put_u32(&mut b, OFF_OFFSET, self.offset);
         put_u32(&mut b, OFF_NBLOCKS, self.entries.len() as u32);
-        put_u64(&mut b, OFF_NEXT_SEG, self.next_segment);
+        put_u64(&mut b, OFF_NEXT_SEG, self.next_segment.get());
         put_u64(&mut b, OFF_TIMESTAMP, self.timestamp_ns);
         put_u32(&mut b, OFF_DATA_CRC, self.data_crc);
         put_u32(&mut b, OFF_FS_ID, self.fs_id);
@@ -209,9 +209,9 @@ impl Summary {
             flags,
             seq: get_u64(b, OFF_SEQ),
             log_id: get_u64(b, OFF_LOG_ID),
-            segment: get_u64(b, OFF_SEGMENT),
+            segment: SegNo(get_u64(b, OFF_SEGMENT)),
             offset: get_u32(b, OFF_OFFSET),
-            next_segment: get_u64(b, OFF_NEXT_SEG),
+            next_segment: SegNo(get_u64(b, OFF_NEXT_SEG)),
             timestamp_ns: get_u64(b, OFF_TIMESTAMP),
             data_crc: get_u32(b, OFF_DATA_CRC),
             fs_id: get_u32(b, OFF_FS_ID),
@@ -233,10 +233,10 @@ pub struct SummaryPeek {
     pub seq: u64,
     pub log_id: u64,
     pub fs_id: u32,
-    pub segment: u64,
+    pub segment: SegNo,
     pub offset: u32,
     pub nblocks: u32,
-    pub next_segment: u64,
+    pub next_segment: SegNo,
 }
 
 /// `None` unless `b` is one block starting with the summary magic. Nothing here is verified:
@@ -249,10 +249,10 @@ pub fn peek(b: &[u8]) -> Option<SummaryPeek> {
         seq: get_u64(b, OFF_SEQ),
         log_id: get_u64(b, OFF_LOG_ID),
         fs_id: get_u32(b, OFF_FS_ID),
-        segment: get_u64(b, OFF_SEGMENT),
+        segment: SegNo(get_u64(b, OFF_SEGMENT)),
         offset: get_u32(b, OFF_OFFSET),
         nblocks: get_u32(b, OFF_NBLOCKS),
-        next_segment: get_u64(b, OFF_NEXT_SEG),
+        next_segment: SegNo(get_u64(b, OFF_NEXT_SEG)),
     })
 }
 
@@ -275,9 +275,9 @@ mod tests {
             flags: FLAG_CONT,
             seq: 77,
             log_id: 5,
-            segment: 12,
+            segment: SegNo(12),
             offset: 34,
-            next_segment: 13,
+            next_segment: SegNo(13),
             timestamp_ns: 999,
             data_crc: 0xdead_beef,
             fs_id: fs_id(&[3; 16]),

@@ -259,15 +259,20 @@ impl Superblock {
     }
 
     /// Block address of the first block of segment `seg`.
-    pub fn seg_addr(&self, seg: u64) -> u64 {
-        self.seg_base + seg * self.seg_blocks as u64
+    pub fn seg_addr(&self, seg: SegNo) -> u64 {
+        self.seg_base + seg.get() * self.seg_blocks as u64
     }
 
     /// The segment holding block `addr`, if it lies in the segment area.
-    pub fn seg_of(&self, addr: u64) -> Option<u64> {
+    pub fn seg_of(&self, addr: u64) -> Option<SegNo> {
         let rel = addr.checked_sub(self.seg_base)?;
         let seg = rel / self.seg_blocks as u64;
-        (seg < self.nsegs).then_some(seg)
+        (seg < self.nsegs).then_some(SegNo(seg))
+    }
+
+    /// Every segment, in order.
+    pub fn segments(&self) -> impl Iterator<Item = SegNo> {
+        (0..self.nsegs).map(SegNo)
     }
 
     /// Bytes in one segment.
@@ -304,8 +309,8 @@ mod tests {
             let back = Superblock::decode(&sb.encode()).expect("decode");
             assert_eq!(sb, back);
             assert_eq!(sb.seg_base % sb.seg_blocks as u64, 0, "segments aligned");
-            assert!(sb.seg_addr(sb.nsegs) <= sb.cp_b);
-            assert_eq!(sb.seg_of(sb.seg_addr(3) + 5), Some(3));
+            assert!(sb.seg_addr(SegNo(sb.nsegs)) <= sb.cp_b);
+            assert_eq!(sb.seg_of(sb.seg_addr(SegNo(3)) + 5), Some(SegNo(3)));
             assert_eq!(sb.seg_of(sb.cp_b), None);
             assert!(sb.max_inodes >= total / DEFAULT_BYTES_PER_INODE);
         }

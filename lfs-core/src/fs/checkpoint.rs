@@ -15,7 +15,7 @@ use crate::error::{FsError, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CHECKPOINT};
 use crate::format::table::{encode_imap_block, encode_usage_block};
-use crate::format::BLOCK_BYTES;
+use crate::format::{SegNo, BLOCK_BYTES};
 use crate::log::now_ns;
 use crate::usage::SegState;
 use std::collections::HashSet;
@@ -66,13 +66,13 @@ impl Inner {
             .write(region * BLOCK_BYTES, bytes, 0, len, None)?;
         log.backend.flush()?;
         self.cp.checkpointed(generation, appended);
-        let pinned: HashSet<u64> = self
+        let pinned: HashSet<SegNo> = self
             .cp
             .usage_addrs()
             .iter()
             .filter_map(|&a| sb.seg_of(a))
             .collect();
-        let release: Vec<u64> = to_release
+        let release: Vec<SegNo> = to_release
             .into_iter()
             .filter(|s| !pinned.contains(s))
             .collect();
@@ -82,7 +82,7 @@ impl Inner {
     }
 
     /// Step 2: write dirty imap and usage blocks; returns the segments to release.
-    fn write_tables(&mut self) -> Result<Vec<u64>> {
+    fn write_tables(&mut self) -> Result<Vec<SegNo>> {
         let sb = self.st.sb().clone();
         for idx in self.imap.dirty_blocks() {
             let bytes = encode_imap_block(idx as u32, self.imap.block(idx));

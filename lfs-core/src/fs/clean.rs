@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::format::inode::{decode_inode_block, DiskInode, INODES_PER_BLOCK};
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER, SUMMARY_MAX_ENTRIES};
 use crate::format::table::TABLE_ENTRIES;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -86,7 +86,7 @@ pub struct SegmentCounts {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CleanReport {
     /// Victims taken (Full when the pass began).
-    pub segments: Vec<u64>,
+    pub segments: Vec<SegNo>,
     /// Victims emptied (Clean now, or at the next checkpoint if a checkpoint table pins one).
     pub freed: u64,
     /// Live bytes found in the victims when the pass began.
@@ -131,7 +131,7 @@ impl Inner {
     }
 
     /// Empty `victims` (see the module comment). Segments that are not Full are skipped.
-    pub(crate) fn clean(&mut self, victims: &[u64]) -> Result<CleanReport> {
+    pub(crate) fn clean(&mut self, victims: &[SegNo]) -> Result<CleanReport> {
         let mut r = CleanReport::default();
         // Whatever users left dirty goes first, in its own group: the cleaner's groups carry
         // only moved blocks, and a half-done operation is never split (callers hold the lock
@@ -141,7 +141,7 @@ impl Inner {
         let sb = self.st.sb().clone();
         // Room the two checkpoints at the end need (table blocks, summaries, a segment tail).
         let tables = 2 * (self.st.usage().nblocks() as u64 + 8) + sb.seg_blocks as u64 / 4;
-        let full: Vec<u64> = victims
+        let full: Vec<SegNo> = victims
             .iter()
             .copied()
             .filter(|&v| {
@@ -169,7 +169,7 @@ impl Inner {
                 r.freed += 1;
             } else {
                 let left = s.map_or(0, |s| s.live_bytes);
-                tracing::warn!(seg, left, "cleaned segment still has live bytes");
+                tracing::warn!(seg = %seg, left, "cleaned segment still has live bytes");
             }
         }
         if r.freed > 0 {
@@ -192,7 +192,7 @@ impl Inner {
     /// pass, not per victim: a file with blocks in several victims has its indirect nodes
     /// and inode rewritten once, which at high utilization is the difference between a
     /// pass that gains segments and one that only churns.
-    fn move_victims(&mut self, full: Vec<u64>, tables: u64, r: &mut CleanReport) -> Result<()> {
+    fn move_victims(&mut self, full: Vec<SegNo>, tables: u64, r: &mut CleanReport) -> Result<()> {
         let sb = self.st.sb().clone();
         let seg_blocks = sb.seg_blocks as u64;
         // The checkpoint after the group also writes what users left dirty in the map.
@@ -250,7 +250,7 @@ impl Inner {
     /// would make the pass write, judging liveness as `relocate` will.
     fn budget_victim(
         &mut self,
-        seg: u64,
+        seg: SegNo,
         scan: &SegmentScan,
         buf: &[u8],
         b: &mut PassBudget,

@@ -12,7 +12,7 @@ use crate::format::superblock::{
     LayoutRequest, Superblock, DEFAULT_BYTES_PER_INODE, DEFAULT_SEG_BYTES,
 };
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED};
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
 use crate::log::now_ns;
 use crate::usage::UsageTable;
@@ -87,7 +87,7 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
     dev.flush()?;
     let sb = Arc::new(sb);
     let mut usage = UsageTable::new(sb.nsegs, sb.seg_bytes());
-    usage.activate(0, now_ns());
+    usage.activate(SegNo(0), now_ns());
     let mut inner = Inner::assemble(
         sb.clone(),
         dev,
@@ -100,7 +100,7 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
         ),
         MountOptions::default(),
     );
-    inner.st.open_log(0, 0, 1, new_log_id(0))?;
+    inner.st.open_log(SegNo(0), 0, 1, new_log_id(0))?;
     let t = Timespec::now();
     inner.imap.set(
         ROOT_INO,

@@ -52,6 +52,7 @@ pub use scan::{ScannedUnit, SegmentScan};
 pub use types::*;
 
 use crate::format::table::ImapEntry;
+use crate::format::SegNo;
 use crate::usage::SegInfo;
 pub(crate) use admission::Admit;
 pub(crate) use inner::Inner;
@@ -410,7 +411,7 @@ impl Fs {
         Ok(())
     }
     /// The whole units of segment `seg`, as a walk from its start finds them.
-    pub fn scan_segment(&self, seg: u64) -> SegmentScan {
+    pub fn scan_segment(&self, seg: SegNo) -> SegmentScan {
         self.lock().scan_segment(scan::Source::Device, seg)
     }
     pub fn stats(&self) -> Stats {
@@ -426,7 +427,7 @@ impl Fs {
     }
     /// One cleaning pass over `victims` (see `clean.rs`); Full segments only, others are
     /// skipped. Freed victims are Clean when it returns.
-    pub fn clean(&self, victims: &[u64]) -> Result<CleanReport> {
+    pub fn clean(&self, victims: &[SegNo]) -> Result<CleanReport> {
         let mut g = self.lock_rw()?;
         g.clean(victims)
     }
@@ -485,7 +486,7 @@ impl Fs {
         (g.cp.imap_addrs().to_vec(), g.cp.usage_addrs().to_vec())
     }
     /// The segment usage table as the filesystem keeps it now.
-    pub fn usage_table(&self) -> Vec<(u64, SegInfo)> {
+    pub fn usage_table(&self) -> Vec<(SegNo, SegInfo)> {
         self.lock()
             .st
             .usage()

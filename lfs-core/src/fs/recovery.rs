@@ -27,7 +27,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::inode::{decode_inode_block, DiskInode, INODE_SIZE};
 use crate::format::summary::{BlockKind, Summary, FLAG_CONT};
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use std::collections::HashSet;
 
@@ -47,12 +47,12 @@ pub struct RollForward {
     /// The verdict that ended the log (`None` only if it was never read).
     pub end: Option<EndOfLog>,
     /// Where the log continues: segment, block offset, sequence number.
-    pub head: (u64, u32, u64),
+    pub head: (SegNo, u32, u64),
 }
 
 /// One unit read and judged valid.
 struct Unit {
-    seg: u64,
+    seg: SegNo,
     off: u32,
     summary: Summary,
     /// Inode blocks of the payload: (address, bytes).
@@ -70,7 +70,7 @@ impl Inner {
             ..Default::default()
         };
         let (mut seg, mut off, mut seq) = rf.head;
-        let mut visited: HashSet<u64> = HashSet::from([seg]);
+        let mut visited: HashSet<SegNo> = HashSet::from([seg]);
         let mut pending: Vec<Unit> = Vec::new();
         // The segment the applied log is in (Active in the usage table).
         let mut cur = cp.head_segment;
@@ -123,7 +123,7 @@ impl Inner {
     /// Read the unit expected at `seg:off` and judge it; `Err` is the end of the log.
     fn read_unit(
         &mut self,
-        seg: u64,
+        seg: SegNo,
         off: u32,
         seq: u64,
         log_id: u64,
@@ -151,7 +151,7 @@ impl Inner {
         })
     }
 
-    fn apply_unit(&mut self, cur: &mut u64, u: Unit, rf: &mut RollForward) -> Result<()> {
+    fn apply_unit(&mut self, cur: &mut SegNo, u: Unit, rf: &mut RollForward) -> Result<()> {
         if u.seg != *cur {
             self.st.usage_mut().seal(*cur);
             self.st.usage_mut().activate(u.seg, u.summary.timestamp_ns);
@@ -170,7 +170,7 @@ impl Inner {
         rf.units += 1;
         rf.blocks += u.summary.entries.len() as u64;
         tracing::debug!(
-            seg = u.seg,
+            seg = %u.seg,
             off = u.off,
             seq = u.summary.seq,
             "rolled forward"

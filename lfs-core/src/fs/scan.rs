@@ -3,7 +3,7 @@
 
 use super::inner::Inner;
 use crate::format::summary::{self, data_crc, fs_id, Summary};
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use std::fmt;
 
 /// Why the log ends where it does: the verdict on the first unit roll-forward did not take.
@@ -72,7 +72,7 @@ pub struct ScannedUnit {
 /// The units of one segment, front to back, up to the first place that holds no whole unit.
 #[derive(Debug, Clone)]
 pub struct SegmentScan {
-    pub segment: u64,
+    pub segment: SegNo,
     pub units: Vec<ScannedUnit>,
     /// Where the walk stopped and why (the end of the segment is not a verdict: `None`).
     pub end: Option<(u32, EndOfLog)>,
@@ -101,7 +101,7 @@ impl Inner {
     pub(crate) fn judge_unit(
         &mut self,
         src: Source<'_>,
-        seg: u64,
+        seg: SegNo,
         off: u32,
         want: Want,
     ) -> std::result::Result<ReadUnit, EndOfLog> {
@@ -127,7 +127,7 @@ impl Inner {
                 p.segment, p.offset
             )));
         }
-        if n == 0 || off as u64 + 1 + n > sb.seg_blocks as u64 || p.next_segment >= sb.nsegs {
+        if n == 0 || off as u64 + 1 + n > sb.seg_blocks as u64 || p.next_segment.get() >= sb.nsegs {
             return Err(EndOfLog::Bounds(format!(
                 "unit at {seg}:{off}: {n} blocks, next segment {}",
                 p.next_segment
@@ -148,7 +148,7 @@ impl Inner {
     fn read_in_segment(
         &self,
         src: Source<'_>,
-        seg: u64,
+        seg: SegNo,
         off: u32,
         buf: &mut [u8],
     ) -> std::result::Result<(), EndOfLog> {
@@ -172,7 +172,7 @@ impl Inner {
     }
 
     /// Every whole unit of segment `seg`, front to back, read from `src`.
-    pub(crate) fn scan_segment(&mut self, src: Source<'_>, seg: u64) -> SegmentScan {
+    pub(crate) fn scan_segment(&mut self, src: Source<'_>, seg: SegNo) -> SegmentScan {
         let seg_blocks = self.st.sb().seg_blocks;
         let mut scan = SegmentScan {
             segment: seg,

@@ -8,7 +8,7 @@ use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::superblock::Superblock;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::log::Log;
 use crate::usage::UsageTable;
 use std::collections::{HashMap, VecDeque};
@@ -91,7 +91,7 @@ pub struct Store {
     usage: UsageTable,
     cache: BlockCache,
     /// Segment the last append went to; a change means a (re)used segment to purge.
-    last_seg: u64,
+    last_seg: Option<SegNo>,
     blocks_appended: u64,
 }
 
@@ -108,7 +108,7 @@ impl Store {
             log: None,
             usage,
             cache: BlockCache::new(cache_blocks),
-            last_seg: u64::MAX,
+            last_seg: None,
             blocks_appended: 0,
         }
     }
@@ -147,7 +147,13 @@ impl Store {
     }
     /// Open the log (the head and sequence number recovered, a new log id) so the mount
     /// writes.
-    pub fn open_log(&mut self, head_seg: u64, head_off: u32, seq: u64, log_id: u64) -> Result<()> {
+    pub fn open_log(
+        &mut self,
+        head_seg: SegNo,
+        head_off: u32,
+        seq: u64,
+        log_id: u64,
+    ) -> Result<()> {
         self.log = Some(Log::open(
             self.sb.clone(),
             self.dev.clone(),
@@ -204,7 +210,7 @@ impl Store {
         // Blocks still in memory (the current segment, or one queued for writing) may not be
         // on disk yet. Cached blocks need no check: a block never changes at its address,
         // so the device holds the same bytes.
-        let in_memory = |seg: u64| {
+        let in_memory = |seg: SegNo| {
             self.log.as_ref().is_some_and(|l| {
                 l.current_segment() == seg
                     || l.backend
@@ -214,7 +220,7 @@ impl Store {
                         .unwrap_or(true)
             })
         };
-        if !one_segment || in_memory(seg.unwrap_or(0)) {
+        if !one_segment || in_memory(seg.unwrap_or_default()) {
             for a in addr..end {
                 out.extend_from_slice(&self.read_block(a)?);
             }
@@ -240,9 +246,9 @@ impl Store {
     ) -> Result<u64> {
         let log = self.log.as_mut().ok_or(FsError::ReadOnly)?;
         let addr = log.append(&mut self.usage, entry, data)?;
-        let seg = self.sb.seg_of(addr).unwrap_or(0);
-        if seg != self.last_seg {
-            self.last_seg = seg;
+        let seg = self.sb.seg_of(addr).unwrap_or_default();
+        if self.last_seg != Some(seg) {
+            self.last_seg = Some(seg);
             let base = self.sb.seg_addr(seg);
             for a in base..base + self.sb.seg_blocks as u64 {
                 self.cache.remove(a);

@@ -10,7 +10,7 @@
 
 use super::inner::Inner;
 use crate::error::{FsError, Result};
-use crate::format::BLOCK_BYTES;
+use crate::format::{SegNo, BLOCK_BYTES};
 use crate::usage::SegState;
 use std::io;
 
@@ -51,12 +51,12 @@ impl Inner {
         }
         let end = start.saturating_add(len).min(fs_bytes);
         let seg_bytes = sb.seg_bytes();
-        let base = sb.seg_addr(0) * BLOCK_BYTES;
+        let base = sb.seg_addr(SegNo(0)) * BLOCK_BYTES;
         let first = start.saturating_sub(base) / seg_bytes;
         let mut done = Trimmed::default();
         let mut run: Option<(u64, u64)> = None; // byte range of clean segments in a row
-        for seg in first..sb.nsegs {
-            let at = base + seg * seg_bytes;
+        for seg in (first..sb.nsegs).map(SegNo) {
+            let at = base + seg.get() * seg_bytes;
             if at >= end {
                 break;
             }

@@ -4,6 +4,7 @@
 //! every other file of `fs` may use it, and it uses nothing of theirs.
 
 use crate::format::inode::{FileKind, Timespec};
+use crate::format::SegNo;
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -182,7 +183,7 @@ pub struct Stats {
 /// A Full segment as a cleaning policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SegmentView {
-    pub segment: u64,
+    pub segment: SegNo,
     pub live_bytes: u64,
     pub seg_bytes: u64,
     /// When the segment was last written (the cleaner's output counts as new).
@@ -207,11 +208,11 @@ impl SegmentView {
 /// a writer would otherwise get ENOSPC (foreground cleaning).
 pub trait VictimPicker: Send + Sync + fmt::Debug {
     /// Up to `max` segments to clean from `segs` (all Full segments), in the order to clean.
-    fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<u64>;
+    fn pick(&self, segs: &[SegmentView], now_ns: u64, max: usize) -> Vec<SegNo>;
     /// Victims for a writer out of space when [`VictimPicker::pick`]'s choice freed nothing
     /// (cost-benefit may prefer old segments that are nearly full): the segments that give
     /// the most back, emptiest first (greedy), leaving out those with nothing to give.
-    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<u64> {
+    fn pick_emptiest(&self, segs: &[SegmentView], max: usize) -> Vec<SegNo> {
         let mut v: Vec<&SegmentView> = segs.iter().filter(|s| s.dead_bytes() > 0).collect();
         v.sort_by_key(|s| (s.live_bytes, s.segment));
         v.iter().take(max).map(|s| s.segment).collect()

@@ -22,7 +22,7 @@ use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_KNOWN, INODE_SIZE};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::table::IMAP_ORPHAN;
-use crate::format::{BLOCK_BYTES, ROOT_INO};
+use crate::format::{SegNo, BLOCK_BYTES, ROOT_INO};
 use crate::fs::scan::EndOfLog;
 use crate::fs::scan::Source;
 use crate::fs::{Fs, Inner};
@@ -34,7 +34,7 @@ struct Claims {
     owner: HashMap<u64, Owner>,
     /// Per segment: (address, owner, the summary entry the block must have been written
     /// with). Inode blocks once per block.
-    expect: BTreeMap<u64, Vec<(u64, Owner, SummaryEntry)>>,
+    expect: BTreeMap<SegNo, Vec<(u64, Owner, SummaryEntry)>>,
     inode_blocks: HashSet<u64>,
     findings: Vec<Finding>,
 }
@@ -53,7 +53,7 @@ impl Claims {
                 .push(Finding::BlockOutsideLog { owner: o, addr });
             return;
         };
-        self.live[seg as usize] += bytes;
+        self.live[seg.index()] += bytes;
         if e.kind == BlockKind::InodeBlock {
             // Shared by up to fifteen inodes.
             if !self.inode_blocks.insert(addr) {
@@ -204,10 +204,11 @@ impl Inner {
             }
         }
         for (seg, &want) in c.live.iter().enumerate() {
-            let have = self.st.usage().get(seg as u64).map_or(0, |s| s.live_bytes);
+            let seg = SegNo(seg as u64);
+            let have = self.st.usage().get(seg).map_or(0, |s| s.live_bytes);
             if have != want {
                 c.findings.push(Finding::UsageMismatch {
-                    segment: seg as u64,
+                    segment: seg,
                     stored: have,
                     recomputed: want,
                 });

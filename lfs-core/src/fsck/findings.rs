@@ -3,6 +3,7 @@
 
 use crate::format::inode::FileKind;
 use crate::format::summary::{BlockKind, SummaryEntry};
+use crate::format::SegNo;
 use serde::Serialize;
 use std::fmt;
 
@@ -106,7 +107,7 @@ pub enum Finding {
         second: Owner,
     },
     UsageMismatch {
-        segment: u64,
+        segment: SegNo,
         stored: u64,
         recomputed: u64,
     },

@@ -268,6 +268,7 @@ fn segment_units(fs: &Fs, seg: u64) -> Out {
     if seg >= sb.nsegs {
         return Err(format!("segment {seg} out of range (0..{})", sb.nsegs));
     }
+    let seg = lfs_core::format::SegNo(seg);
     let scan = fs.scan_segment(seg);
     let start = sb.seg_addr(seg);
     let units: Vec<Value> = scan
@@ -291,7 +292,7 @@ fn segment_units(fs: &Fs, seg: u64) -> Out {
         .collect();
     let state = fs
         .usage_table()
-        .get(seg as usize)
+        .get(seg.index())
         .map(|(_, s)| (format!("{:?}", s.state).to_lowercase(), s.live_bytes));
     Ok(json!({
         "segment": seg,
