@@ -10,16 +10,17 @@ use crate::error::{FsError, Result};
 use crate::format::indirect::{decode_indirect, encode_indirect, FANOUT};
 use crate::format::inode::{NDIRECT, NINDIRECT};
 use crate::format::summary::SummaryEntry;
+use crate::format::BlockAddr;
 use std::collections::BTreeMap;
 
 const F: u64 = FANOUT as u64;
 
 /// Where block writes and deaths go; implemented by the filesystem over the log.
 pub trait Sink {
-    fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>>;
-    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<u64>;
+    fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>>;
+    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<BlockAddr>;
     /// A block at `addr` is no longer referenced.
-    fn kill(&mut self, addr: u64);
+    fn kill(&mut self, addr: BlockAddr);
 }
 
 /// Number of logical blocks covered by a node of height `h`.
@@ -53,12 +54,12 @@ fn first_mapped(
     for idx in lo..=hi {
         let child_first = first + idx as u64 * cs;
         if node.height == 1 {
-            if node.ptrs[idx] != 0 {
+            if !node.ptrs[idx].is_none() {
                 return Ok(Some(child_first));
             }
             continue;
         }
-        if node.ptrs[idx] == 0 && !node.children.contains_key(&idx) {
+        if node.ptrs[idx].is_none() && !node.children.contains_key(&idx) {
             continue;
         }
         if let Some(c) = node.child(sink, idx, false)? {
@@ -73,10 +74,10 @@ fn first_mapped(
 
 #[derive(Debug)]
 struct Node {
-    addr: u64,
+    addr: BlockAddr,
     height: u8,
     first: u64,
-    ptrs: Vec<u64>,
+    ptrs: Vec<BlockAddr>,
     children: BTreeMap<usize, Node>,
     dirty: bool,
 }
@@ -84,15 +85,15 @@ struct Node {
 impl Node {
     fn empty(height: u8, first: u64) -> Node {
         Node {
-            addr: 0,
+            addr: BlockAddr::NONE,
             height,
             first,
-            ptrs: vec![0; FANOUT],
+            ptrs: vec![BlockAddr::NONE; FANOUT],
             children: BTreeMap::new(),
             dirty: false,
         }
     }
-    fn load(sink: &mut dyn Sink, addr: u64, height: u8, first: u64) -> Result<Node> {
+    fn load(sink: &mut dyn Sink, addr: BlockAddr, height: u8, first: u64) -> Result<Node> {
         let b = sink.read_meta(addr)?;
         let ptrs = decode_indirect(&b, height).map_err(FsError::corrupt("indirect block", addr))?;
         Ok(Node {
@@ -117,7 +118,7 @@ impl Node {
         if !self.children.contains_key(&idx) {
             let first = self.first + idx as u64 * self.child_span();
             let p = self.ptrs[idx];
-            let node = if p != 0 {
+            let node = if !p.is_none() {
                 Node::load(sink, p, self.height - 1, first)?
             } else if create {
                 Node::empty(self.height - 1, first)
@@ -134,8 +135,8 @@ impl Node {
 pub struct BlockMap {
     ino: u64,
     version: u32,
-    direct: [u64; NDIRECT],
-    root_addrs: [u64; NINDIRECT],
+    direct: [BlockAddr; NDIRECT],
+    root_addrs: [BlockAddr; NINDIRECT],
     roots: [Option<Node>; NINDIRECT],
     /// Nodes marked dirty and not yet written.
     pub dirty_nodes: u64,
@@ -175,8 +176,8 @@ impl BlockMap {
     pub fn new(
         ino: u64,
         version: u32,
-        direct: [u64; NDIRECT],
-        indirect: [u64; NINDIRECT],
+        direct: [BlockAddr; NDIRECT],
+        indirect: [BlockAddr; NINDIRECT],
         blocks: u64,
     ) -> BlockMap {
         BlockMap {
@@ -191,7 +192,7 @@ impl BlockMap {
     }
 
     /// Pointers as they should be stored in the inode. Valid after `flush`.
-    pub fn pointers(&self) -> ([u64; NDIRECT], [u64; NINDIRECT]) {
+    pub fn pointers(&self) -> ([BlockAddr; NDIRECT], [BlockAddr; NINDIRECT]) {
         (self.direct, self.root_addrs)
     }
 
@@ -199,7 +200,7 @@ impl BlockMap {
         let i = (h - 1) as usize;
         if self.roots[i].is_none() {
             let a = self.root_addrs[i];
-            if a != 0 {
+            if !a.is_none() {
                 self.roots[i] = Some(Node::load(sink, a, h, tree_base(h))?);
             } else if create {
                 self.roots[i] = Some(Node::empty(h, tree_base(h)));
@@ -211,14 +212,14 @@ impl BlockMap {
         Ok(self.roots[i].as_mut())
     }
 
-    /// The address of logical block `l` (0 = hole).
-    pub fn get(&mut self, sink: &mut dyn Sink, l: u64) -> Result<u64> {
+    /// The address of logical block `l` (`BlockAddr::NONE` for a hole).
+    pub fn get(&mut self, sink: &mut dyn Sink, l: u64) -> Result<BlockAddr> {
         match locate(l) {
-            None => Ok(0),
+            None => Ok(BlockAddr::NONE),
             Some(Loc::Direct(i)) => Ok(self.direct[i]),
             Some(Loc::Tree(h, off)) => {
                 let Some(mut node) = self.root(sink, h, false)? else {
-                    return Ok(0);
+                    return Ok(BlockAddr::NONE);
                 };
                 let mut o = off;
                 loop {
@@ -230,7 +231,7 @@ impl BlockMap {
                     o %= cs;
                     match node.child(sink, idx, false)? {
                         Some(c) => node = c,
-                        None => return Ok(0),
+                        None => return Ok(BlockAddr::NONE),
                     }
                 }
             }
@@ -241,7 +242,7 @@ impl BlockMap {
     /// Empty subtrees are skipped whole, so a sparse file costs what its data costs.
     pub fn next_mapped(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<Option<u64>> {
         for l in from..to.min(NDIRECT as u64) {
-            if self.direct[l as usize] != 0 {
+            if !self.direct[l as usize].is_none() {
                 return Ok(Some(l));
             }
         }
@@ -259,9 +260,9 @@ impl BlockMap {
         Ok(None)
     }
 
-    /// Point logical block `l` at `addr` (0 makes a hole); returns the old address. The
-    /// caller reports the old address dead.
-    pub fn set(&mut self, sink: &mut dyn Sink, l: u64, addr: u64) -> Result<u64> {
+    /// Point logical block `l` at `addr` (`BlockAddr::NONE` makes a hole); returns the old
+    /// address. The caller reports the old address dead.
+    pub fn set(&mut self, sink: &mut dyn Sink, l: u64, addr: BlockAddr) -> Result<BlockAddr> {
         let loc = locate(l).ok_or(FsError::FileTooBig)?;
         let old = match loc {
             Loc::Direct(i) => std::mem::replace(&mut self.direct[i], addr),
@@ -269,9 +270,9 @@ impl BlockMap {
                 let mut created = 0u64;
                 let mut newly_dirty = 0u64;
                 let old = {
-                    let create = addr != 0;
+                    let create = !addr.is_none();
                     let Some(mut node) = self.root(sink, h, create)? else {
-                        return Ok(0);
+                        return Ok(BlockAddr::NONE);
                     };
                     created += 0;
                     let mut o = off;
@@ -286,7 +287,7 @@ impl BlockMap {
                             break std::mem::replace(&mut node.ptrs[idx], addr);
                         }
                         o %= cs;
-                        let had = node.ptrs[idx] != 0 || node.children.contains_key(&idx);
+                        let had = !node.ptrs[idx].is_none() || node.children.contains_key(&idx);
                         match node.child(sink, idx, create)? {
                             Some(c) => {
                                 if !had {
@@ -294,7 +295,7 @@ impl BlockMap {
                                 }
                                 node = c;
                             }
-                            None => break 0,
+                            None => break BlockAddr::NONE,
                         }
                     }
                 };
@@ -303,7 +304,7 @@ impl BlockMap {
                 old
             }
         };
-        match (old != 0, addr != 0) {
+        match (!old.is_none(), !addr.is_none()) {
             (false, true) => self.blocks += 1,
             (true, false) => self.blocks = self.blocks.saturating_sub(1),
             _ => {}
@@ -316,9 +317,9 @@ impl BlockMap {
     pub fn clear_range(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<()> {
         for i in 0..NDIRECT {
             let l = i as u64;
-            if l >= from && l < to && self.direct[i] != 0 {
+            if l >= from && l < to && !self.direct[i].is_none() {
                 sink.kill(self.direct[i]);
-                self.direct[i] = 0;
+                self.direct[i] = BlockAddr::NONE;
                 self.blocks = self.blocks.saturating_sub(1);
             }
         }
@@ -339,7 +340,7 @@ impl BlockMap {
                         self.blocks = self.blocks.saturating_sub(freed);
                         self.dirty_nodes = self.dirty_nodes.saturating_sub(undirty);
                     }
-                    self.root_addrs[i] = 0;
+                    self.root_addrs[i] = BlockAddr::NONE;
                 }
                 continue;
             }
@@ -377,7 +378,7 @@ impl BlockMap {
             self.dirty_nodes = self.dirty_nodes.saturating_sub(written + freed);
             self.blocks = self.blocks.saturating_sub(freed);
             self.root_addrs[i] = addr;
-            if addr == 0 {
+            if addr.is_none() {
                 self.roots[i] = None;
             }
         }
@@ -392,7 +393,7 @@ impl BlockMap {
         sink: &mut dyn Sink,
         height: u8,
         first: u64,
-        addr: u64,
+        addr: BlockAddr,
     ) -> Result<bool> {
         let Some(Loc::Tree(h, off)) = locate(first) else {
             return Ok(false);
@@ -435,10 +436,10 @@ impl BlockMap {
     pub fn for_each_block(
         &mut self,
         sink: &mut dyn Sink,
-        f: &mut dyn FnMut(u64, SummaryEntry),
+        f: &mut dyn FnMut(BlockAddr, SummaryEntry),
     ) -> Result<()> {
         for (i, &a) in self.direct.iter().enumerate() {
-            if a != 0 {
+            if !a.is_none() {
                 f(a, SummaryEntry::data(self.ino, self.version, i as u64));
             }
         }
@@ -466,9 +467,9 @@ fn walk(
     node: &mut Node,
     ino: u64,
     version: u32,
-    f: &mut dyn FnMut(u64, SummaryEntry),
+    f: &mut dyn FnMut(BlockAddr, SummaryEntry),
 ) -> Result<()> {
-    if node.addr != 0 && !node.dirty {
+    if !node.addr.is_none() && !node.dirty {
         f(
             node.addr,
             SummaryEntry::indirect(ino, version, node.height, node.first),
@@ -476,7 +477,7 @@ fn walk(
     }
     for idx in 0..FANOUT {
         if node.height == 1 {
-            if node.ptrs[idx] != 0 {
+            if !node.ptrs[idx].is_none() {
                 f(
                     node.ptrs[idx],
                     SummaryEntry::data(ino, version, node.first + idx as u64),
@@ -498,7 +499,7 @@ fn free_subtree(
 ) -> Result<()> {
     for idx in 0..FANOUT {
         if node.height == 1 {
-            if node.ptrs[idx] != 0 {
+            if !node.ptrs[idx].is_none() {
                 sink.kill(node.ptrs[idx]);
                 *freed += 1;
             }
@@ -506,7 +507,7 @@ fn free_subtree(
             free_subtree(sink, c, freed, undirty)?;
         }
     }
-    if node.addr != 0 {
+    if !node.addr.is_none() {
         sink.kill(node.addr);
     }
     *freed += 1;
@@ -536,9 +537,9 @@ fn clear_in(
             continue;
         }
         if node.height == 1 {
-            if node.ptrs[idx] != 0 {
+            if !node.ptrs[idx].is_none() {
                 sink.kill(node.ptrs[idx]);
-                node.ptrs[idx] = 0;
+                node.ptrs[idx] = BlockAddr::NONE;
                 *freed += 1;
                 changed = true;
             }
@@ -550,7 +551,7 @@ fn clear_in(
                 if let Some(mut c) = node.children.remove(&idx) {
                     free_subtree(sink, &mut c, freed, undirty)?;
                 }
-                node.ptrs[idx] = 0;
+                node.ptrs[idx] = BlockAddr::NONE;
                 changed = true;
             }
         } else if let Some(c) = node.child(sink, idx, false)? {
@@ -565,7 +566,7 @@ fn clear_in(
     Ok(())
 }
 
-/// Write a dirty node after its dirty children; returns its new address (0 if now empty).
+/// Write a dirty node after its dirty children; returns its new address (none if now empty).
 fn flush_node(
     sink: &mut dyn Sink,
     node: &mut Node,
@@ -573,7 +574,7 @@ fn flush_node(
     version: u32,
     written: &mut u64,
     freed: &mut u64,
-) -> Result<u64> {
+) -> Result<BlockAddr> {
     let dirty_children: Vec<usize> = node
         .children
         .iter()
@@ -584,26 +585,26 @@ fn flush_node(
         if let Some(c) = node.children.get_mut(&idx) {
             let a = flush_node(sink, c, ino, version, written, freed)?;
             node.ptrs[idx] = a;
-            if a == 0 {
+            if a.is_none() {
                 node.children.remove(&idx);
             }
         }
     }
     node.dirty = false;
-    if node.ptrs.iter().all(|&p| p == 0) {
-        if node.addr != 0 {
+    if node.ptrs.iter().all(|p| p.is_none()) {
+        if !node.addr.is_none() {
             sink.kill(node.addr);
         }
-        node.addr = 0;
+        node.addr = BlockAddr::NONE;
         *freed += 1;
-        return Ok(0);
+        return Ok(BlockAddr::NONE);
     }
     let data = encode_indirect(node.height, &node.ptrs);
     let a = sink.append(
         SummaryEntry::indirect(ino, version, node.height, node.first),
         &data,
     )?;
-    if node.addr != 0 {
+    if !node.addr.is_none() {
         sink.kill(node.addr);
     }
     node.addr = a;
@@ -618,27 +619,28 @@ mod tests {
 
     #[derive(Default)]
     struct MemSink {
-        blocks: HashMap<u64, Vec<u8>>,
+        blocks: HashMap<BlockAddr, Vec<u8>>,
         next: u64,
-        live: HashSet<u64>,
-        dead_data: HashSet<u64>,
+        live: HashSet<BlockAddr>,
+        dead_data: HashSet<BlockAddr>,
         appended: Vec<SummaryEntry>,
     }
     impl Sink for MemSink {
-        fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
+        fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>> {
             self.blocks.get(&addr).cloned().ok_or(FsError::Damaged(
                 crate::error::Damage::AddrOutsideLog { addr },
             ))
         }
-        fn append(&mut self, e: SummaryEntry, data: &[u8]) -> Result<u64> {
+        fn append(&mut self, e: SummaryEntry, data: &[u8]) -> Result<BlockAddr> {
             self.appended.push(e);
             self.next += 1;
-            self.blocks.insert(self.next + 1000, data.to_vec());
-            self.live.insert(self.next + 1000);
-            Ok(self.next + 1000)
+            let a = BlockAddr(self.next + 1000);
+            self.blocks.insert(a, data.to_vec());
+            self.live.insert(a);
+            Ok(a)
         }
-        fn kill(&mut self, addr: u64) {
-            if !(1000..100_000).contains(&addr) {
+        fn kill(&mut self, addr: BlockAddr) {
+            if !(1000..100_000).contains(&addr.get()) {
                 assert!(self.dead_data.insert(addr), "data block {addr} freed twice");
             } else {
                 assert!(self.live.remove(&addr), "double free of node {addr}");
@@ -654,8 +656,14 @@ mod tests {
         ls.push(tree_base(3) + 510 * 510 * 3 + 510 * 4 + 9);
         for &l in &ls {
             let mut s = MemSink::default();
-            let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
-            m.set(&mut s, l, 7).expect("set");
+            let mut m = BlockMap::new(
+                5,
+                1,
+                [BlockAddr::NONE; NDIRECT],
+                [BlockAddr::NONE; NINDIRECT],
+                0,
+            );
+            m.set(&mut s, l, BlockAddr(7)).expect("set");
             m.flush(&mut s).expect("flush");
             let written: HashSet<(u8, u64)> =
                 s.appended.iter().map(|e| (e.height, e.index)).collect();
@@ -694,20 +702,33 @@ mod tests {
     #[test]
     fn set_get_flush_reload_across_all_heights() {
         let mut s = MemSink::default();
-        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+        let mut m = BlockMap::new(
+            5,
+            1,
+            [BlockAddr::NONE; NDIRECT],
+            [BlockAddr::NONE; NINDIRECT],
+            0,
+        );
         let ls = edge_lblocks();
         for (i, &l) in ls.iter().enumerate() {
-            assert_eq!(m.set(&mut s, l, 10 + i as u64).expect("set"), 0);
+            assert_eq!(
+                m.set(&mut s, l, BlockAddr(10 + i as u64)).expect("set"),
+                BlockAddr::NONE
+            );
         }
-        assert!(m.set(&mut s, max_lblocks(), 1).is_err());
+        assert!(m.set(&mut s, max_lblocks(), BlockAddr(1)).is_err());
         m.flush(&mut s).expect("flush");
         assert_eq!(m.dirty_nodes, 0);
         let (d, r) = m.pointers();
         let mut m2 = BlockMap::new(5, 1, d, r, m.blocks);
         for (i, &l) in ls.iter().enumerate() {
-            assert_eq!(m2.get(&mut s, l).expect("get"), 10 + i as u64, "lblock {l}");
+            assert_eq!(
+                m2.get(&mut s, l).expect("get"),
+                BlockAddr(10 + i as u64),
+                "lblock {l}"
+            );
         }
-        assert_eq!(m2.get(&mut s, 13).expect("get"), 0);
+        assert_eq!(m2.get(&mut s, 13).expect("get"), BlockAddr::NONE);
         let mut seen = 0;
         m2.for_each_block(&mut s, &mut |_, e| {
             if e.kind == crate::format::summary::BlockKind::Data {
@@ -720,22 +741,31 @@ mod tests {
         m2.clear_range(&mut s, 0, u64::MAX).expect("clear");
         m2.flush(&mut s).expect("flush");
         assert!(s.live.is_empty(), "leaked nodes: {:?}", s.live);
-        assert_eq!(m2.pointers(), ([0; NDIRECT], [0; NINDIRECT]));
+        assert_eq!(
+            m2.pointers(),
+            ([BlockAddr::NONE; NDIRECT], [BlockAddr::NONE; NINDIRECT])
+        );
     }
 
     #[test]
     fn partial_clear_frees_empty_nodes() {
         let mut s = MemSink::default();
-        let mut m = BlockMap::new(5, 1, [0; NDIRECT], [0; NINDIRECT], 0);
+        let mut m = BlockMap::new(
+            5,
+            1,
+            [BlockAddr::NONE; NDIRECT],
+            [BlockAddr::NONE; NINDIRECT],
+            0,
+        );
         for l in 0..2000 {
-            m.set(&mut s, l, 100_000 + l).expect("set");
+            m.set(&mut s, l, BlockAddr(100_000 + l)).expect("set");
         }
         m.flush(&mut s).expect("flush");
         let nodes_before = s.live.len();
         m.clear_range(&mut s, 600, u64::MAX).expect("clear");
         m.flush(&mut s).expect("flush");
         for l in [0, 599, 600, 1999] {
-            let want = if l < 600 { 100_000 + l } else { 0 };
+            let want = BlockAddr(if l < 600 { 100_000 + l } else { 0 });
             assert_eq!(m.get(&mut s, l).expect("get"), want);
         }
         assert!(

@@ -1,7 +1,7 @@
 //! The engine's error type. Every variant maps to one errno in lfs-fuse's table; the data in
 //! the variants is for logs and for fsck.
 
-use crate::format::FormatError;
+use crate::format::{BlockAddr, FormatError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -48,7 +48,7 @@ pub enum FsError {
     #[error("corrupt {what} at block {addr}: {source}")]
     Corrupt {
         what: &'static str,
-        addr: u64,
+        addr: BlockAddr,
         source: FormatError,
     },
     /// What was read decodes, but does not hold together (a pointer out of range, a size no
@@ -83,17 +83,17 @@ pub enum FsError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Damage {
     #[error("block address {addr} is outside the log")]
-    AddrOutsideLog { addr: u64 },
+    AddrOutsideLog { addr: BlockAddr },
     #[error("a run of {len} blocks at block {addr} lies beyond any device")]
-    RunBeyondDevice { addr: u64, len: u64 },
+    RunBeyondDevice { addr: BlockAddr, len: u64 },
     #[error("inode {ino} is allocated but was never written")]
     InodeNeverWritten { ino: u64 },
     #[error("inode {ino}: slot {slot} missing in block {addr}")]
-    InodeSlotMissing { ino: u64, slot: u8, addr: u64 },
+    InodeSlotMissing { ino: u64, slot: u8, addr: BlockAddr },
     #[error("inode {ino}: the inode map points at another inode (block {addr}, slot {slot})")]
-    InodeMismatch { ino: u64, addr: u64, slot: u8 },
+    InodeMismatch { ino: u64, addr: BlockAddr, slot: u8 },
     #[error("inode block {addr}: inode number {ino} is beyond the inode map")]
-    InodeBeyondMap { ino: u64, addr: u64 },
+    InodeBeyondMap { ino: u64, addr: BlockAddr },
     #[error("directory inode {ino} claims {size} bytes")]
     DirectoryTooLarge { ino: u64, size: u64 },
     #[error("symlink inode {ino} claims a target of {size} bytes")]
@@ -157,7 +157,10 @@ impl From<NotLfs> for FsError {
 pub type Result<T> = std::result::Result<T, FsError>;
 
 impl FsError {
-    pub(crate) fn corrupt(what: &'static str, addr: u64) -> impl FnOnce(FormatError) -> FsError {
+    pub(crate) fn corrupt(
+        what: &'static str,
+        addr: BlockAddr,
+    ) -> impl FnOnce(FormatError) -> FsError {
         move |source| FsError::Corrupt { what, addr, source }
     }
 }

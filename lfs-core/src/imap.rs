@@ -4,7 +4,7 @@
 
 use crate::dirty::DirtyBlocks;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN, TABLE_ENTRIES};
-use crate::format::ROOT_INO;
+use crate::format::{BlockAddr, ROOT_INO};
 
 pub struct Imap {
     entries: Vec<ImapEntry>,
@@ -82,7 +82,7 @@ impl Imap {
         self.set(
             found as u64,
             ImapEntry {
-                addr: 0,
+                addr: BlockAddr::NONE,
                 version,
                 slot: 0,
                 flags: IMAP_ALLOCATED,
@@ -98,7 +98,7 @@ impl Imap {
             self.set(
                 ino,
                 ImapEntry {
-                    addr: 0,
+                    addr: BlockAddr::NONE,
                     version: e.version,
                     slot: 0,
                     flags: 0,

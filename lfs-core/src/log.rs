@@ -13,7 +13,7 @@ use crate::format::summary::{
     data_crc, fs_id, Summary, SummaryEntry, FLAG_CONT, SUMMARY_MAX_ENTRIES,
 };
 use crate::format::superblock::Superblock;
-use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, SegNo, BLOCK_SIZE};
 use crate::usage::UsageTable;
 use crate::writer::BackEnd;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ impl Log {
             // Keep the segment's earlier blocks so reads of them can be served from memory.
             dev.read_at(
                 &mut buf[..offset as usize * BLOCK_SIZE],
-                sb.seg_addr(seg) * BLOCK_BYTES,
+                sb.seg_addr(seg).byte_offset(),
             )?;
         }
         let next_seg = usage.pick_clean(seg).ok_or(FsError::NoSpace)?;
@@ -132,7 +132,7 @@ impl Log {
         usage: &mut UsageTable,
         entry: SummaryEntry,
         data: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<BlockAddr> {
         if self.backend.poisoned() {
             return Err(FsError::Poisoned);
         }
@@ -202,7 +202,7 @@ impl Log {
         let full = std::mem::replace(&mut self.buf, vec![0u8; seg_bytes]);
         let from = self.written as usize * BLOCK_SIZE;
         let to = self.fill as usize * BLOCK_SIZE;
-        let offset = (self.sb.seg_addr(self.seg) + self.written as u64) * BLOCK_BYTES;
+        let offset = (self.sb.seg_addr(self.seg) + self.written as u64).byte_offset();
         if to > from {
             self.backend
                 .write(offset, Arc::new(full), from, to, Some(self.seg))?;
@@ -224,7 +224,7 @@ impl Log {
             let from = self.written as usize * BLOCK_SIZE;
             let to = self.fill as usize * BLOCK_SIZE;
             let part = Arc::new(self.buf[from..to].to_vec());
-            let offset = (self.sb.seg_addr(self.seg) + self.written as u64) * BLOCK_BYTES;
+            let offset = (self.sb.seg_addr(self.seg) + self.written as u64).byte_offset();
             let len = part.len();
             self.backend.write(offset, part, 0, len, None)?;
             self.written = self.fill;
@@ -236,7 +236,7 @@ impl Log {
     }
 
     /// A block still held in memory (current segment or a segment being written).
-    pub fn read_cached(&self, addr: u64) -> Option<Vec<u8>> {
+    pub fn read_cached(&self, addr: BlockAddr) -> Option<Vec<u8>> {
         let seg = self.sb.seg_of(addr)?;
         let off = (addr - self.sb.seg_addr(seg)) as usize;
         if seg == self.seg {

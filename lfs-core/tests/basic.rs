@@ -459,8 +459,8 @@ fn equal_checkpoint_generations_are_reported_and_repaired() {
     let sb = fs.superblock().clone();
     fs.unmount().unwrap();
     let mut region = vec![0u8; sb.cp_blocks as usize * 4096];
-    dev.read_at(&mut region, sb.cp_a * 4096).unwrap();
-    dev.write_at(&region, sb.cp_b * 4096).unwrap();
+    dev.read_at(&mut region, sb.cp_a.byte_offset()).unwrap();
+    dev.write_at(&region, sb.cp_b.byte_offset()).unwrap();
     let found = lfs_core::fsck::findings(dev.clone()).unwrap();
     assert!(
         found.iter().any(|f| f.to_string().contains("region B")),
@@ -506,7 +506,8 @@ fn damaged_newest_checkpoint_falls_back_to_the_other() {
     assert!(ro.lookup(ROOT, b"late").is_ok());
     ro.unmount().unwrap();
     let region = if newest == 'A' { sb.cp_a } else { sb.cp_b };
-    dev.write_at(&[0xFFu8; 512], region * 4096 + 1024).unwrap(); // a torn/garbled region
+    dev.write_at(&[0xFFu8; 512], region.byte_offset() + 1024)
+        .unwrap(); // a torn/garbled region
     let fs = Fs::mount(
         dev.clone(),
         MountOptions {
@@ -551,8 +552,8 @@ fn damaged_newest_checkpoint_falls_back_to_the_other() {
     let fs = mount(&dev);
     unmount_and_fsck(fs, &dev);
     // Both regions damaged: a clear error, no panic.
-    dev.write_at(&[0u8; 4096], sb.cp_a * 4096).unwrap();
-    dev.write_at(&[0u8; 4096], sb.cp_b * 4096).unwrap();
+    dev.write_at(&[0u8; 4096], sb.cp_a.byte_offset()).unwrap();
+    dev.write_at(&[0u8; 4096], sb.cp_b.byte_offset()).unwrap();
     let e = Fs::mount(dev.clone(), MountOptions::default())
         .err()
         .expect("must fail");

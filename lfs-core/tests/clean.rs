@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
-use lfs_core::format::SegNo;
+use lfs_core::format::{BlockAddr, SegNo};
 use lfs_core::fs::{Creds, SegmentView, SetAttr, TimeOrNow, VictimPicker};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::collections::BTreeMap;
@@ -221,7 +221,7 @@ fn a_pass_writes_cold_files_first_each_file_together() {
     fs.write(filler, 0, &content(9, 80 * 4096)).unwrap();
     fs.checkpoint().unwrap();
     let sb = fs.superblock().clone();
-    let addrs = |ino: u64| -> Vec<u64> {
+    let addrs = |ino: u64| -> Vec<BlockAddr> {
         let info = fs.inode_info(ino).unwrap();
         assert_eq!(info.blocks.len(), 6);
         info.blocks.iter().map(|b| b.0).collect()

@@ -149,9 +149,10 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
     let sb = Superblock::decode(&img[..BLOCK_SIZE]).unwrap();
     let mut kinds: BTreeMap<Kind, Vec<u64>> = BTreeMap::new();
     kinds.insert(Kind::SuperPrimary, vec![0]);
-    kinds.insert(Kind::SuperBackup, vec![sb.backup_addr()]);
+    kinds.insert(Kind::SuperBackup, vec![sb.backup_addr().get()]);
     // The written part of each checkpoint region.
     for (k, base) in [(Kind::CheckpointA, sb.cp_a), (Kind::CheckpointB, sb.cp_b)] {
+        let base = base.get();
         let used = (base..base + sb.cp_blocks as u64)
             .filter(|&a| block(img, a).iter().any(|&b| b != 0))
             .collect();
@@ -160,8 +161,17 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
     let fs = Fs::mount(dev_of(img), ro()).unwrap();
     let mut live: HashMap<u64, Kind> = HashMap::new();
     let (imap, usage) = fs.table_addrs();
-    live.extend(imap.iter().filter(|&&a| a != 0).map(|&a| (a, Kind::Imap)));
-    live.extend(usage.iter().filter(|&&a| a != 0).map(|&a| (a, Kind::Usage)));
+    live.extend(
+        imap.iter()
+            .filter(|a| !a.is_none())
+            .map(|a| (a.get(), Kind::Imap)),
+    );
+    live.extend(
+        usage
+            .iter()
+            .filter(|a| !a.is_none())
+            .map(|a| (a.get(), Kind::Usage)),
+    );
     let mut todo = vec![ROOT];
     let mut seen = HashSet::new();
     while let Some(ino) = todo.pop() {
@@ -169,9 +179,9 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
             continue;
         }
         let info = fs.inode_info(ino).unwrap();
-        live.insert(info.entry.addr, Kind::InodeBlock);
-        if info.inode.xattr != 0 {
-            live.insert(info.inode.xattr, Kind::Xattr);
+        live.insert(info.entry.addr.get(), Kind::InodeBlock);
+        if !info.inode.xattr.is_none() {
+            live.insert(info.inode.xattr.get(), Kind::Xattr);
         }
         let is_dir = fs.getattr(ino).unwrap().kind == FileKind::Directory;
         for (a, e) in info.blocks {
@@ -182,7 +192,7 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
                 BlockKind::Xattr => Kind::Xattr,
                 _ => continue,
             };
-            live.insert(a, k);
+            live.insert(a.get(), k);
         }
         if is_dir {
             let mut cookie = 0;
@@ -200,7 +210,7 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
     let rf = fs.mount_report().roll_forward.clone().unwrap_or_default();
     let tail_from = rf.head.2 - rf.units - rf.discarded;
     for seg in sb.segments() {
-        let base = sb.seg_addr(seg);
+        let base = sb.seg_addr(seg).get();
         for u in fs.scan_segment(seg).units {
             if u.summary.seq >= tail_from {
                 let n = u.summary.entries.len() as u64 + 1;
@@ -231,7 +241,7 @@ fn classify(img: &[u8]) -> BTreeMap<Kind, Vec<u64>> {
     let free: Vec<u64> = sb
         .segments()
         .flat_map(|s| {
-            let b = sb.seg_addr(s);
+            let b = sb.seg_addr(s).get();
             [b, b + 1, b + sb.seg_blocks as u64 - 1]
         })
         .filter(|a| !in_units.contains(a))

@@ -13,7 +13,7 @@ use lfs_core::format::superblock::Superblock;
 use lfs_core::format::table::{
     decode_imap_block, decode_usage_block, encode_imap_block, encode_usage_block,
 };
-use lfs_core::format::{BLOCK_BYTES, BLOCK_SIZE};
+use lfs_core::format::{BlockAddr, BLOCK_SIZE};
 use lfs_core::fs::Creds;
 use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
 use lfs_core::fsck::{Finding, Owner};
@@ -81,13 +81,13 @@ fn sb_of(img: &[u8]) -> Superblock {
     Superblock::decode(&img[..BLOCK_SIZE]).unwrap()
 }
 
-fn block(img: &mut [u8], addr: u64) -> &mut [u8] {
-    let o = (addr * BLOCK_BYTES) as usize;
+fn block(img: &mut [u8], addr: BlockAddr) -> &mut [u8] {
+    let o = addr.byte_offset() as usize;
     &mut img[o..o + BLOCK_SIZE]
 }
 
 /// Rewrite block `addr` through `f`, then re-seal the unit holding it (its payload checksum).
-fn patch(img: &mut [u8], addr: u64, f: impl FnOnce(&mut [u8])) {
+fn patch(img: &mut [u8], addr: BlockAddr, f: impl FnOnce(&mut [u8])) {
     f(block(img, addr));
     let sb = sb_of(img);
     let seg = sb.seg_of(addr).unwrap();
@@ -97,7 +97,7 @@ fn patch(img: &mut [u8], addr: u64, f: impl FnOnce(&mut [u8])) {
         let mut s = Summary::decode(block(img, start + off)).expect("block is in a unit");
         let n = s.entries.len() as u64;
         if addr > start + off && addr <= start + off + n {
-            let p0 = ((start + off + 1) * BLOCK_BYTES) as usize;
+            let p0 = (start + off + 1).byte_offset() as usize;
             s.data_crc = data_crc(img[p0..p0 + n as usize * BLOCK_SIZE].chunks(BLOCK_SIZE));
             block(img, start + off).copy_from_slice(&s.encode());
             return;
@@ -109,7 +109,7 @@ fn patch(img: &mut [u8], addr: u64, f: impl FnOnce(&mut [u8])) {
 /// Change the summary entry of block `addr` through `f`, re-sealing the summary.
 fn patch_entry(
     img: &mut [u8],
-    addr: u64,
+    addr: BlockAddr,
     f: impl FnOnce(&mut lfs_core::format::summary::SummaryEntry),
 ) {
     let sb = sb_of(img);
@@ -407,7 +407,7 @@ fn bit_rot_in_a_unit_leaves_live_blocks_undescribed() {
 #[test]
 fn damaged_superblock_copies_are_rewritten() {
     let (mut img, _) = build();
-    block(&mut img, 0)[40] ^= 1;
+    block(&mut img, BlockAddr(0))[40] ^= 1;
     let (r, _) = run(&img, Mode::Check);
     assert!(
         matches!(
@@ -443,8 +443,8 @@ fn a_torn_checkpoint_region_is_crash_residue() {
     let sb = sb_of(&img);
     // Damage whichever region holds the newest checkpoint: the other one is used and the
     // log after it is rolled forward.
-    let gen = |img: &[u8], at: u64| {
-        let o = (at * BLOCK_BYTES) as usize;
+    let gen = |img: &[u8], at: BlockAddr| {
+        let o = at.byte_offset() as usize;
         lfs_core::format::checkpoint::Checkpoint::decode(
             &img[o..o + sb.cp_blocks as usize * BLOCK_SIZE],
             &sb,
@@ -482,7 +482,7 @@ fn a_torn_checkpoint_region_is_crash_residue() {
 fn damaged_checkpoint_tables_fall_back_to_the_other_region() {
     let (mut img, t) = build();
     let (imap, _) = with_fs(&img, |fs| fs.table_addrs());
-    let addr = imap.iter().copied().find(|&a| a != 0).unwrap();
+    let addr = imap.iter().copied().find(|a| !a.is_none()).unwrap();
     block(&mut img, addr)[100] ^= 4;
     let (r, after) = run(&img, Mode::Check);
     assert!(

@@ -5,7 +5,7 @@ use lfs_core::device::{Device, FileDevice, OpenOptions};
 use lfs_core::format::inode::{decode_inode_block, encode_inode_block};
 use lfs_core::format::summary::{data_crc, Summary};
 use lfs_core::format::superblock::Superblock;
-use lfs_core::format::{BLOCK_BYTES, BLOCK_SIZE};
+use lfs_core::format::BLOCK_SIZE;
 use lfs_core::fs::Creds;
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use serde_json::Value;
@@ -74,24 +74,24 @@ fn break_link_count(path: &Path, ino: u64) {
     let mut b = vec![0u8; BLOCK_SIZE];
     file.read_exact_at(&mut b, 0).unwrap();
     let sb = Superblock::decode(&b).unwrap();
-    file.read_exact_at(&mut b, e.addr * BLOCK_BYTES).unwrap();
+    file.read_exact_at(&mut b, e.addr.byte_offset()).unwrap();
     let mut slots = decode_inode_block(&b).unwrap();
     slots[e.slot as usize].nlink = 5;
-    file.write_all_at(&encode_inode_block(&slots), e.addr * BLOCK_BYTES)
+    file.write_all_at(&encode_inode_block(&slots), e.addr.byte_offset())
         .unwrap();
     let start = sb.seg_addr(sb.seg_of(e.addr).unwrap());
     let mut off = 0;
     loop {
-        file.read_exact_at(&mut b, (start + off) * BLOCK_BYTES)
+        file.read_exact_at(&mut b, (start + off).byte_offset())
             .unwrap();
         let mut s = Summary::decode(&b).unwrap();
         let n = s.entries.len() as u64;
         if e.addr > start + off && e.addr <= start + off + n {
             let mut p = vec![0u8; n as usize * BLOCK_SIZE];
-            file.read_exact_at(&mut p, (start + off + 1) * BLOCK_BYTES)
+            file.read_exact_at(&mut p, (start + off + 1).byte_offset())
                 .unwrap();
             s.data_crc = data_crc(p.chunks(BLOCK_SIZE));
-            file.write_all_at(&s.encode(), (start + off) * BLOCK_BYTES)
+            file.write_all_at(&s.encode(), (start + off).byte_offset())
                 .unwrap();
             return;
         }

@@ -154,12 +154,12 @@ fn print_layout(sb: &Superblock, path: &Path) {
     println!(
         "  checkpoint A:      blocks {}..{}",
         sb.cp_a,
-        sb.cp_a + sb.cp_blocks as u64 - 1
+        sb.cp_a + (sb.cp_blocks as u64 - 1)
     );
     println!(
         "  checkpoint B:      blocks {}..{}",
         sb.cp_b,
-        sb.cp_b + sb.cp_blocks as u64 - 1
+        sb.cp_b + (sb.cp_blocks as u64 - 1)
     );
     println!(
         "  superblocks:       block 0 and block {}",

@@ -54,6 +54,27 @@ impl BlockAddr {
     pub const fn byte_offset(self) -> u64 {
         self.0 * BLOCK_BYTES
     }
+    /// The `n` addresses from this one on.
+    pub fn run(self, n: u64) -> impl Iterator<Item = BlockAddr> {
+        (self.0..self.0.saturating_add(n)).map(BlockAddr)
+    }
+}
+
+/// An address `n` blocks on. Addresses the filesystem computes stay inside the device; one
+/// read from disk is bounds-checked (`Superblock::seg_of`) before anything adds to it.
+impl std::ops::Add<u64> for BlockAddr {
+    type Output = BlockAddr;
+    fn add(self, n: u64) -> BlockAddr {
+        BlockAddr(self.0 + n)
+    }
+}
+
+/// Blocks from `b` to `self` (`self` at or past `b`).
+impl std::ops::Sub for BlockAddr {
+    type Output = u64;
+    fn sub(self, b: BlockAddr) -> u64 {
+        self.0 - b.0
+    }
 }
 
 impl SegNo {

@@ -33,9 +33,9 @@ pub struct Checkpoint {
     /// The log id the units written after this checkpoint carry (see `Summary::log_id`).
     pub log_id: u64,
     /// One address per inode-map block; 0 = never written (all free).
-    pub imap_addrs: Vec<u64>,
+    pub imap_addrs: Vec<BlockAddr>,
     /// One address per segment-usage block.
-    pub usage_addrs: Vec<u64>,
+    pub usage_addrs: Vec<BlockAddr>,
 }
 
 impl Checkpoint {
@@ -66,7 +66,7 @@ impl Checkpoint {
             .chain(self.usage_addrs.iter())
             .enumerate()
         {
-            put_u64(body, i * 8, *a);
+            put_u64(body, i * 8, a.get());
         }
         let body_crc = crc(&region[..(n - 1) * BLOCK_SIZE]);
         let mut t = new_block(MAGIC_CP_TRAILER);
@@ -132,11 +132,11 @@ impl Checkpoint {
             return Err(FormatError::invalid(W, format!("unknown flags {flags:#x}")));
         }
         let body = &region[BLOCK_SIZE..(n - 1) * BLOCK_SIZE];
-        let addr = |i: usize| get_u64(body, i * 8);
-        let in_log = |a: u64| sb.seg_of(a).is_some();
-        let imap_addrs: Vec<u64> = (0..ni as usize).map(addr).collect();
-        let usage_addrs: Vec<u64> = (ni as usize..(ni + nu) as usize).map(addr).collect();
-        if let Some(a) = imap_addrs.iter().find(|&&a| a != 0 && !in_log(a)) {
+        let addr = |i: usize| BlockAddr(get_u64(body, i * 8));
+        let in_log = |a: BlockAddr| sb.seg_of(a).is_some();
+        let imap_addrs: Vec<BlockAddr> = (0..ni as usize).map(addr).collect();
+        let usage_addrs: Vec<BlockAddr> = (ni as usize..(ni + nu) as usize).map(addr).collect();
+        if let Some(a) = imap_addrs.iter().find(|&&a| !a.is_none() && !in_log(a)) {
             return Err(FormatError::invalid(
                 W,
                 format!("imap block address {a} outside the log"),
@@ -192,7 +192,7 @@ mod tests {
             imap_addrs: (0..sb.imap_blocks as u64)
                 .map(|i| {
                     if i % 2 == 0 {
-                        0
+                        BlockAddr::NONE
                     } else {
                         sb.seg_addr(SegNo(1)) + i
                     }

@@ -164,9 +164,9 @@ pub struct DiskInode {
     pub ctime: Timespec,
     pub crtime: Timespec,
     pub rdev: u64,
-    pub xattr: u64,
-    pub direct: [u64; NDIRECT],
-    pub indirect: [u64; NINDIRECT],
+    pub xattr: BlockAddr,
+    pub direct: [BlockAddr; NDIRECT],
+    pub indirect: [BlockAddr; NINDIRECT],
     pub parent: u64,
 }
 
@@ -203,12 +203,12 @@ impl DiskInode {
             put_u32(s, I_NSECS + 4 * i, t.nsec);
         }
         put_u64(s, I_RDEV, self.rdev);
-        put_u64(s, I_XATTR, self.xattr);
+        put_u64(s, I_XATTR, self.xattr.get());
         for (i, p) in self.direct.iter().enumerate() {
-            put_u64(s, I_DIRECT + 8 * i, *p);
+            put_u64(s, I_DIRECT + 8 * i, p.get());
         }
         for (i, p) in self.indirect.iter().enumerate() {
-            put_u64(s, I_INDIRECT + 8 * i, *p);
+            put_u64(s, I_INDIRECT + 8 * i, p.get());
         }
         put_u64(s, I_PARENT, self.parent);
     }
@@ -219,13 +219,13 @@ impl DiskInode {
             sec: get_u64(s, I_SECS + 8 * i) as i64,
             nsec: get_u32(s, I_NSECS + 4 * i),
         };
-        let mut direct = [0u64; NDIRECT];
+        let mut direct = [BlockAddr::NONE; NDIRECT];
         for (i, p) in direct.iter_mut().enumerate() {
-            *p = get_u64(s, I_DIRECT + 8 * i);
+            *p = BlockAddr(get_u64(s, I_DIRECT + 8 * i));
         }
-        let mut indirect = [0u64; NINDIRECT];
+        let mut indirect = [BlockAddr::NONE; NINDIRECT];
         for (i, p) in indirect.iter_mut().enumerate() {
-            *p = get_u64(s, I_INDIRECT + 8 * i);
+            *p = BlockAddr(get_u64(s, I_INDIRECT + 8 * i));
         }
         let inode = DiskInode {
             ino: get_u64(s, I_INO),
@@ -242,7 +242,7 @@ impl DiskInode {
             ctime: t(2),
             crtime: t(3),
             rdev: get_u64(s, I_RDEV),
-            xattr: get_u64(s, I_XATTR),
+            xattr: BlockAddr(get_u64(s, I_XATTR)),
             direct,
             indirect,
             parent: get_u64(s, I_PARENT),
@@ -334,9 +334,9 @@ mod tests {
             ctime: Timespec { sec: 2, nsec: 3 },
             crtime: Timespec { sec: 4, nsec: 5 },
             rdev: 0x0801,
-            xattr: 777,
-            direct: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
-            indirect: [13, 14, 15, 16],
+            xattr: BlockAddr(777),
+            direct: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map(BlockAddr),
+            indirect: [13, 14, 15, 16].map(BlockAddr),
             parent: 1,
         }
     }

@@ -39,10 +39,10 @@ const _: () = assert!(OFF_LABEL + LABEL_MAX <= CRC_OFF);
 pub struct Superblock {
     pub seg_blocks: u32,
     pub total_blocks: u64,
-    pub seg_base: u64,
+    pub seg_base: BlockAddr,
     pub nsegs: u64,
-    pub cp_a: u64,
-    pub cp_b: u64,
+    pub cp_a: BlockAddr,
+    pub cp_b: BlockAddr,
     pub cp_blocks: u32,
     pub imap_blocks: u32,
     pub usage_blocks: u32,
@@ -136,10 +136,10 @@ impl Superblock {
         let sb = Superblock {
             seg_blocks: seg_blocks as u32,
             total_blocks,
-            seg_base,
+            seg_base: BlockAddr(seg_base),
             nsegs,
-            cp_a: 1,
-            cp_b: total_blocks - 1 - cp_blocks,
+            cp_a: BlockAddr(1),
+            cp_b: BlockAddr(total_blocks - 1 - cp_blocks),
             cp_blocks: cp_blocks as u32,
             imap_blocks: imap_blocks as u32,
             usage_blocks: usage_blocks as u32,
@@ -158,10 +158,10 @@ impl Superblock {
         put_u32(&mut b, OFF_BLOCK_SIZE, BLOCK_SIZE as u32);
         put_u32(&mut b, OFF_SEG_BLOCKS, self.seg_blocks);
         put_u64(&mut b, OFF_TOTAL_BLOCKS, self.total_blocks);
-        put_u64(&mut b, OFF_SEG_BASE, self.seg_base);
+        put_u64(&mut b, OFF_SEG_BASE, self.seg_base.get());
         put_u64(&mut b, OFF_NSEGS, self.nsegs);
-        put_u64(&mut b, OFF_CP_A, self.cp_a);
-        put_u64(&mut b, OFF_CP_B, self.cp_b);
+        put_u64(&mut b, OFF_CP_A, self.cp_a.get());
+        put_u64(&mut b, OFF_CP_B, self.cp_b.get());
         put_u32(&mut b, OFF_CP_BLOCKS, self.cp_blocks);
         put_u32(&mut b, OFF_IMAP_BLOCKS, self.imap_blocks);
         put_u32(&mut b, OFF_USAGE_BLOCKS, self.usage_blocks);
@@ -194,10 +194,10 @@ impl Superblock {
         let sb = Superblock {
             seg_blocks: get_u32(b, OFF_SEG_BLOCKS),
             total_blocks: get_u64(b, OFF_TOTAL_BLOCKS),
-            seg_base: get_u64(b, OFF_SEG_BASE),
+            seg_base: BlockAddr(get_u64(b, OFF_SEG_BASE)),
             nsegs: get_u64(b, OFF_NSEGS),
-            cp_a: get_u64(b, OFF_CP_A),
-            cp_b: get_u64(b, OFF_CP_B),
+            cp_a: BlockAddr(get_u64(b, OFF_CP_A)),
+            cp_b: BlockAddr(get_u64(b, OFF_CP_B)),
             cp_blocks: get_u32(b, OFF_CP_BLOCKS),
             imap_blocks: get_u32(b, OFF_IMAP_BLOCKS),
             usage_blocks: get_u32(b, OFF_USAGE_BLOCKS),
@@ -239,18 +239,16 @@ impl Superblock {
         if self.total_blocks > u64::MAX / BLOCK_BYTES {
             return bad(format!("{} blocks cannot be addressed", self.total_blocks));
         }
+        let (seg_base, cp_a, cp_b) = (self.seg_base.get(), self.cp_a.get(), self.cp_b.get());
         let seg_end = self
             .nsegs
             .checked_mul(sb as u64)
-            .and_then(|n| n.checked_add(self.seg_base));
-        let cp_a_end = self.cp_a.checked_add(self.cp_blocks as u64);
-        let cp_b_end = self.cp_b.checked_add(self.cp_blocks as u64);
+            .and_then(|n| n.checked_add(seg_base));
+        let cp_a_end = cp_a.checked_add(self.cp_blocks as u64);
+        let cp_b_end = cp_b.checked_add(self.cp_blocks as u64);
         match (seg_end, cp_a_end, cp_b_end) {
             (Some(se), Some(ae), Some(be))
-                if self.cp_a >= 1
-                    && ae <= self.seg_base
-                    && se <= self.cp_b
-                    && be < self.total_blocks =>
+                if cp_a >= 1 && ae <= seg_base && se <= cp_b && be < self.total_blocks =>
             {
                 Ok(())
             }
@@ -259,13 +257,13 @@ impl Superblock {
     }
 
     /// Block address of the first block of segment `seg`.
-    pub fn seg_addr(&self, seg: SegNo) -> u64 {
+    pub fn seg_addr(&self, seg: SegNo) -> BlockAddr {
         self.seg_base + seg.get() * self.seg_blocks as u64
     }
 
     /// The segment holding block `addr`, if it lies in the segment area.
-    pub fn seg_of(&self, addr: u64) -> Option<SegNo> {
-        let rel = addr.checked_sub(self.seg_base)?;
+    pub fn seg_of(&self, addr: BlockAddr) -> Option<SegNo> {
+        let rel = addr.get().checked_sub(self.seg_base.get())?;
         let seg = rel / self.seg_blocks as u64;
         (seg < self.nsegs).then_some(SegNo(seg))
     }
@@ -281,8 +279,8 @@ impl Superblock {
     }
 
     /// Address of the backup superblock.
-    pub fn backup_addr(&self) -> u64 {
-        self.total_blocks - 1
+    pub fn backup_addr(&self) -> BlockAddr {
+        BlockAddr(self.total_blocks - 1)
     }
 }
 
@@ -308,7 +306,11 @@ mod tests {
             let sb = Superblock::layout(&req(total)).expect("layout");
             let back = Superblock::decode(&sb.encode()).expect("decode");
             assert_eq!(sb, back);
-            assert_eq!(sb.seg_base % sb.seg_blocks as u64, 0, "segments aligned");
+            assert_eq!(
+                sb.seg_base.get() % sb.seg_blocks as u64,
+                0,
+                "segments aligned"
+            );
             assert!(sb.seg_addr(SegNo(sb.nsegs)) <= sb.cp_b);
             assert_eq!(sb.seg_of(sb.seg_addr(SegNo(3)) + 5), Some(SegNo(3)));
             assert_eq!(sb.seg_of(sb.cp_b), None);

@@ -18,7 +18,7 @@ pub const IMAP_ORPHAN: u8 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ImapEntry {
     /// Inode block holding the current copy; 0 = never written.
-    pub addr: u64,
+    pub addr: BlockAddr,
     pub version: u32,
     pub slot: u8,
     pub flags: u8,
@@ -72,7 +72,7 @@ fn entry(b: &[u8], i: usize) -> &[u8] {
 pub fn encode_imap_block(index: u32, entries: &[ImapEntry]) -> Vec<u8> {
     encode_table(MAGIC_IMAP, index, |s, i| {
         let e = entries.get(i).copied().unwrap_or_default();
-        put_u64(s, 0, e.addr);
+        put_u64(s, 0, e.addr.get());
         put_u32(s, 8, e.version);
         put_u8(s, 12, e.slot);
         put_u8(s, 13, e.flags);
@@ -86,7 +86,7 @@ pub fn decode_imap_block(b: &[u8], index: u32) -> Result<Vec<ImapEntry>, FormatE
         .map(|i| {
             let s = entry(b, i);
             let e = ImapEntry {
-                addr: get_u64(s, 0),
+                addr: BlockAddr(get_u64(s, 0)),
                 version: get_u32(s, 8),
                 slot: get_u8(s, 12),
                 flags: get_u8(s, 13),
@@ -94,7 +94,7 @@ pub fn decode_imap_block(b: &[u8], index: u32) -> Result<Vec<ImapEntry>, FormatE
             let bad_flags = e.flags & !(IMAP_ALLOCATED | IMAP_ORPHAN) != 0;
             if bad_flags
                 || e.slot as usize >= super::inode::INODES_PER_BLOCK
-                || (e.allocated() && e.addr == 0)
+                || (e.allocated() && e.addr.is_none())
             {
                 return Err(FormatError::invalid(W, format!("entry {i} is malformed")));
             }
@@ -145,7 +145,7 @@ mod tests {
     fn imap_round_trip_and_corruption() {
         let v: Vec<ImapEntry> = (0..TABLE_ENTRIES as u64)
             .map(|i| ImapEntry {
-                addr: i * 10 + 1,
+                addr: BlockAddr(i * 10 + 1),
                 version: i as u32,
                 slot: (i % 15) as u8,
                 flags: IMAP_ALLOCATED,

@@ -35,7 +35,7 @@ impl Inner {
     /// A stored ACL, decoded; bytes that do not decode are damage, not an ACL.
     fn stored_acl(&mut self, ino: u64, name: &'static [u8]) -> Result<Option<Acl>> {
         let i = self.inode(ino)?;
-        if i.xattrs.is_none() && i.d.xattr == 0 {
+        if i.xattrs.is_none() && i.d.xattr.is_none() {
             return Ok(None);
         }
         let addr = i.d.xattr;

@@ -63,7 +63,7 @@ impl Inner {
         let bytes = Arc::new(c.encode(&sb));
         let len = bytes.len();
         log.backend
-            .write(region * BLOCK_BYTES, bytes, 0, len, None)?;
+            .write(region.byte_offset(), bytes, 0, len, None)?;
         log.backend.flush()?;
         self.cp.checkpointed(generation, appended);
         let pinned: HashSet<SegNo> = self
@@ -92,7 +92,7 @@ impl Inner {
                 BLOCK_BYTES,
             )?;
             let old = self.cp.moved_imap_block(idx, addr);
-            if old != 0 {
+            if !old.is_none() {
                 self.st.kill_bytes(old, BLOCK_BYTES);
             }
             self.imap.clear_dirty(idx);
@@ -102,7 +102,7 @@ impl Inner {
                 .seg_of(addr)
                 .and_then(|s| self.st.usage().get(s))
                 .map(|s| s.state);
-            if addr == 0 || matches!(state, Some(SegState::Freed) | Some(SegState::Cleaning)) {
+            if addr.is_none() || matches!(state, Some(SegState::Freed) | Some(SegState::Cleaning)) {
                 self.st.usage_mut().mark_dirty(idx);
             }
         }

@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::format::inode::{decode_inode_block, DiskInode, INODES_PER_BLOCK};
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER, SUMMARY_MAX_ENTRIES};
 use crate::format::table::TABLE_ENTRIES;
-use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -302,7 +302,7 @@ impl Inner {
 
     /// The data block at `addr` (entry `e`) is the file's current copy of its block: not
     /// replaced on disk, nor by a newer copy waiting in memory.
-    fn data_live(&mut self, addr: u64, e: &SummaryEntry) -> Result<bool> {
+    fn data_live(&mut self, addr: BlockAddr, e: &SummaryEntry) -> Result<bool> {
         if !self.alive(e) {
             return Ok(false);
         }
@@ -315,7 +315,7 @@ impl Inner {
     }
 
     /// Slot `slot` of the inode block at `addr` holds the current copy of inode `d`.
-    fn inode_live(&self, d: &DiskInode, addr: u64, slot: usize) -> bool {
+    fn inode_live(&self, d: &DiskInode, addr: BlockAddr, slot: usize) -> bool {
         self.imap.get(d.ino).is_some_and(|m| {
             m.allocated() && m.addr == addr && m.slot as usize == slot && m.version == d.version
         })
@@ -325,7 +325,7 @@ impl Inner {
     /// is live.
     fn relocate(
         &mut self,
-        addr: u64,
+        addr: BlockAddr,
         e: &SummaryEntry,
         block: &[u8],
         r: &mut CleanReport,

@@ -18,7 +18,7 @@ impl Inner {
             return Ok(b.clone());
         }
         let addr = i.bmap.get(st, l)?;
-        if addr == 0 {
+        if addr.is_none() {
             return Ok(vec![0u8; BLOCK_SIZE]);
         }
         Ok(st.read_block(addr)?.as_ref().clone())
@@ -43,7 +43,7 @@ impl Inner {
                 continue;
             }
             let addr = i.bmap.get(st, l)?;
-            if addr == 0 {
+            if addr.is_none() {
                 blocks.resize(blocks.len() + BLOCK_SIZE, 0);
                 l += 1;
                 continue;
@@ -155,15 +155,15 @@ impl Inner {
             let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
             if !i.data.contains_key(&l) {
                 let addr = i.bmap.get(st, l)?;
-                let mut b = if addr == 0 || n == BLOCK_SIZE {
+                let mut b = if addr.is_none() || n == BLOCK_SIZE {
                     vec![0u8; BLOCK_SIZE]
                 } else {
                     st.read_block(addr)?.as_ref().clone()
                 };
-                if addr != 0 && n < BLOCK_SIZE && b.len() != BLOCK_SIZE {
+                if !addr.is_none() && n < BLOCK_SIZE && b.len() != BLOCK_SIZE {
                     b.resize(BLOCK_SIZE, 0);
                 }
-                if addr == 0 {
+                if addr.is_none() {
                     i.new_blocks.insert(l);
                 }
                 i.buffer(l, b);
@@ -216,7 +216,7 @@ impl Inner {
                 return Err(FsError::NoSuchOffset);
             }
         } else {
-            while l < end && (i.data.contains_key(&l) || i.bmap.get(st, l)? != 0) {
+            while l < end && (i.data.contains_key(&l) || !i.bmap.get(st, l)?.is_none()) {
                 l += 1;
             }
         }
@@ -233,7 +233,7 @@ impl Inner {
         let exists = {
             let Inner { inodes, st, .. } = self;
             let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
-            i.data.contains_key(&l) || i.bmap.get(st, l)? != 0
+            i.data.contains_key(&l) || !i.bmap.get(st, l)?.is_none()
         };
         if !exists {
             return Ok(());

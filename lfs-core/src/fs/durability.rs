@@ -1,5 +1,6 @@
 //! The checkpoint in force and the clocks of durability.
 
+use crate::format::BlockAddr;
 use std::time::Instant;
 
 /// What the checkpoint layer keeps between checkpoints: the checkpoint in force (its
@@ -9,8 +10,8 @@ use std::time::Instant;
 /// made durable through `checkpointed` and `committed`; the rest of `fs` asks it questions.
 pub(crate) struct Durability {
     generation: u64,
-    imap_addrs: Vec<u64>,
-    usage_addrs: Vec<u64>,
+    imap_addrs: Vec<BlockAddr>,
+    usage_addrs: Vec<BlockAddr>,
     appended_at_cp: u64,
     last_cp: Instant,
     last_commit: Instant,
@@ -19,7 +20,11 @@ pub(crate) struct Durability {
 
 impl Durability {
     /// The checkpoint of `generation` whose tables are at these addresses, in force now.
-    pub fn new(generation: u64, imap_addrs: Vec<u64>, usage_addrs: Vec<u64>) -> Durability {
+    pub fn new(
+        generation: u64,
+        imap_addrs: Vec<BlockAddr>,
+        usage_addrs: Vec<BlockAddr>,
+    ) -> Durability {
         let now = Instant::now();
         Durability {
             generation,
@@ -35,24 +40,24 @@ impl Durability {
         self.generation
     }
     /// Where the checkpoint in force keeps the inode map's blocks (0: never written).
-    pub fn imap_addrs(&self) -> &[u64] {
+    pub fn imap_addrs(&self) -> &[BlockAddr] {
         &self.imap_addrs
     }
-    pub fn usage_addrs(&self) -> &[u64] {
+    pub fn usage_addrs(&self) -> &[BlockAddr] {
         &self.usage_addrs
     }
     /// The block at `addr` is inode-map block `idx` of the checkpoint in force.
-    pub fn is_imap_block(&self, idx: usize, addr: u64) -> bool {
+    pub fn is_imap_block(&self, idx: usize, addr: BlockAddr) -> bool {
         self.imap_addrs.get(idx) == Some(&addr)
     }
     /// The checkpoint under way wrote inode-map block `idx` at `addr`; the old address.
-    pub fn moved_imap_block(&mut self, idx: usize, addr: u64) -> u64 {
+    pub fn moved_imap_block(&mut self, idx: usize, addr: BlockAddr) -> BlockAddr {
         self.imap_addrs
             .get_mut(idx)
-            .map_or(0, |a| std::mem::replace(a, addr))
+            .map_or(BlockAddr::NONE, |a| std::mem::replace(a, addr))
     }
     /// The checkpoint under way wrote usage block `idx` at `addr`.
-    pub fn moved_usage_block(&mut self, idx: usize, addr: u64) {
+    pub fn moved_usage_block(&mut self, idx: usize, addr: BlockAddr) {
         if let Some(a) = self.usage_addrs.get_mut(idx) {
             *a = addr;
         }

@@ -34,7 +34,7 @@ pub(crate) struct Inode {
 
 impl Inode {
     pub fn new(d: DiskInode) -> Inode {
-        let xblocks = (d.xattr != 0) as u64;
+        let xblocks = (!d.xattr.is_none()) as u64;
         let bmap = BlockMap::new(
             d.ino,
             d.version,
@@ -108,7 +108,7 @@ impl Inode {
         let blocks = self
             .bmap
             .blocks
-            .saturating_add((self.d.xattr != 0) as u64 + self.new_blocks.len() as u64);
+            .saturating_add((!self.d.xattr.is_none()) as u64 + self.new_blocks.len() as u64);
         Attr {
             ino: self.d.ino,
             generation: self.d.version,

@@ -16,6 +16,7 @@ use crate::format::inode::{
 use crate::format::summary::SummaryEntry;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
 use crate::format::xattr::encode_xattrs;
+use crate::format::BlockAddr;
 use crate::format::BLOCK_BYTES;
 
 pub(crate) fn now() -> Timespec {
@@ -39,7 +40,7 @@ impl Inner {
 
     /// Inode `ino` from where the map entry `e` says it is stored, checked against it.
     pub(crate) fn read_inode(&mut self, ino: u64, e: &ImapEntry) -> Result<DiskInode> {
-        if e.addr == 0 {
+        if e.addr.is_none() {
             return Err(Damage::InodeNeverWritten { ino }.into());
         }
         let b = self.st.read_block(e.addr)?;
@@ -109,7 +110,7 @@ impl Inner {
             let mut blocks = Vec::with_capacity(nblocks.min(4096) as usize);
             for l in 0..nblocks {
                 let addr = i.bmap.get(st, l)?;
-                if addr == 0 {
+                if addr.is_none() {
                     blocks.push(Vec::new());
                     continue;
                 }
@@ -203,11 +204,11 @@ impl Inner {
         };
         i.bmap.clear_range(st, 0, u64::MAX)?;
         i.bmap.flush(st)?;
-        if i.d.xattr != 0 {
+        if !i.d.xattr.is_none() {
             st.kill_bytes(i.d.xattr, BLOCK_BYTES);
         }
         if let Some(e) = self.imap.get(ino).copied() {
-            if e.addr != 0 {
+            if !e.addr.is_none() {
                 self.st.kill_bytes(e.addr, INODE_SIZE as u64);
                 self.inodes.tombstone(ino, e.version);
             }
@@ -227,7 +228,7 @@ impl Inner {
         for (l, buf) in data {
             let addr = st.append_counted(SummaryEntry::data(ino, v, l), &buf, BLOCK_BYTES)?;
             let old = i.bmap.set(st, l, addr)?;
-            if old != 0 {
+            if !old.is_none() {
                 crate::bmap::Sink::kill(st, old);
             }
         }
@@ -245,7 +246,7 @@ impl Inner {
                 let addr =
                     st.append_counted(SummaryEntry::data(ino, v, l as u64), &bytes, BLOCK_BYTES)?;
                 let old = i.bmap.set(st, l as u64, addr)?;
-                if old != 0 {
+                if !old.is_none() {
                     crate::bmap::Sink::kill(st, old);
                 }
                 blk.dirty = false;
@@ -256,7 +257,7 @@ impl Inner {
             let x = i.xattrs.clone().unwrap_or_default();
             let old = i.d.xattr;
             i.d.xattr = if x.is_empty() {
-                0
+                BlockAddr::NONE
             } else {
                 let bytes = encode_xattrs(&x).map_err(|source| FsError::Bug {
                     what: format!("xattrs of inode {ino}"),
@@ -264,7 +265,7 @@ impl Inner {
                 })?;
                 st.append_counted(SummaryEntry::xattr(ino, v), &bytes, BLOCK_BYTES)?
             };
-            if old != 0 {
+            if !old.is_none() {
                 st.kill_bytes(old, BLOCK_BYTES);
             }
             i.xattr_dirty = false;
@@ -326,7 +327,7 @@ impl Inner {
             let (direct, indirect) = i.bmap.pointers();
             i.d.direct = direct;
             i.d.indirect = indirect;
-            i.d.blocks = i.bmap.blocks + (i.d.xattr != 0) as u64;
+            i.d.blocks = i.bmap.blocks + (!i.d.xattr.is_none()) as u64;
             slots.push(i.d.clone());
         }
         for chunk in slots.chunks(INODES_PER_BLOCK) {
@@ -342,7 +343,7 @@ impl Inner {
                     continue;
                 }
                 let old = self.imap.get(d.ino).copied().unwrap_or_default();
-                if old.addr != 0 {
+                if !old.addr.is_none() {
                     self.st.kill_bytes(old.addr, INODE_SIZE as u64);
                 }
                 let orphan = old.flags & IMAP_ORPHAN;

@@ -6,6 +6,7 @@ use crate::error::{FsError, Result};
 use crate::format::inode::DiskInode;
 use crate::format::summary::SummaryEntry;
 use crate::format::table::ImapEntry;
+use crate::format::BlockAddr;
 
 /// One inode as the filesystem sees it now: its map entry, its contents, and every block it
 /// references with the summary entry that block was written with.
@@ -13,7 +14,7 @@ use crate::format::table::ImapEntry;
 pub struct InodeInfo {
     pub entry: ImapEntry,
     pub inode: DiskInode,
-    pub blocks: Vec<(u64, SummaryEntry)>,
+    pub blocks: Vec<(BlockAddr, SummaryEntry)>,
 }
 
 impl Inner {

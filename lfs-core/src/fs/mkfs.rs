@@ -12,6 +12,7 @@ use crate::format::superblock::{
     LayoutRequest, Superblock, DEFAULT_BYTES_PER_INODE, DEFAULT_SEG_BYTES,
 };
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED};
+use crate::format::BlockAddr;
 use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
 use crate::log::now_ns;
@@ -79,11 +80,11 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
     let sb = plan(dev.len_bytes(), opts)?;
     // Zero both checkpoint regions first, so no region of an earlier filesystem survives.
     let zeros = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
-    dev.write_at(&zeros, sb.cp_a * BLOCK_BYTES)?;
-    dev.write_at(&zeros, sb.cp_b * BLOCK_BYTES)?;
+    dev.write_at(&zeros, sb.cp_a.byte_offset())?;
+    dev.write_at(&zeros, sb.cp_b.byte_offset())?;
     let sbb = sb.encode();
     dev.write_at(&sbb, 0)?;
-    dev.write_at(&sbb, sb.backup_addr() * BLOCK_BYTES)?;
+    dev.write_at(&sbb, sb.backup_addr().byte_offset())?;
     dev.flush()?;
     let sb = Arc::new(sb);
     let mut usage = UsageTable::new(sb.nsegs, sb.seg_bytes());
@@ -95,8 +96,8 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
         usage,
         Durability::new(
             0,
-            vec![0; sb.imap_blocks as usize],
-            vec![0; sb.usage_blocks as usize],
+            vec![BlockAddr::NONE; sb.imap_blocks as usize],
+            vec![BlockAddr::NONE; sb.usage_blocks as usize],
         ),
         MountOptions::default(),
     );
@@ -105,7 +106,7 @@ pub fn mkfs(dev: Arc<dyn Device>, opts: &MkfsOptions) -> Result<Superblock> {
     inner.imap.set(
         ROOT_INO,
         ImapEntry {
-            addr: 0,
+            addr: BlockAddr::NONE,
             version: 1,
             slot: 0,
             flags: IMAP_ALLOCATED,

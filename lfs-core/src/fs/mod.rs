@@ -52,7 +52,7 @@ pub use scan::{ScannedUnit, SegmentScan};
 pub use types::*;
 
 use crate::format::table::ImapEntry;
-use crate::format::SegNo;
+use crate::format::{BlockAddr, SegNo};
 use crate::usage::SegInfo;
 pub(crate) use admission::Admit;
 pub(crate) use inner::Inner;
@@ -481,7 +481,7 @@ impl Fs {
         self.lock().imap.get(ino).copied()
     }
     /// Addresses of the inode-map and segment-usage blocks of the checkpoint in use.
-    pub fn table_addrs(&self) -> (Vec<u64>, Vec<u64>) {
+    pub fn table_addrs(&self) -> (Vec<BlockAddr>, Vec<BlockAddr>) {
         let g = self.lock();
         (g.cp.imap_addrs().to_vec(), g.cp.usage_addrs().to_vec())
     }

@@ -11,7 +11,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::superblock::Superblock;
 use crate::format::table::{decode_imap_block, decode_usage_block};
 use crate::format::FormatError;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
+use crate::format::{BlockAddr, BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
 
 use super::icache::InodeCache;
@@ -82,7 +82,7 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
     }
     Err(FsError::Corrupt {
         what: "superblock",
-        addr: 0,
+        addr: BlockAddr::NONE,
         source: err,
     })
 }
@@ -93,10 +93,10 @@ fn read_superblock(dev: &dyn Device) -> Result<(Superblock, Option<String>)> {
 fn read_region(
     dev: &dyn Device,
     sb: &Superblock,
-    addr: u64,
+    addr: BlockAddr,
 ) -> Result<std::result::Result<Checkpoint, FormatError>> {
     let mut b = vec![0u8; sb.cp_blocks as usize * BLOCK_SIZE];
-    dev.read_at(&mut b, addr * BLOCK_BYTES)?;
+    dev.read_at(&mut b, addr.byte_offset())?;
     Ok(Checkpoint::decode(&b, sb))
 }
 
@@ -199,7 +199,7 @@ impl Inner {
             opts.clone(),
         );
         for (i, &addr) in cp.imap_addrs.iter().enumerate() {
-            if addr == 0 {
+            if addr.is_none() {
                 continue;
             }
             let blk = inner.st.read_block(addr)?;

@@ -27,7 +27,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::inode::{decode_inode_block, DiskInode, INODE_SIZE};
 use crate::format::summary::{BlockKind, Summary, FLAG_CONT};
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
-use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use std::collections::HashSet;
 
@@ -56,7 +56,7 @@ struct Unit {
     off: u32,
     summary: Summary,
     /// Inode blocks of the payload: (address, bytes).
-    inode_blocks: Vec<(u64, Vec<u8>)>,
+    inode_blocks: Vec<(BlockAddr, Vec<u8>)>,
 }
 
 impl Inner {
@@ -181,7 +181,7 @@ impl Inner {
     /// One inode slot found in the log at `addr`/`slot`.
     fn apply_inode(
         &mut self,
-        addr: u64,
+        addr: BlockAddr,
         slot: u8,
         d: DiskInode,
         rf: &mut RollForward,
@@ -193,7 +193,7 @@ impl Inner {
             .copied()
             .ok_or_else(|| FsError::from(Damage::InodeBeyondMap { ino, addr }))?;
         rf.inodes += 1;
-        let old_d = if old.allocated() && old.addr != 0 {
+        let old_d = if old.allocated() && !old.addr.is_none() {
             Some(self.read_inode(ino, &old)?)
         } else {
             None
@@ -239,16 +239,16 @@ impl Inner {
         Ok(())
     }
 
-    fn add_live(&mut self, addr: u64, bytes: u64) {
+    fn add_live(&mut self, addr: BlockAddr, bytes: u64) {
         if let Some(seg) = self.st.sb().seg_of(addr) {
             self.st.usage_mut().add_live(seg, bytes);
         }
     }
 
     /// Every block an inode owns: its tree (data and indirect blocks) and its xattr block.
-    fn claims(&mut self, d: &DiskInode) -> Result<HashSet<u64>> {
+    fn claims(&mut self, d: &DiskInode) -> Result<HashSet<BlockAddr>> {
         let mut set = HashSet::new();
-        if d.xattr != 0 {
+        if !d.xattr.is_none() {
             set.insert(d.xattr);
         }
         let mut map = BlockMap::new(d.ino, d.version, d.direct, d.indirect, 0);

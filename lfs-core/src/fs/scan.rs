@@ -3,7 +3,7 @@
 
 use super::inner::Inner;
 use crate::format::summary::{self, data_crc, fs_id, Summary};
-use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, SegNo, BLOCK_SIZE};
 use std::fmt;
 
 /// Why the log ends where it does: the verdict on the first unit roll-forward did not take.
@@ -81,8 +81,12 @@ pub struct SegmentScan {
 impl SegmentScan {
     /// The summary entry describing block `addr` (the segment starts at `seg_start`), if a
     /// unit found holds it as payload.
-    pub fn entry_at(&self, seg_start: u64, addr: u64) -> Option<&summary::SummaryEntry> {
-        let rel = addr.checked_sub(seg_start)?;
+    pub fn entry_at(
+        &self,
+        seg_start: BlockAddr,
+        addr: BlockAddr,
+    ) -> Option<&summary::SummaryEntry> {
+        let rel = addr.get().checked_sub(seg_start.get())?;
         // The last unit whose summary lies before `rel`.
         let i = self
             .units
@@ -157,7 +161,7 @@ impl Inner {
                 let addr = self.st.sb().seg_addr(seg) + off as u64;
                 self.st
                     .dev()
-                    .read_at(buf, addr * BLOCK_BYTES)
+                    .read_at(buf, addr.byte_offset())
                     .map_err(|e| EndOfLog::Unreadable(e.to_string()))
             }
             Source::Segment(all) => {

@@ -8,7 +8,7 @@ use crate::error::Damage;
 use crate::error::{FsError, Result};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::superblock::Superblock;
-use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::log::Log;
 use crate::usage::UsageTable;
 use std::collections::{HashMap, VecDeque};
@@ -19,10 +19,10 @@ use std::sync::Arc;
 /// segment is reused, when [`Store::append`] purges that segment.
 pub struct BlockCache {
     /// Address -> (the insertion that put it here, the block).
-    map: HashMap<u64, (u64, Arc<Vec<u8>>)>,
+    map: HashMap<BlockAddr, (u64, Arc<Vec<u8>>)>,
     /// Insertions, oldest first. One whose block was removed or inserted again since is
     /// stale: skipped when evicting, and dropped whenever stale ones outnumber the live.
-    order: VecDeque<(u64, u64)>,
+    order: VecDeque<(BlockAddr, u64)>,
     next: u64,
     cap: usize,
     pub hits: u64,
@@ -40,7 +40,7 @@ impl BlockCache {
             misses: 0,
         }
     }
-    fn get(&mut self, addr: u64) -> Option<Arc<Vec<u8>>> {
+    fn get(&mut self, addr: BlockAddr) -> Option<Arc<Vec<u8>>> {
         let r = self.map.get(&addr).map(|(_, b)| b.clone());
         if r.is_some() {
             self.hits += 1;
@@ -49,10 +49,10 @@ impl BlockCache {
         }
         r
     }
-    fn live(&self, (addr, n): (u64, u64)) -> bool {
+    fn live(&self, (addr, n): (BlockAddr, u64)) -> bool {
         self.map.get(&addr).is_some_and(|(m, _)| *m == n)
     }
-    fn insert(&mut self, addr: u64, b: Arc<Vec<u8>>) {
+    fn insert(&mut self, addr: BlockAddr, b: Arc<Vec<u8>>) {
         if self.cap == 0 {
             return;
         }
@@ -78,7 +78,7 @@ impl BlockCache {
             self.order = order.into_iter().filter(|&e| self.live(e)).collect();
         }
     }
-    fn remove(&mut self, addr: u64) {
+    fn remove(&mut self, addr: BlockAddr) {
         self.map.remove(&addr);
     }
 }
@@ -180,7 +180,7 @@ impl Store {
     }
 
     /// Read one block: from the log's memory, the cache, or the device.
-    pub fn read_block(&mut self, addr: u64) -> Result<Arc<Vec<u8>>> {
+    pub fn read_block(&mut self, addr: BlockAddr) -> Result<Arc<Vec<u8>>> {
         if self.sb.seg_of(addr).is_none() {
             return Err(Damage::AddrOutsideLog { addr }.into());
         }
@@ -191,7 +191,7 @@ impl Store {
             return Ok(b);
         }
         let mut b = vec![0u8; BLOCK_SIZE];
-        self.dev.read_at(&mut b, addr * BLOCK_BYTES)?;
+        self.dev.read_at(&mut b, addr.byte_offset())?;
         let b = Arc::new(b);
         self.cache.insert(addr, b.clone());
         Ok(b)
@@ -200,13 +200,13 @@ impl Store {
     /// Read `n` blocks at consecutive addresses from `addr` in one device read when none of
     /// them is still in memory or the cache; otherwise block by block. Sequential file reads
     /// find their blocks contiguous in the log, so this turns them into large reads.
-    pub fn read_run(&mut self, addr: u64, n: u64, out: &mut Vec<u8>) -> Result<()> {
+    pub fn read_run(&mut self, addr: BlockAddr, n: u64, out: &mut Vec<u8>) -> Result<()> {
         // Addresses come from disk: a damaged pointer may sit near u64::MAX.
         let Some(end) = addr.checked_add(n) else {
             return Err(Damage::RunBeyondDevice { addr, len: n }.into());
         };
         let seg = self.sb.seg_of(addr);
-        let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(end - 1);
+        let one_segment = n > 1 && seg.is_some() && seg == self.sb.seg_of(BlockAddr(end.get() - 1));
         // Blocks still in memory (the current segment, or one queued for writing) may not be
         // on disk yet. Cached blocks need no check: a block never changes at its address,
         // so the device holds the same bytes.
@@ -221,14 +221,14 @@ impl Store {
             })
         };
         if !one_segment || in_memory(seg.unwrap_or_default()) {
-            for a in addr..end {
+            for a in addr.run(n) {
                 out.extend_from_slice(&self.read_block(a)?);
             }
             return Ok(());
         }
         let start = out.len();
         out.resize(start + n as usize * BLOCK_SIZE, 0);
-        self.dev.read_at(&mut out[start..], addr * BLOCK_BYTES)?;
+        self.dev.read_at(&mut out[start..], addr.byte_offset())?;
         self.cache.misses += n;
         Ok(())
     }
@@ -243,14 +243,14 @@ impl Store {
         entry: SummaryEntry,
         data: &[u8],
         live_bytes: u64,
-    ) -> Result<u64> {
+    ) -> Result<BlockAddr> {
         let log = self.log.as_mut().ok_or(FsError::ReadOnly)?;
         let addr = log.append(&mut self.usage, entry, data)?;
         let seg = self.sb.seg_of(addr).unwrap_or_default();
         if self.last_seg != Some(seg) {
             self.last_seg = Some(seg);
             let base = self.sb.seg_addr(seg);
-            for a in base..base + self.sb.seg_blocks as u64 {
+            for a in base.run(self.sb.seg_blocks as u64) {
                 self.cache.remove(a);
             }
         }
@@ -261,7 +261,7 @@ impl Store {
         Ok(addr)
     }
 
-    pub fn kill_bytes(&mut self, addr: u64, bytes: u64) {
+    pub fn kill_bytes(&mut self, addr: BlockAddr, bytes: u64) {
         if let Some(seg) = self.sb.seg_of(addr) {
             self.usage.kill(seg, bytes);
         }
@@ -292,17 +292,17 @@ impl Store {
 }
 
 impl Sink for Store {
-    fn read_meta(&mut self, addr: u64) -> Result<Vec<u8>> {
+    fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>> {
         Ok(self.read_block(addr)?.as_ref().clone())
     }
-    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<u64> {
+    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<BlockAddr> {
         let live = match entry.kind {
             BlockKind::Usage => 0,
             _ => BLOCK_BYTES,
         };
         self.append_counted(entry, data, live)
     }
-    fn kill(&mut self, addr: u64) {
+    fn kill(&mut self, addr: BlockAddr) {
         self.kill_bytes(addr, BLOCK_BYTES);
     }
 }
@@ -315,18 +315,18 @@ mod tests {
     fn a_removed_block_inserted_again_is_not_evicted_early_and_the_order_stays_bounded() {
         let mut c = BlockCache::new(3);
         let b = Arc::new(vec![0u8; 8]);
-        c.insert(1, b.clone());
-        c.remove(1);
-        c.insert(2, b.clone());
-        c.insert(3, b.clone());
-        c.insert(1, b.clone()); // newest now
-        c.insert(4, b.clone()); // evicts 2, the oldest live one; not 1
-        assert!(c.get(1).is_some() && c.get(2).is_none());
-        assert!(c.get(3).is_some() && c.get(4).is_some());
+        c.insert(BlockAddr(1), b.clone());
+        c.remove(BlockAddr(1));
+        c.insert(BlockAddr(2), b.clone());
+        c.insert(BlockAddr(3), b.clone());
+        c.insert(BlockAddr(1), b.clone()); // newest now
+        c.insert(BlockAddr(4), b.clone()); // evicts 2, the oldest live one; not 1
+        assert!(c.get(BlockAddr(1)).is_some() && c.get(BlockAddr(2)).is_none());
+        assert!(c.get(BlockAddr(3)).is_some() && c.get(BlockAddr(4)).is_some());
         for i in 0..10_000 {
-            c.insert(100, b.clone());
-            c.remove(100);
-            c.insert(i % 2, b.clone());
+            c.insert(BlockAddr(100), b.clone());
+            c.remove(BlockAddr(100));
+            c.insert(BlockAddr(i % 2), b.clone());
         }
         assert!(c.order.len() <= 2 * c.cap + 17, "{}", c.order.len());
     }

@@ -51,7 +51,7 @@ impl Inner {
         }
         let end = start.saturating_add(len).min(fs_bytes);
         let seg_bytes = sb.seg_bytes();
-        let base = sb.seg_addr(SegNo(0)) * BLOCK_BYTES;
+        let base = sb.seg_addr(SegNo(0)).byte_offset();
         let first = start.saturating_sub(base) / seg_bytes;
         let mut done = Trimmed::default();
         let mut run: Option<(u64, u64)> = None; // byte range of clean segments in a row

@@ -29,7 +29,7 @@ impl Inner {
         let Inner { inodes, st, .. } = self;
         let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         if i.xattrs.is_none() {
-            let x = if i.d.xattr == 0 {
+            let x = if i.d.xattr.is_none() {
                 Xattrs::new()
             } else {
                 let b = st.read_block(i.d.xattr)?;
@@ -104,7 +104,7 @@ impl Inner {
         let i = self.inode(ino)?;
         let maybe = match &i.xattrs {
             Some(x) => x.contains_key(XATTR_CAPABILITY),
-            None => i.d.xattr != 0,
+            None => !i.d.xattr.is_none(),
         };
         if maybe && self.xattrs(ino)?.remove(XATTR_CAPABILITY).is_some() {
             self.inode(ino)?.xattr_dirty = true;

@@ -22,7 +22,7 @@ use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_KNOWN, INODE_SIZE};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::table::IMAP_ORPHAN;
-use crate::format::{SegNo, BLOCK_BYTES, ROOT_INO};
+use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, ROOT_INO};
 use crate::fs::scan::EndOfLog;
 use crate::fs::scan::Source;
 use crate::fs::{Fs, Inner};
@@ -31,11 +31,11 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 /// The block claims of one check: who owns what, and the live bytes they add up to.
 struct Claims {
     live: Vec<u64>,
-    owner: HashMap<u64, Owner>,
+    owner: HashMap<BlockAddr, Owner>,
     /// Per segment: (address, owner, the summary entry the block must have been written
     /// with). Inode blocks once per block.
-    expect: BTreeMap<SegNo, Vec<(u64, Owner, SummaryEntry)>>,
-    inode_blocks: HashSet<u64>,
+    expect: BTreeMap<SegNo, Vec<(BlockAddr, Owner, SummaryEntry)>>,
+    inode_blocks: HashSet<BlockAddr>,
     findings: Vec<Finding>,
 }
 
@@ -43,7 +43,7 @@ impl Claims {
     fn claim(
         &mut self,
         sb: &crate::format::superblock::Superblock,
-        addr: u64,
+        addr: BlockAddr,
         bytes: u64,
         o: Owner,
         e: SummaryEntry,
@@ -127,7 +127,7 @@ impl Inner {
             findings: Vec::new(),
         };
         for (i, &a) in self.cp.imap_addrs().to_vec().iter().enumerate() {
-            if a != 0 {
+            if !a.is_none() {
                 let o = Owner::ImapBlock { index: i as u64 };
                 c.claim(
                     &sb,
@@ -138,7 +138,7 @@ impl Inner {
                 );
             }
         }
-        let inos: Vec<(u64, u64, bool)> = self
+        let inos: Vec<(u64, BlockAddr, bool)> = self
             .imap
             .iter_allocated()
             .map(|(ino, e)| (ino, e.addr, e.flags & IMAP_ORPHAN != 0))
@@ -181,7 +181,7 @@ impl Inner {
                     orphan,
                 },
             );
-            if i.d.xattr != 0 {
+            if !i.d.xattr.is_none() {
                 c.claim(
                     &sb,
                     i.d.xattr,

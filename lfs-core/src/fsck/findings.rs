@@ -3,6 +3,7 @@
 
 use crate::format::inode::FileKind;
 use crate::format::summary::{BlockKind, SummaryEntry};
+use crate::format::BlockAddr;
 use crate::format::SegNo;
 use serde::Serialize;
 use std::fmt;
@@ -99,10 +100,10 @@ pub enum Finding {
     },
     BlockOutsideLog {
         owner: Owner,
-        addr: u64,
+        addr: BlockAddr,
     },
     BlockClaimedTwice {
-        addr: u64,
+        addr: BlockAddr,
         first: Owner,
         second: Owner,
     },
@@ -118,12 +119,12 @@ pub enum Finding {
     /// A live block that no whole unit of its segment describes.
     BlockUnsummarized {
         owner: Owner,
-        addr: u64,
+        addr: BlockAddr,
     },
     /// A live block whose summary entry names another owner.
     SummaryMismatch {
         owner: Owner,
-        addr: u64,
+        addr: BlockAddr,
         summary: String,
     },
     /// A directory entry naming an inode that is not allocated.

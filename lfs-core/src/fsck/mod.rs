@@ -16,7 +16,7 @@ use crate::device::Device;
 use crate::error::NotLfs;
 use crate::error::{FsError, Result};
 use crate::format::superblock::Superblock;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, BLOCK_BYTES, BLOCK_SIZE};
 use crate::fs::{Fs, MountOptions};
 
 mod checks;
@@ -110,8 +110,8 @@ fn check_superblocks(dev: &dyn Device) -> Result<(Superblock, Vec<Finding>)> {
             return Ok((sb, findings));
         }
     };
-    if sb.backup_addr() * BLOCK_BYTES + BLOCK_BYTES <= dev.len_bytes() {
-        dev.read_at(&mut b, sb.backup_addr() * BLOCK_BYTES)?;
+    if sb.backup_addr().byte_offset() + BLOCK_BYTES <= dev.len_bytes() {
+        dev.read_at(&mut b, sb.backup_addr().byte_offset())?;
         match Superblock::decode(&b) {
             Ok(bk) if bk == sb => {}
             Ok(_) => findings.push(Finding::SuperblockInvalid {
@@ -242,11 +242,11 @@ fn repair(dev: &Arc<dyn Device>, report: &mut FsckReport, mode: Mode) -> Result<
     for f in &report.findings {
         if let Finding::SuperblockInvalid { copy, .. } = f {
             let at = if *copy == "primary" {
-                0
+                BlockAddr(0)
             } else {
                 sb.backup_addr()
             };
-            dev.write_at(&sb.encode(), at * BLOCK_BYTES)?;
+            dev.write_at(&sb.encode(), at.byte_offset())?;
             dev.flush()?;
             report.repaired.push(f.clone());
         }

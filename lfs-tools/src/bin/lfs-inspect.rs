@@ -13,7 +13,7 @@ use lfs_core::format::checkpoint::Checkpoint;
 use lfs_core::format::inode::DiskInode;
 use lfs_core::format::summary::{BlockKind, SummaryEntry};
 use lfs_core::format::superblock::Superblock;
-use lfs_core::format::{BLOCK_BYTES, BLOCK_SIZE};
+use lfs_core::format::{BlockAddr, BLOCK_BYTES, BLOCK_SIZE};
 use lfs_core::{Fs, MountOptions};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -107,9 +107,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(dev: &Arc<dyn Device>, addr: u64, blocks: u64) -> Result<Vec<u8>, String> {
+fn read(dev: &Arc<dyn Device>, addr: BlockAddr, blocks: u64) -> Result<Vec<u8>, String> {
     let mut b = vec![0u8; blocks as usize * BLOCK_SIZE];
-    dev.read_at(&mut b, addr * BLOCK_BYTES)
+    dev.read_at(&mut b, addr.byte_offset())
         .map_err(|e| format!("cannot read block {addr}: {e}"))?;
     Ok(b)
 }
@@ -137,8 +137,8 @@ fn sb_json(sb: &Superblock) -> Value {
 
 /// The superblock: primary, and whether the backup matches it.
 fn superblock(dev: &Arc<dyn Device>) -> Out {
-    let primary = Superblock::decode(&read(dev, 0, 1)?);
-    let last = dev.len_bytes() / BLOCK_BYTES - 1;
+    let primary = Superblock::decode(&read(dev, BlockAddr(0), 1)?);
+    let last = BlockAddr(dev.len_bytes() / BLOCK_BYTES - 1);
     let backup_at = primary.as_ref().map_or(last, |s| s.backup_addr());
     let backup = Superblock::decode(&read(dev, backup_at, 1)?);
     let sb = match (&primary, &backup) {
@@ -159,14 +159,14 @@ fn superblock(dev: &Arc<dyn Device>) -> Out {
 }
 
 fn any_superblock(dev: &Arc<dyn Device>) -> Result<Superblock, String> {
-    if let Ok(sb) = Superblock::decode(&read(dev, 0, 1)?) {
+    if let Ok(sb) = Superblock::decode(&read(dev, BlockAddr(0), 1)?) {
         return Ok(sb);
     }
-    let last = dev.len_bytes() / BLOCK_BYTES - 1;
+    let last = BlockAddr(dev.len_bytes() / BLOCK_BYTES - 1);
     Superblock::decode(&read(dev, last, 1)?).map_err(|e| format!("no valid superblock: {e}"))
 }
 
-fn cp_json(which: char, at: u64, cp: &Result<Checkpoint, String>) -> Value {
+fn cp_json(which: char, at: BlockAddr, cp: &Result<Checkpoint, String>) -> Value {
     match cp {
         Ok(c) => json!({
             "region": which.to_string(),
@@ -188,7 +188,7 @@ fn cp_json(which: char, at: u64, cp: &Result<Checkpoint, String>) -> Value {
 
 fn checkpoints(dev: &Arc<dyn Device>) -> Out {
     let sb = any_superblock(dev)?;
-    let region = |at: u64| -> Result<Checkpoint, String> {
+    let region = |at: BlockAddr| -> Result<Checkpoint, String> {
         let b = read(dev, at, sb.cp_blocks as u64)?;
         Checkpoint::decode(&b, &sb).map_err(|e| e.to_string())
     };
@@ -241,7 +241,7 @@ fn usage(fs: &Fs, all: bool) -> Out {
     }))
 }
 
-fn entry_json(addr: u64, e: &SummaryEntry) -> Value {
+fn entry_json(addr: BlockAddr, e: &SummaryEntry) -> Value {
     json!({
         "block": addr,
         "kind": kind_name(e.kind),
@@ -358,7 +358,7 @@ fn block(dev: &Arc<dyn Device>, addr: u64) -> Out {
     if addr >= dev.len_bytes() / BLOCK_BYTES {
         return Err(format!("block {addr} is beyond the device"));
     }
-    let b = read(dev, addr, 1)?;
+    let b = read(dev, BlockAddr(addr), 1)?;
     let lines: Vec<String> = b
         .chunks(32)
         .enumerate()
