@@ -8,6 +8,7 @@
 use lfs_cleaner::control::{find_socket, Server};
 use lfs_cleaner::daemon::{Config, Daemon, Watermark};
 use lfs_core::device::{Device, FileDevice, OpenOptions};
+use lfs_core::format::Ino;
 use lfs_core::fs::Creds;
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::path::Path;
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,
@@ -47,7 +48,7 @@ fn mount(p: &Path) -> Arc<Fs> {
 
 /// Write files of `size` bytes to disk, then delete all but every `keep`th: with `keep`
 /// files to a segment, most of each segment dies and none entirely.
-fn fill_and_punch(fs: &Fs, files: u64, size: u64, keep: usize) -> Vec<(u64, Vec<u8>)> {
+fn fill_and_punch(fs: &Fs, files: u64, size: u64, keep: usize) -> Vec<(Ino, Vec<u8>)> {
     let mut kept = Vec::new();
     for i in 0..files {
         let a = fs

@@ -11,7 +11,7 @@ use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,

@@ -10,7 +10,7 @@ use crate::error::{FsError, Result};
 use crate::format::indirect::{decode_indirect, encode_indirect, FANOUT};
 use crate::format::inode::{NDIRECT, NINDIRECT};
 use crate::format::summary::SummaryEntry;
-use crate::format::BlockAddr;
+use crate::format::{BlockAddr, Ino};
 use std::collections::BTreeMap;
 
 const F: u64 = FANOUT as u64;
@@ -133,7 +133,7 @@ impl Node {
 
 #[derive(Debug)]
 pub struct BlockMap {
-    ino: u64,
+    ino: Ino,
     version: u32,
     direct: [BlockAddr; NDIRECT],
     root_addrs: [BlockAddr; NINDIRECT],
@@ -174,7 +174,7 @@ pub fn path_nodes(l: u64, from: u8) -> impl Iterator<Item = (u8, u64)> {
 
 impl BlockMap {
     pub fn new(
-        ino: u64,
+        ino: Ino,
         version: u32,
         direct: [BlockAddr; NDIRECT],
         indirect: [BlockAddr; NINDIRECT],
@@ -465,7 +465,7 @@ impl BlockMap {
 fn walk(
     sink: &mut dyn Sink,
     node: &mut Node,
-    ino: u64,
+    ino: Ino,
     version: u32,
     f: &mut dyn FnMut(BlockAddr, SummaryEntry),
 ) -> Result<()> {
@@ -570,7 +570,7 @@ fn clear_in(
 fn flush_node(
     sink: &mut dyn Sink,
     node: &mut Node,
-    ino: u64,
+    ino: Ino,
     version: u32,
     written: &mut u64,
     freed: &mut u64,
@@ -657,7 +657,7 @@ mod tests {
         for &l in &ls {
             let mut s = MemSink::default();
             let mut m = BlockMap::new(
-                5,
+                Ino(5),
                 1,
                 [BlockAddr::NONE; NDIRECT],
                 [BlockAddr::NONE; NINDIRECT],
@@ -703,7 +703,7 @@ mod tests {
     fn set_get_flush_reload_across_all_heights() {
         let mut s = MemSink::default();
         let mut m = BlockMap::new(
-            5,
+            Ino(5),
             1,
             [BlockAddr::NONE; NDIRECT],
             [BlockAddr::NONE; NINDIRECT],
@@ -720,7 +720,7 @@ mod tests {
         m.flush(&mut s).expect("flush");
         assert_eq!(m.dirty_nodes, 0);
         let (d, r) = m.pointers();
-        let mut m2 = BlockMap::new(5, 1, d, r, m.blocks);
+        let mut m2 = BlockMap::new(Ino(5), 1, d, r, m.blocks);
         for (i, &l) in ls.iter().enumerate() {
             assert_eq!(
                 m2.get(&mut s, l).expect("get"),
@@ -751,7 +751,7 @@ mod tests {
     fn partial_clear_frees_empty_nodes() {
         let mut s = MemSink::default();
         let mut m = BlockMap::new(
-            5,
+            Ino(5),
             1,
             [BlockAddr::NONE; NDIRECT],
             [BlockAddr::NONE; NINDIRECT],

@@ -2,6 +2,7 @@
 //! stay O(1) at 100 000 entries and a change rewrites only the one block it touches.
 
 use crate::format::dir::{slot_size, DirEntry, DIR_CAPACITY, SLOT_HEADER};
+use crate::format::Ino;
 use std::collections::{BTreeSet, HashMap};
 
 /// Slots per block never exceed this, so `block * SLOTS_MAX + slot` is a unique cookie.
@@ -128,7 +129,7 @@ impl Dir {
     }
 
     /// Change the inode an existing name points to (rename over, exchange).
-    pub fn replace(&mut self, name: &[u8], ino: u64, kind: crate::format::inode::FileKind) -> u64 {
+    pub fn replace(&mut self, name: &[u8], ino: Ino, kind: crate::format::inode::FileKind) -> u64 {
         let Some(&(b, s)) = self.index.get(name) else {
             return 0;
         };
@@ -185,7 +186,7 @@ mod tests {
 
     fn e(i: u64, name: String) -> DirEntry {
         DirEntry {
-            ino: i,
+            ino: Ino(i),
             kind: FileKind::Regular,
             name: name.into_bytes(),
         }
@@ -232,6 +233,6 @@ mod tests {
                 .collect(),
         );
         assert_eq!(back.len(), d.len());
-        assert_eq!(back.get(b"new-5").map(|e| e.ino), Some(99_999 + 5));
+        assert_eq!(back.get(b"new-5").map(|e| e.ino), Some(Ino(99_999 + 5)));
     }
 }

@@ -1,7 +1,7 @@
 //! The engine's error type. Every variant maps to one errno in lfs-fuse's table; the data in
 //! the variants is for logs and for fsck.
 
-use crate::format::{BlockAddr, FormatError};
+use crate::format::{BlockAddr, FormatError, Ino};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -42,7 +42,7 @@ pub enum FsError {
     #[error("operation not supported")]
     NotSupported,
     #[error("stale file handle (inode {0} no longer exists)")]
-    Stale(u64),
+    Stale(Ino),
     #[error("device I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("corrupt {what} at block {addr}: {source}")]
@@ -87,19 +87,19 @@ pub enum Damage {
     #[error("a run of {len} blocks at block {addr} lies beyond any device")]
     RunBeyondDevice { addr: BlockAddr, len: u64 },
     #[error("inode {ino} is allocated but was never written")]
-    InodeNeverWritten { ino: u64 },
+    InodeNeverWritten { ino: Ino },
     #[error("inode {ino}: slot {slot} missing in block {addr}")]
-    InodeSlotMissing { ino: u64, slot: u8, addr: BlockAddr },
+    InodeSlotMissing { ino: Ino, slot: u8, addr: BlockAddr },
     #[error("inode {ino}: the inode map points at another inode (block {addr}, slot {slot})")]
-    InodeMismatch { ino: u64, addr: BlockAddr, slot: u8 },
+    InodeMismatch { ino: Ino, addr: BlockAddr, slot: u8 },
     #[error("inode block {addr}: inode number {ino} is beyond the inode map")]
-    InodeBeyondMap { ino: u64, addr: BlockAddr },
+    InodeBeyondMap { ino: Ino, addr: BlockAddr },
     #[error("directory inode {ino} claims {size} bytes")]
-    DirectoryTooLarge { ino: u64, size: u64 },
+    DirectoryTooLarge { ino: Ino, size: u64 },
     #[error("symlink inode {ino} claims a target of {size} bytes")]
-    SymlinkSize { ino: u64, size: u64 },
+    SymlinkSize { ino: Ino, size: u64 },
     #[error("the parent chain from directory {ino} does not reach the root")]
-    ParentChainBroken { ino: u64 },
+    ParentChainBroken { ino: Ino },
     #[error("the root directory is not allocated")]
     RootUnallocated,
     #[error("/lost+found exists and is not a directory")]

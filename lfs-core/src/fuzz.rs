@@ -80,7 +80,7 @@ pub fn decode(data: &[u8]) {
     }
 }
 
-const ROOT: u64 = 1;
+const ROOT: crate::format::Ino = crate::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,

@@ -4,7 +4,7 @@
 
 use crate::dirty::DirtyBlocks;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN, TABLE_ENTRIES};
-use crate::format::{BlockAddr, ROOT_INO};
+use crate::format::{BlockAddr, Ino, ROOT_INO};
 
 pub struct Imap {
     entries: Vec<ImapEntry>,
@@ -20,7 +20,7 @@ impl Imap {
         Imap {
             entries: vec![ImapEntry::default(); nblocks * TABLE_ENTRIES],
             dirty: DirtyBlocks::new(nblocks, false),
-            hint: ROOT_INO + 1,
+            hint: ROOT_INO.get() + 1,
             allocated: 0,
         }
     }
@@ -45,12 +45,12 @@ impl Imap {
     pub fn allocated_count(&self) -> u64 {
         self.allocated
     }
-    pub fn get(&self, ino: u64) -> Option<&ImapEntry> {
-        self.entries.get(ino as usize)
+    pub fn get(&self, ino: Ino) -> Option<&ImapEntry> {
+        self.entries.get(ino.index())
     }
 
-    pub fn set(&mut self, ino: u64, e: ImapEntry) {
-        if let Some(slot) = self.entries.get_mut(ino as usize) {
+    pub fn set(&mut self, ino: Ino, e: ImapEntry) {
+        if let Some(slot) = self.entries.get_mut(ino.index()) {
             if slot.allocated() != e.allocated() {
                 if e.allocated() {
                     self.allocated += 1;
@@ -59,11 +59,11 @@ impl Imap {
                 }
             }
             *slot = e;
-            self.dirty.mark(ino as usize / TABLE_ENTRIES);
+            self.dirty.mark(ino.index() / TABLE_ENTRIES);
         }
     }
 
-    pub fn set_orphan(&mut self, ino: u64, orphan: bool) {
+    pub fn set_orphan(&mut self, ino: Ino, orphan: bool) {
         if let Some(mut e) = self.get(ino).copied() {
             if orphan {
                 e.flags |= IMAP_ORPHAN;
@@ -75,12 +75,12 @@ impl Imap {
     }
 
     /// Take the lowest free inode number; returns (ino, version to use).
-    pub fn allocate(&mut self) -> Option<(u64, u32)> {
-        let start = self.hint.max(ROOT_INO + 1) as usize;
+    pub fn allocate(&mut self) -> Option<(Ino, u32)> {
+        let start = self.hint.max(ROOT_INO.get() + 1) as usize;
         let found = (start..self.entries.len()).find(|&i| !self.entries[i].allocated())?;
         let version = self.entries[found].version.wrapping_add(1).max(1);
         self.set(
-            found as u64,
+            Ino(found as u64),
             ImapEntry {
                 addr: BlockAddr::NONE,
                 version,
@@ -89,11 +89,11 @@ impl Imap {
             },
         );
         self.hint = found as u64 + 1;
-        Some((found as u64, version))
+        Some((Ino(found as u64), version))
     }
 
     /// Free an inode number, keeping its version so the next user gets a new one.
-    pub fn free(&mut self, ino: u64) {
+    pub fn free(&mut self, ino: Ino) {
         if let Some(e) = self.get(ino).copied() {
             self.set(
                 ino,
@@ -104,7 +104,7 @@ impl Imap {
                     flags: 0,
                 },
             );
-            self.hint = self.hint.min(ino);
+            self.hint = self.hint.min(ino.get());
         }
     }
 
@@ -127,21 +127,21 @@ impl Imap {
     }
 
     /// Inode numbers with the ORPHAN flag (freed at mount).
-    pub fn orphans(&self) -> Vec<u64> {
+    pub fn orphans(&self) -> Vec<Ino> {
         self.entries
             .iter()
             .enumerate()
             .filter(|(_, e)| e.allocated() && e.flags & IMAP_ORPHAN != 0)
-            .map(|(i, _)| i as u64)
+            .map(|(i, _)| Ino(i as u64))
             .collect()
     }
 
     /// Iterate over allocated inodes.
-    pub fn iter_allocated(&self) -> impl Iterator<Item = (u64, &ImapEntry)> {
+    pub fn iter_allocated(&self) -> impl Iterator<Item = (Ino, &ImapEntry)> {
         self.entries
             .iter()
             .enumerate()
             .filter(|(_, e)| e.allocated())
-            .map(|(i, e)| (i as u64, e))
+            .map(|(i, e)| (Ino(i as u64), e))
     }
 }

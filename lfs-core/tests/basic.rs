@@ -7,7 +7,7 @@ use lfs_core::fs::{Creds, SetAttr, RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHI
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountError, MountOptions, NotLfs};
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,

@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, MemDevice};
+use lfs_core::format::Ino;
 use lfs_core::format::{BlockAddr, SegNo};
 use lfs_core::fs::{Creds, SegmentView, SetAttr, TimeOrNow, VictimPicker};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,
@@ -48,7 +49,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn check_all(fs: &Fs, files: &BTreeMap<u64, Vec<u8>>) {
+fn check_all(fs: &Fs, files: &BTreeMap<Ino, Vec<u8>>) {
     for (&ino, want) in files {
         let got = fs.read(ino, 0, want.len() as u32 + 10).unwrap();
         assert!(
@@ -67,7 +68,7 @@ fn unmount_and_fsck(fs: Fs, dev: &Arc<dyn Device>) {
 
 /// A fragmented filesystem: files of every shape (small, indirect-sized, with xattrs,
 /// directories of many entries), half of them overwritten or deleted a few times.
-fn fragment(fs: &Fs) -> BTreeMap<u64, Vec<u8>> {
+fn fragment(fs: &Fs) -> BTreeMap<Ino, Vec<u8>> {
     let mut files = BTreeMap::new();
     let d = fs.mkdir(ROOT, b"dir", 0o755, C).unwrap().ino;
     for i in 0..300u64 {
@@ -93,7 +94,7 @@ fn fragment(fs: &Fs) -> BTreeMap<u64, Vec<u8>> {
     for round in 0..3u64 {
         for (n, (&ino, data)) in files.iter_mut().enumerate() {
             if n % 2 == 0 && !data.is_empty() {
-                *data = content(round * 1000 + ino, data.len());
+                *data = content(round * 1000 + ino.get(), data.len());
                 fs.write(ino, 0, data).unwrap();
             }
         }
@@ -221,7 +222,7 @@ fn a_pass_writes_cold_files_first_each_file_together() {
     fs.write(filler, 0, &content(9, 80 * 4096)).unwrap();
     fs.checkpoint().unwrap();
     let sb = fs.superblock().clone();
-    let addrs = |ino: u64| -> Vec<BlockAddr> {
+    let addrs = |ino: Ino| -> Vec<BlockAddr> {
         let info = fs.inode_info(ino).unwrap();
         assert_eq!(info.blocks.len(), 6);
         info.blocks.iter().map(|b| b.0).collect()

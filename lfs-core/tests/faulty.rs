@@ -26,6 +26,7 @@ mod common;
 use common::*;
 
 use lfs_core::device::{CrashDevice, FaultyDevice, MemDevice};
+use lfs_core::format::Ino;
 use lfs_core::fs::{Creds, SetAttr};
 use lfs_core::{Fs, FsError, MountOptions};
 use std::collections::BTreeMap;
@@ -143,7 +144,7 @@ const FILES: [&str; 12] = [
     "/d/f10", "/d/f11",
 ];
 
-fn resolve(fs: &Fs, path: &str) -> Result<u64, FsError> {
+fn resolve(fs: &Fs, path: &str) -> Result<Ino, FsError> {
     let mut ino = ROOT;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         ino = fs.lookup(ino, part.as_bytes())?.ino;
@@ -151,7 +152,7 @@ fn resolve(fs: &Fs, path: &str) -> Result<u64, FsError> {
     Ok(ino)
 }
 
-fn parent_name(fs: &Fs, path: &'static str) -> Result<(u64, &'static [u8]), FsError> {
+fn parent_name(fs: &Fs, path: &'static str) -> Result<(Ino, &'static [u8]), FsError> {
     let (dir, name) = path.rsplit_once('/').unwrap();
     Ok((resolve(fs, dir)?, name.as_bytes()))
 }

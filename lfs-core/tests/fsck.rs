@@ -13,6 +13,7 @@ use lfs_core::format::superblock::Superblock;
 use lfs_core::format::table::{
     decode_imap_block, decode_usage_block, encode_imap_block, encode_usage_block,
 };
+use lfs_core::format::Ino;
 use lfs_core::format::{BlockAddr, BLOCK_SIZE};
 use lfs_core::fs::Creds;
 use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
@@ -20,7 +21,7 @@ use lfs_core::fsck::{Finding, Owner};
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,
@@ -30,11 +31,11 @@ const C: Creds = Creds {
 /// Inode numbers of the test tree: /a (file, 20 KB, xattr), /d/, /d/b (file), /d/e/,
 /// /d/link (hard link to /a), /big (600 KB: indirect blocks).
 struct Tree {
-    a: u64,
-    d: u64,
-    b: u64,
-    e: u64,
-    big: u64,
+    a: Ino,
+    d: Ino,
+    b: Ino,
+    e: Ino,
+    big: Ino,
 }
 
 fn build() -> (Vec<u8>, Tree) {
@@ -141,7 +142,7 @@ fn with_fs<T>(img: &[u8], f: impl FnOnce(&Fs) -> T) -> T {
 }
 
 /// Rewrite inode `ino` in place through `f`.
-fn patch_inode(img: &mut [u8], ino: u64, f: impl FnOnce(&mut lfs_core::format::inode::DiskInode)) {
+fn patch_inode(img: &mut [u8], ino: Ino, f: impl FnOnce(&mut lfs_core::format::inode::DiskInode)) {
     let e = with_fs(img, |fs| fs.imap_entry(ino).unwrap());
     patch(img, e.addr, |b| {
         let mut slots = decode_inode_block(b).unwrap();
@@ -153,7 +154,7 @@ fn patch_inode(img: &mut [u8], ino: u64, f: impl FnOnce(&mut lfs_core::format::i
 /// Rewrite the entry `name` of directory `dir` (its first block) through `f`.
 fn patch_dirent(
     img: &mut [u8],
-    dir: u64,
+    dir: Ino,
     name: &[u8],
     f: impl FnOnce(&mut lfs_core::format::dir::DirEntry),
 ) {
@@ -251,7 +252,7 @@ fn wrong_link_count_is_preened() {
 #[test]
 fn dangling_entry_and_the_inode_it_lost() {
     let (mut img, t) = build();
-    patch_dirent(&mut img, t.d, b"b", |e| e.ino = 999);
+    patch_dirent(&mut img, t.d, b"b", |e| e.ino = Ino(999));
     let (r, _) = run(&img, Mode::Check);
     assert_eq!(
         r.findings,
@@ -259,7 +260,7 @@ fn dangling_entry_and_the_inode_it_lost() {
             Finding::DanglingEntry {
                 dir: t.d,
                 name: "b".into(),
-                ino: 999
+                ino: Ino(999)
             },
             Finding::Unreachable {
                 ino: t.b,
@@ -321,7 +322,7 @@ fn inode_map_pointing_at_the_wrong_slot() {
     let imap_addr = with_fs(&img, |fs| fs.table_addrs().0[0]);
     patch(&mut img, imap_addr, |b| {
         let mut es = decode_imap_block(b, 0).unwrap();
-        es[t.b as usize].slot ^= 1;
+        es[t.b.index()].slot ^= 1;
         b.copy_from_slice(&encode_imap_block(0, &es));
     });
     let (r, _) = run(&img, Mode::Check);

@@ -6,18 +6,19 @@
 
 use lfs_core::device::{Device, MemDevice};
 use lfs_core::format::inode::{FileKind, Timespec, FL_APPEND};
+use lfs_core::format::Ino;
 use lfs_core::fs::Creds;
 use lfs_core::{Fs, MountOptions};
 use std::sync::Arc;
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 
 fn golden() -> Arc<dyn Device> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/format-v1.lfs");
     Arc::new(MemDevice::from_image(std::fs::read(path).unwrap()))
 }
 
-fn walk(fs: &Fs, path: &str) -> u64 {
+fn walk(fs: &Fs, path: &str) -> Ino {
     path.split('/').fold(ROOT, |dir, name| {
         fs.lookup(dir, name.as_bytes()).unwrap().ino
     })

@@ -10,6 +10,7 @@ use fuser::{
 use lfs_core::format::inode::{
     FileKind, Timespec, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_NOATIME, FL_NODUMP, FL_SYNC,
 };
+use lfs_core::format::Ino;
 use lfs_core::fs::{self as lfs, Attr, Creds, SetAttr};
 use lfs_core::Fs;
 use std::collections::HashMap;
@@ -136,7 +137,7 @@ pub struct CacheGate {
 
 #[derive(Debug, Clone, Copy)]
 struct Handle {
-    ino: u64,
+    ino: Ino,
     /// Opened for writing, through the kernel's page cache.
     cached_writer: bool,
 }
@@ -172,7 +173,7 @@ impl CacheGate {
             .handles()
             .values()
             .filter(|h| h.cached_writer)
-            .map(|h| h.ino)
+            .map(|h| h.ino.get())
             .collect();
         if let Some(n) = notifier.get() {
             for ino in inos {
@@ -248,7 +249,7 @@ impl Adapter {
     }
 
     /// A new open file: its handle, and FOPEN_DIRECT_IO for a writer while space is tight.
-    fn open_handle(&self, ino: u64, flags: i32) -> (u64, u32) {
+    fn open_handle(&self, ino: Ino, flags: i32) -> (u64, u32) {
         let writer = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let direct = writer && self.writeback && self.gate.is_tight();
         let fh = self.gate.next_fh.fetch_add(1, Ordering::Relaxed) + 1;
@@ -273,7 +274,11 @@ impl Adapter {
     /// group (Linux's in_group_p). /proc is read only for a file with set-ID bits, where the
     /// answer matters; a caller gone by then counts as unprivileged and outside the group.
     fn unprivileged_group(&self, req: &Request<'_>, ino: u64, unprivileged: bool) -> Option<u32> {
-        let file = self.fs.getattr(ino).ok().filter(|a| a.perm & 0o6000 != 0);
+        let file = self
+            .fs
+            .getattr(Ino(ino))
+            .ok()
+            .filter(|a| a.perm & 0o6000 != 0);
         let Some(file) = file else {
             // No set-ID bits: nothing depends on who asks (the ids only say whether to look).
             return (unprivileged || req.uid() != 0).then(|| req.gid());
@@ -301,13 +306,13 @@ impl Adapter {
         };
         let set = match cmd {
             FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
-                return match self.fs.flags(ino) {
+                return match self.fs.flags(Ino(ino)) {
                     Ok(f) => reply.ioctl(0, &f.to_ne_bytes()),
                     Err(e) => reply.error(errno(&e)),
                 };
             }
             FS_IOC_FSGETXATTR => {
-                return match self.fs.flags(ino) {
+                return match self.fs.flags(Ino(ino)) {
                     Ok(f) => {
                         // struct fsxattr: xflags, then extent size, extents, project id and
                         // CoW extent size, none of which this filesystem has, and padding.
@@ -320,7 +325,7 @@ impl Adapter {
             }
             FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => word(0),
             // The flags only xflags cannot say (D) stay as they are.
-            _ => match (word(0), word(1), word(3), self.fs.flags(ino)) {
+            _ => match (word(0), word(1), word(3), self.fs.flags(Ino(ino))) {
                 (Some(x), Some(0), Some(0), Ok(f)) => {
                     flags_of_xflags(x).map(|n| n | f & FL_DIRSYNC)
                 }
@@ -331,7 +336,7 @@ impl Adapter {
         let Some(flags) = set else {
             return reply.error(libc::EOPNOTSUPP);
         };
-        match self.fs.set_flags(ino, flags) {
+        match self.fs.set_flags(Ino(ino), flags) {
             Ok(_) => {
                 // The ctime changed; and cached writers of a file made immutable must ask
                 // before their next write (`getattr`).
@@ -481,7 +486,7 @@ fn file_type(k: FileKind) -> FileType {
 
 fn attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: a.ino,
+        ino: a.ino.get(),
         size: a.size,
         blocks: a.blocks,
         atime: to_system(a.atime),
@@ -593,7 +598,7 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        reply_entry!(self, reply, self.fs.lookup(parent, name.as_bytes()))
+        reply_entry!(self, reply, self.fs.lookup(Ino(parent), name.as_bytes()))
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
@@ -602,7 +607,7 @@ impl Filesystem for Adapter {
         // not be kept.
         let writer = fh.and_then(|fh| self.gate.handles().get(&fh).copied());
         if writer.is_some_and(|h| h.cached_writer) && self.gate.is_tight() {
-            if let Err(e) = self.fs.admit_cached_writer(ino) {
+            if let Err(e) = self.fs.admit_cached_writer(Ino(ino)) {
                 self.refresh_gate();
                 return reply.error(errno(&e));
             }
@@ -611,7 +616,7 @@ impl Filesystem for Adapter {
         // write(2)s are refused here, where the kernel asks before each one (the flag's
         // change dropped the cached attributes, and they are not cached again while such a
         // writer is open). What write(2) took before the flag still reaches the file.
-        let a = match self.fs.getattr(ino) {
+        let a = match self.fs.getattr(Ino(ino)) {
             Ok(a) => a,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -620,7 +625,7 @@ impl Filesystem for Adapter {
                 .gate
                 .handles()
                 .values()
-                .any(|h| h.ino == ino && h.cached_writer);
+                .any(|h| h.ino == Ino(ino) && h.cached_writer);
         if open_writer && writer.is_some_and(|h| h.cached_writer) {
             return reply.error(libc::EPERM);
         }
@@ -685,10 +690,10 @@ impl Filesystem for Adapter {
                     self.gate
                         .handles()
                         .get(&fh)
-                        .is_some_and(|h| h.ino == ino && h.cached_writer)
+                        .is_some_and(|h| h.ino == Ino(ino) && h.cached_writer)
                 }),
         };
-        let r = self.fs.setattr(ino, &set);
+        let r = self.fs.setattr(Ino(ino), &set);
         if size.is_some() {
             self.refresh_gate();
         }
@@ -699,7 +704,7 @@ impl Filesystem for Adapter {
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        match self.fs.readlink(ino) {
+        match self.fs.readlink(Ino(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -719,7 +724,7 @@ impl Filesystem for Adapter {
             self,
             reply,
             self.fs.mknod(
-                parent,
+                Ino(parent),
                 name.as_bytes(),
                 mode,
                 rdev as u64,
@@ -741,18 +746,18 @@ impl Filesystem for Adapter {
             self,
             reply,
             self.fs
-                .mkdir(parent, name.as_bytes(), mode, creds(req, umask))
+                .mkdir(Ino(parent), name.as_bytes(), mode, creds(req, umask))
         )
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.fs.unlink(parent, name.as_bytes());
+        let r = self.fs.unlink(Ino(parent), name.as_bytes());
         self.refresh_gate();
         reply_empty!(reply, r)
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty!(reply, self.fs.rmdir(parent, name.as_bytes()))
+        reply_empty!(reply, self.fs.rmdir(Ino(parent), name.as_bytes()))
     }
 
     fn symlink(
@@ -767,7 +772,7 @@ impl Filesystem for Adapter {
             self,
             reply,
             self.fs.symlink(
-                parent,
+                Ino(parent),
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
                 creds(req, 0)
@@ -789,9 +794,9 @@ impl Filesystem for Adapter {
         reply_empty!(
             reply,
             self.fs.rename_by(
-                parent,
+                Ino(parent),
                 name.as_bytes(),
-                newparent,
+                Ino(newparent),
                 newname.as_bytes(),
                 flags,
                 creds(req, 0)
@@ -810,16 +815,16 @@ impl Filesystem for Adapter {
         reply_entry!(
             self,
             reply,
-            self.fs.link(ino, newparent, newname.as_bytes())
+            self.fs.link(Ino(ino), Ino(newparent), newname.as_bytes())
         )
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         // chattr's i and a are ours to apply (open_with); S makes write(2) itself durable,
         // so its writes must reach us, not the page cache.
-        match self.fs.open_with(ino, flags) {
+        match self.fs.open_with(Ino(ino), flags) {
             Ok(a) => {
-                let (fh, mut fopen) = self.open_handle(ino, flags);
+                let (fh, mut fopen) = self.open_handle(Ino(ino), flags);
                 if a.flags & FL_SYNC != 0 {
                     fopen |= FOPEN_DIRECT_IO;
                     if let Some(h) = self.gate.handles().get_mut(&fh) {
@@ -848,7 +853,7 @@ impl Filesystem for Adapter {
         }
         let fs = self.fs.clone();
         self.workers
-            .run(move || match fs.read(ino, offset as u64, size) {
+            .run(move || match fs.read(Ino(ino), offset as u64, size) {
                 Ok(d) => reply.data(&d),
                 Err(e) => reply.error(errno(&e)),
             });
@@ -881,7 +886,7 @@ impl Filesystem for Adapter {
         let (gate, notifier) = (self.gate.clone(), self.notifier.clone());
         self.workers.run(move || {
             let r = match kill {
-                Some((gid, notifier)) => fs.kill_privileges(ino, gid).map(|changed| {
+                Some((gid, notifier)) => fs.kill_privileges(Ino(ino), gid).map(|changed| {
                     // The kernel keeps the old mode until its attributes time out; make
                     // stat(2) see the cleared bits at once, as on a local filesystem. The
                     // kernel flags every direct or write-through WRITE of a caller without
@@ -898,9 +903,9 @@ impl Filesystem for Adapter {
             };
             let r = r.and_then(|()| {
                 if cached {
-                    fs.write_cached(ino, offset as u64, &data)
+                    fs.write_cached(Ino(ino), offset as u64, &data)
                 } else {
-                    fs.write(ino, offset as u64, &data)
+                    fs.write(Ino(ino), offset as u64, &data)
                 }
             });
             gate.refresh(&fs, &notifier);
@@ -940,7 +945,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.gate.handles().remove(&fh);
-        let r = self.fs.release(ino);
+        let r = self.fs.release(Ino(ino));
         self.refresh_gate();
         reply_empty!(reply, r)
     }
@@ -949,7 +954,7 @@ impl Filesystem for Adapter {
         let fs = self.fs.clone();
         let notifier = self.notifier.clone();
         self.workers.run(move || {
-            let r = fs.fsync(ino, datasync);
+            let r = fs.fsync(Ino(ino), datasync);
             // The kernel's cached attributes predate the data it just handed us: let stat
             // see the blocks now (st_blocks was 0 after fsync for up to the cache time).
             if r.is_ok() {
@@ -1032,14 +1037,14 @@ impl Filesystem for Adapter {
             .gate
             .handles()
             .values()
-            .any(|h| h.ino == ino && h.cached_writer);
+            .any(|h| h.ino == Ino(ino) && h.cached_writer);
         let r = if cached_writer {
-            self.fs.getattr(ino).map(|a| match data {
+            self.fs.getattr(Ino(ino)).map(|a| match data {
                 true => offset as u64,
                 false => a.size.max(offset as u64),
             })
         } else {
-            self.fs.seek_data_or_hole(ino, offset as u64, data)
+            self.fs.seek_data_or_hole(Ino(ino), offset as u64, data)
         };
         match r {
             Ok(o) => reply.offset(o as i64),
@@ -1050,8 +1055,8 @@ impl Filesystem for Adapter {
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         // Counted as open, as files are: a directory removed (or renamed over) while open
         // lives on, empty with no links, until its last release (fstat works, as on ext4).
-        match self.fs.getattr(ino) {
-            Ok(a) if a.kind == FileKind::Directory => match self.fs.open(ino) {
+        match self.fs.getattr(Ino(ino)) {
+            Ok(a) if a.kind == FileKind::Directory => match self.fs.open(Ino(ino)) {
                 Ok(_) => reply.opened(0, 0),
                 Err(e) => reply.error(errno(&e)),
             },
@@ -1068,11 +1073,11 @@ impl Filesystem for Adapter {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino, offset.max(0) as u64, 512) {
+        match self.fs.readdir(Ino(ino), offset.max(0) as u64, 512) {
             Ok(entries) => {
                 for e in entries {
                     if reply.add(
-                        e.ino,
+                        e.ino.get(),
                         e.cookie as i64,
                         file_type(e.kind),
                         OsStr::from_bytes(&e.name),
@@ -1094,7 +1099,7 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty!(reply, self.fs.release(ino))
+        reply_empty!(reply, self.fs.release(Ino(ino)))
     }
 
     fn fsyncdir(
@@ -1108,7 +1113,7 @@ impl Filesystem for Adapter {
         // A device flush: on a worker, as fsync is, so the session thread is not held up.
         let fs = self.fs.clone();
         self.workers
-            .run(move || reply_empty!(reply, fs.fsyncdir(ino)));
+            .run(move || reply_empty!(reply, fs.fsyncdir(Ino(ino))));
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
@@ -1140,7 +1145,7 @@ impl Filesystem for Adapter {
         reply_empty!(
             reply,
             self.fs.setxattr_by(
-                ino,
+                Ino(ino),
                 name.as_bytes(),
                 value,
                 flags as u32,
@@ -1157,14 +1162,14 @@ impl Filesystem for Adapter {
         size: u32,
         reply: ReplyXattr,
     ) {
-        match self.fs.getxattr(ino, name.as_bytes()) {
+        match self.fs.getxattr(Ino(ino), name.as_bytes()) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino) {
+        match self.fs.listxattr(Ino(ino)) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -1178,12 +1183,12 @@ impl Filesystem for Adapter {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty!(reply, self.fs.removexattr(ino, name.as_bytes()))
+        reply_empty!(reply, self.fs.removexattr(Ino(ino), name.as_bytes()))
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {
         // Permissions are checked by the kernel (default_permissions is always on).
-        reply_empty!(reply, self.fs.getattr(ino))
+        reply_empty!(reply, self.fs.getattr(Ino(ino)))
     }
 
     fn create(
@@ -1198,7 +1203,7 @@ impl Filesystem for Adapter {
     ) {
         let r = self
             .fs
-            .mknod(parent, name.as_bytes(), mode, 0, creds(req, umask))
+            .mknod(Ino(parent), name.as_bytes(), mode, 0, creds(req, umask))
             .and_then(|a| self.fs.open(a.ino).map(|_| a));
         match r {
             Ok(a) => {
@@ -1221,7 +1226,7 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.tmpfile(parent, mode, creds(req, umask)) {
+        match self.fs.tmpfile(Ino(parent), mode, creds(req, umask)) {
             Ok(a) => {
                 let (fh, flags) = self.open_handle(a.ino, flags);
                 let mut fa = attr(&a);
@@ -1243,7 +1248,7 @@ impl Filesystem for Adapter {
         _mask: u32,
         reply: ReplyStatx,
     ) {
-        match self.fs.getattr(ino) {
+        match self.fs.getattr(Ino(ino)) {
             Ok(a) => {
                 let attributes = STATX_ATTRS
                     .iter()
@@ -1272,7 +1277,7 @@ impl Filesystem for Adapter {
         reply_empty!(
             reply,
             self.fs
-                .fallocate(ino, offset as u64, length as u64, mode as u32)
+                .fallocate(Ino(ino), offset as u64, length as u64, mode as u32)
         )
     }
 }

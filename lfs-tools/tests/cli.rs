@@ -5,6 +5,7 @@ use lfs_core::device::{Device, FileDevice, OpenOptions};
 use lfs_core::format::inode::{decode_inode_block, encode_inode_block};
 use lfs_core::format::summary::{data_crc, Summary};
 use lfs_core::format::superblock::Superblock;
+use lfs_core::format::Ino;
 use lfs_core::format::BLOCK_SIZE;
 use lfs_core::fs::Creds;
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
@@ -18,15 +19,18 @@ const FSCK: &str = env!("CARGO_BIN_EXE_fsck-lfs");
 const INSPECT: &str = env!("CARGO_BIN_EXE_lfs-inspect");
 
 /// An image holding /f (8 KiB) and /d/; returns (dir, image path, ino of /f).
-fn image() -> (tempfile::TempDir, PathBuf, u64) {
+fn image() -> (tempfile::TempDir, PathBuf, Ino) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fs.img");
     let dev: Arc<dyn Device> = Arc::new(FileDevice::create(&path, 32 << 20).unwrap());
     mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Fs::mount(dev, MountOptions::default()).unwrap();
-    let f = fs.create(1, b"f", 0o644, Creds::default()).unwrap().ino;
+    let f = fs
+        .create(Ino(1), b"f", 0o644, Creds::default())
+        .unwrap()
+        .ino;
     fs.write(f, 0, &[9u8; 8192]).unwrap();
-    fs.mkdir(1, b"d", 0o755, Creds::default()).unwrap();
+    fs.mkdir(Ino(1), b"d", 0o755, Creds::default()).unwrap();
     fs.unmount().unwrap();
     (dir, path, f)
 }
@@ -44,7 +48,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// Give inode `ino` a wrong link count, re-sealing the unit that holds it (as a bug would).
-fn break_link_count(path: &Path, ino: u64) {
+fn break_link_count(path: &Path, ino: Ino) {
     let dev: Arc<dyn Device> = Arc::new(
         FileDevice::open(
             path,
@@ -131,7 +135,7 @@ fn fsck_json_report() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["exit_code"], 4);
     assert_eq!(v["findings"][0]["finding"], "link_count");
-    assert_eq!(v["findings"][0]["ino"], f);
+    assert_eq!(v["findings"][0]["ino"], f.get());
     assert_eq!(v["findings"][0]["stored"], 5);
     assert_eq!(v["findings"][0]["counted"], 1);
 }
@@ -205,7 +209,7 @@ fn inspector_views_in_json() {
         .unwrap()
         .iter()
         .flat_map(|u| u["entries"].as_array().unwrap().clone())
-        .any(|e| e["block"] == b0 && e["ino"] == f && e["kind"] == "data" && e["index"] == 0);
+        .any(|e| e["block"] == b0 && e["ino"] == f.get() && e["kind"] == "data" && e["index"] == 0);
     assert!(described, "{s}");
     let blk = json(&["block", &b0.to_string()]);
     assert!(

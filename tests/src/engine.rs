@@ -7,7 +7,7 @@ use lfs_core::fs::Creds;
 use lfs_core::{Fs, MountOptions};
 use std::sync::Arc;
 
-pub const ROOT: u64 = 1;
+pub const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 
 /// Root, with no umask.
 pub const C: Creds = Creds {

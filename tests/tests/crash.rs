@@ -23,6 +23,7 @@
 
 use lfs_core::device::{CrashDevice, CrashStateOptions, Device, MemDevice};
 use lfs_core::format::inode::FileKind;
+use lfs_core::format::Ino;
 use lfs_core::fs::SetAttr;
 use lfs_core::fsck::{fsck, FsckOptions, FsckReport, Mode};
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
@@ -54,7 +55,7 @@ enum Entry {
 
 type Tree = BTreeMap<String, Entry>;
 
-fn xattrs(fs: &Fs, ino: u64) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, FsError> {
+fn xattrs(fs: &Fs, ino: Ino) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, FsError> {
     fs.listxattr(ino)?
         .into_iter()
         .map(|k| {
@@ -179,7 +180,7 @@ fn all_steps() -> Vec<Step> {
     v
 }
 
-fn resolve(fs: &Fs, path: &str) -> Option<u64> {
+fn resolve(fs: &Fs, path: &str) -> Option<Ino> {
     path.split('/')
         .filter(|c| !c.is_empty())
         .try_fold(ROOT, |dir, c| {
@@ -212,7 +213,7 @@ fn populate(fs: &Fs) {
 /// calls (CreateMany) calls `between` after each but the last: those states are as legal
 /// for a crash to show as the step's end (each create is an operation of its own, and a
 /// checkpoint that foreground cleaning takes mid-step makes one durable).
-fn run_step(fs: &Fs, (op, t, _): Step, between: &mut dyn FnMut(&Fs)) -> (Option<u64>, Option<u64>) {
+fn run_step(fs: &Fs, (op, t, _): Step, between: &mut dyn FnMut(&Fs)) -> (Option<Ino>, Option<Ino>) {
     let target = ["a", "d/b"][t as usize];
     let (dir, name) = split(target);
     let dir_ino = resolve(fs, dir);
@@ -299,7 +300,7 @@ fn run_step(fs: &Fs, (op, t, _): Step, between: &mut dyn FnMut(&Fs)) -> (Option<
     (resolve(fs, target).or(ino), resolve(fs, dir).or(dir_ino))
 }
 
-fn persist(fs: &Fs, p: Persist, ino: Option<u64>, dir: Option<u64>) -> bool {
+fn persist(fs: &Fs, p: Persist, ino: Option<Ino>, dir: Option<Ino>) -> bool {
     let r = match (p, ino, dir) {
         (Persist::Fsync, Some(i), _) => fs.fsync(i, false),
         (Persist::Fdatasync, Some(i), _) => fs.fsync(i, true),

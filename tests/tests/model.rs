@@ -8,6 +8,7 @@
 
 use lfs_core::device::{Device, MemDevice};
 use lfs_core::format::inode::FileKind;
+use lfs_core::format::Ino;
 use lfs_core::fs::{
     SetAttr, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RENAME_EXCHANGE, RENAME_NOREPLACE,
 };
@@ -25,8 +26,8 @@ enum Node {
         data: Vec<u8>,
     },
     Dir {
-        entries: BTreeMap<Vec<u8>, u64>,
-        parent: u64,
+        entries: BTreeMap<Vec<u8>, Ino>,
+        parent: Ino,
     },
     Symlink {
         target: Vec<u8>,
@@ -43,7 +44,7 @@ struct MInode {
 
 #[derive(Default)]
 struct Model {
-    inodes: HashMap<u64, MInode>,
+    inodes: HashMap<Ino, MInode>,
 }
 
 /// Errors compared by kind only.
@@ -55,35 +56,35 @@ fn kind(r: &Result<(), FsError>) -> String {
 }
 
 impl Model {
-    fn dir(&self, ino: u64) -> &BTreeMap<Vec<u8>, u64> {
+    fn dir(&self, ino: Ino) -> &BTreeMap<Vec<u8>, Ino> {
         match &self.inodes[&ino].node {
             Node::Dir { entries, .. } => entries,
             _ => panic!("not a dir"),
         }
     }
-    fn dir_mut(&mut self, ino: u64) -> &mut BTreeMap<Vec<u8>, u64> {
+    fn dir_mut(&mut self, ino: Ino) -> &mut BTreeMap<Vec<u8>, Ino> {
         match &mut self.inodes.get_mut(&ino).unwrap().node {
             Node::Dir { entries, .. } => entries,
             _ => panic!("not a dir"),
         }
     }
-    fn is_dir(&self, ino: u64) -> bool {
+    fn is_dir(&self, ino: Ino) -> bool {
         matches!(self.inodes[&ino].node, Node::Dir { .. })
     }
-    fn parent(&self, ino: u64) -> u64 {
+    fn parent(&self, ino: Ino) -> Ino {
         match &self.inodes[&ino].node {
             Node::Dir { parent, .. } => *parent,
-            _ => 0,
+            _ => Ino(0),
         }
     }
-    fn drop_link(&mut self, ino: u64) {
+    fn drop_link(&mut self, ino: Ino) {
         let i = self.inodes.get_mut(&ino).unwrap();
         i.nlink -= 1;
         if i.nlink == 0 || matches!(i.node, Node::Dir { .. }) && i.nlink <= 1 {
             self.inodes.remove(&ino);
         }
     }
-    fn is_ancestor(&self, a: u64, mut x: u64) -> bool {
+    fn is_ancestor(&self, a: Ino, mut x: Ino) -> bool {
         loop {
             if x == a {
                 return true;
@@ -95,7 +96,7 @@ impl Model {
         }
     }
 
-    fn rename(&mut self, p: u64, n: &[u8], np: u64, nn: &[u8], flags: u32) -> Result<(), FsError> {
+    fn rename(&mut self, p: Ino, n: &[u8], np: Ino, nn: &[u8], flags: u32) -> Result<(), FsError> {
         let src = *self.dir(p).get(n).ok_or(FsError::NotFound)?;
         let dst = self.dir(np).get(nn).copied();
         let sdir = self.is_dir(src);
@@ -160,7 +161,7 @@ impl Model {
         }
         Ok(())
     }
-    fn set_parent(&mut self, ino: u64, np: u64) {
+    fn set_parent(&mut self, ino: Ino, np: Ino) {
         if let Node::Dir { parent, .. } = &mut self.inodes.get_mut(&ino).unwrap().node {
             *parent = np;
         }
@@ -168,8 +169,8 @@ impl Model {
 }
 
 /// Compare the whole tree under `dir`.
-fn compare(fs: &Fs, m: &Model, dir: u64, path: &str) {
-    let listed: BTreeMap<Vec<u8>, (u64, FileKind)> = fs
+fn compare(fs: &Fs, m: &Model, dir: Ino, path: &str) {
+    let listed: BTreeMap<Vec<u8>, (Ino, FileKind)> = fs
         .readdir(dir, 0, usize::MAX)
         .unwrap()
         .into_iter()
@@ -259,13 +260,13 @@ fn run(seed: u64, ops: usize) {
     let mut enospc_at = None;
     let mut skipped = 0usize;
     for step in 0..ops {
-        let dirs: Vec<u64> = m
+        let dirs: Vec<Ino> = m
             .inodes
             .iter()
             .filter(|(_, i)| matches!(i.node, Node::Dir { .. }))
             .map(|(k, _)| *k)
             .collect();
-        let files: Vec<u64> = m
+        let files: Vec<Ino> = m
             .inodes
             .iter()
             .filter(|(_, i)| matches!(i.node, Node::File { .. }))
@@ -279,7 +280,7 @@ fn run(seed: u64, ops: usize) {
         let name = pick(&mut rng, &names).unwrap().clone();
         let op = rng.gen_range(0..100);
         // Operations the model applies before knowing the result save the inode here.
-        let mut undo: Option<(u64, MInode)> = None;
+        let mut undo: Option<(Ino, MInode)> = None;
         let ctx = format!("seed {seed} step {step} op {op}");
         let (got, want): (Result<(), FsError>, Result<(), FsError>) = match op {
             0..=11 => {
@@ -494,7 +495,7 @@ fn run(seed: u64, ops: usize) {
                 }
             }
             88..=91 => {
-                let all: Vec<u64> = m.inodes.keys().copied().collect();
+                let all: Vec<Ino> = m.inodes.keys().copied().collect();
                 let mut all = all;
                 all.sort();
                 let t = *pick(&mut rng, &all).unwrap();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lfs_core::device::{Device, FileDevice, MemDevice};
+use lfs_core::format::Ino;
 use lfs_core::fs::SetAttr;
 use lfs_core::{mkfs, Fs, FsError, MkfsOptions, MountOptions};
 use std::sync::Arc;
@@ -129,7 +130,7 @@ fn fill_to_enospc_then_delete_and_continue() {
     .unwrap();
     let fs = Fs::mount(dev.clone(), MountOptions::default()).unwrap();
     let chunk: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 241) as u8).collect();
-    let mut written: Vec<(u64, usize)> = Vec::new(); // (ino, chunks)
+    let mut written: Vec<(Ino, usize)> = Vec::new(); // (ino, chunks)
     let mut hit = None;
     'fill: for f in 0..1000 {
         let a = fs.create(ROOT, format!("f{f}").as_bytes(), 0o644, C);
@@ -162,7 +163,7 @@ fn fill_to_enospc_then_delete_and_continue() {
         st.blocks_avail
     );
     // Everything that was accepted is there, also after a remount.
-    let check = |fs: &Fs, written: &[(u64, usize)]| {
+    let check = |fs: &Fs, written: &[(Ino, usize)]| {
         for &(ino, n) in written {
             let data = fs.read(ino, 0, (n * chunk.len()) as u32 + 1).unwrap();
             assert_eq!(data.len(), n * chunk.len());

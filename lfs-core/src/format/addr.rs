@@ -95,6 +95,10 @@ impl Ino {
     pub const fn get(self) -> u64 {
         self.0
     }
+    /// As an index into the inode map (bounds-checked by the map's `get`).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 impl fmt::Display for BlockAddr {

@@ -14,7 +14,7 @@ pub const SLOT_HEADER: usize = 10;
 /// One directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: FileKind,
     pub name: Vec<u8>,
 }
@@ -48,7 +48,7 @@ pub fn encode_dir_block(slots: &[Option<DirEntry>]) -> Result<Vec<u8>, FormatErr
     let mut o = OFF_SLOTS;
     for s in slots {
         if let Some(e) = s {
-            put_u64(&mut b, o, e.ino);
+            put_u64(&mut b, o, e.ino.get());
             put_u8(&mut b, o + 8, e.kind as u8);
             put_u8(&mut b, o + 9, e.name.len() as u8);
             b[o + SLOT_HEADER..o + SLOT_HEADER + e.name.len()].copy_from_slice(&e.name);
@@ -72,7 +72,7 @@ pub fn decode_dir_block(b: &[u8]) -> Result<Vec<Option<DirEntry>>, FormatError> 
                 format!("slot {i} runs past the block"),
             ));
         }
-        let ino = get_u64(b, o);
+        let ino = Ino(get_u64(b, o));
         let kind = get_u8(b, o + 8);
         let len = get_u8(b, o + 9) as usize;
         let end = o + SLOT_HEADER + len;
@@ -82,7 +82,7 @@ pub fn decode_dir_block(b: &[u8]) -> Result<Vec<Option<DirEntry>>, FormatError> 
                 format!("slot {i} runs past the block"),
             ));
         }
-        if ino == 0 {
+        if ino.get() == 0 {
             if kind != 0 || len != 0 {
                 return Err(FormatError::invalid(
                     W,
@@ -111,7 +111,7 @@ mod tests {
 
     fn e(i: u64, name: &str) -> Option<DirEntry> {
         Some(DirEntry {
-            ino: i,
+            ino: Ino(i),
             kind: FileKind::Regular,
             name: name.as_bytes().to_vec(),
         })

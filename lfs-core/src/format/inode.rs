@@ -148,7 +148,7 @@ impl Timespec {
 /// One inode as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskInode {
-    pub ino: u64,
+    pub ino: Ino,
     pub version: u32,
     /// st_mode; 0 marks a tombstone.
     pub mode: u32,
@@ -167,11 +167,11 @@ pub struct DiskInode {
     pub xattr: BlockAddr,
     pub direct: [BlockAddr; NDIRECT],
     pub indirect: [BlockAddr; NINDIRECT],
-    pub parent: u64,
+    pub parent: Ino,
 }
 
 impl DiskInode {
-    pub fn tombstone(ino: u64, version: u32) -> DiskInode {
+    pub fn tombstone(ino: Ino, version: u32) -> DiskInode {
         DiskInode {
             ino,
             version,
@@ -186,7 +186,7 @@ impl DiskInode {
     }
 
     fn encode_into(&self, s: &mut [u8]) {
-        put_u64(s, I_INO, self.ino);
+        put_u64(s, I_INO, self.ino.get());
         put_u32(s, I_VERSION, self.version);
         put_u32(s, I_MODE, self.mode);
         put_u32(s, I_NLINK, self.nlink);
@@ -210,7 +210,7 @@ impl DiskInode {
         for (i, p) in self.indirect.iter().enumerate() {
             put_u64(s, I_INDIRECT + 8 * i, p.get());
         }
-        put_u64(s, I_PARENT, self.parent);
+        put_u64(s, I_PARENT, self.parent.get());
     }
 
     fn decode_from(s: &[u8], slot: usize) -> Result<DiskInode, FormatError> {
@@ -228,7 +228,7 @@ impl DiskInode {
             *p = BlockAddr(get_u64(s, I_INDIRECT + 8 * i));
         }
         let inode = DiskInode {
-            ino: get_u64(s, I_INO),
+            ino: Ino(get_u64(s, I_INO)),
             version: get_u32(s, I_VERSION),
             mode: get_u32(s, I_MODE),
             nlink: get_u32(s, I_NLINK),
@@ -245,9 +245,9 @@ impl DiskInode {
             xattr: BlockAddr(get_u64(s, I_XATTR)),
             direct,
             indirect,
-            parent: get_u64(s, I_PARENT),
+            parent: Ino(get_u64(s, I_PARENT)),
         };
-        if inode.ino == 0 {
+        if inode.ino.get() == 0 {
             return Err(FormatError::invalid(
                 W,
                 format!("slot {slot}: inode number 0"),
@@ -317,7 +317,7 @@ mod tests {
 
     fn sample(ino: u64) -> DiskInode {
         DiskInode {
-            ino,
+            ino: Ino(ino),
             version: 3,
             mode: S_IFREG | 0o644,
             nlink: 2,
@@ -337,14 +337,14 @@ mod tests {
             xattr: BlockAddr(777),
             direct: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map(BlockAddr),
             indirect: [13, 14, 15, 16].map(BlockAddr),
-            parent: 1,
+            parent: Ino(1),
         }
     }
 
     #[test]
     fn round_trip_with_tombstone() {
         let mut v: Vec<DiskInode> = (1..=14).map(sample).collect();
-        v.push(DiskInode::tombstone(99, 7));
+        v.push(DiskInode::tombstone(Ino(99), 7));
         let back = decode_inode_block(&encode_inode_block(&v)).expect("decode");
         assert_eq!(back, v);
         assert!(back[14].is_tombstone());

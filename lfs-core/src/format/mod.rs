@@ -27,7 +27,7 @@ pub const CRC_OFF: usize = BLOCK_SIZE - 4;
 /// Longest file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Inode number of the root directory.
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: Ino = Ino(1);
 
 const _: () = assert!(BLOCK_SIZE.is_power_of_two());
 

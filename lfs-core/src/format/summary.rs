@@ -62,13 +62,13 @@ pub struct SummaryEntry {
     /// Indirect blocks: 1..=4 (1 points at data). Otherwise 0.
     pub height: u8,
     pub version: u32,
-    pub ino: u64,
+    pub ino: Ino,
     /// Data: logical block. Indirect: first logical block covered. Tables: block index.
     pub index: u64,
 }
 
 impl SummaryEntry {
-    pub fn data(ino: u64, version: u32, lblock: u64) -> Self {
+    pub fn data(ino: Ino, version: u32, lblock: u64) -> Self {
         SummaryEntry {
             kind: BlockKind::Data,
             height: 0,
@@ -77,7 +77,7 @@ impl SummaryEntry {
             index: lblock,
         }
     }
-    pub fn indirect(ino: u64, version: u32, height: u8, first: u64) -> Self {
+    pub fn indirect(ino: Ino, version: u32, height: u8, first: u64) -> Self {
         SummaryEntry {
             kind: BlockKind::Indirect,
             height,
@@ -86,7 +86,7 @@ impl SummaryEntry {
             index: first,
         }
     }
-    pub fn xattr(ino: u64, version: u32) -> Self {
+    pub fn xattr(ino: Ino, version: u32) -> Self {
         SummaryEntry {
             kind: BlockKind::Xattr,
             height: 0,
@@ -100,7 +100,7 @@ impl SummaryEntry {
             kind: BlockKind::InodeBlock,
             height: 0,
             version: 0,
-            ino: 0,
+            ino: Ino(0),
             index: 0,
         }
     }
@@ -109,7 +109,7 @@ impl SummaryEntry {
             kind,
             height: 0,
             version: 0,
-            ino: 0,
+            ino: Ino(0),
             index,
         }
     }
@@ -157,7 +157,7 @@ impl Summary {
             put_u8(&mut b, o, e.kind as u8);
             put_u8(&mut b, o + 1, e.height);
             put_u32(&mut b, o + 4, e.version);
-            put_u64(&mut b, o + 8, e.ino);
+            put_u64(&mut b, o + 8, e.ino.get());
             put_u64(&mut b, o + 16, e.index);
         }
         seal(&mut b);
@@ -201,7 +201,7 @@ impl Summary {
                 kind,
                 height,
                 version: get_u32(b, o + 4),
-                ino: get_u64(b, o + 8),
+                ino: Ino(get_u64(b, o + 8)),
                 index: get_u64(b, o + 16),
             });
         }
@@ -283,8 +283,8 @@ mod tests {
             fs_id: fs_id(&[3; 16]),
             entries: (0..n as u64)
                 .map(|i| match i % 4 {
-                    0 => SummaryEntry::data(i + 2, 3, i * 7),
-                    1 => SummaryEntry::indirect(i + 2, 3, 2, 522),
+                    0 => SummaryEntry::data(Ino(i + 2), 3, i * 7),
+                    1 => SummaryEntry::indirect(Ino(i + 2), 3, 2, 522),
                     2 => SummaryEntry::inode_block(),
                     _ => SummaryEntry::table(BlockKind::Usage, i),
                 })

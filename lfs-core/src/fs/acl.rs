@@ -15,7 +15,7 @@ use crate::error::{FsError, Result};
 use crate::format::acl::Acl;
 use crate::format::inode::{FileKind, S_IFMT};
 use crate::format::xattr::{xattrs_size, XATTR_CAPACITY};
-use crate::format::FormatError;
+use crate::format::{FormatError, Ino};
 
 pub(crate) const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 pub(crate) const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
@@ -33,7 +33,7 @@ pub(crate) fn is_acl(name: &[u8]) -> bool {
 
 impl Inner {
     /// A stored ACL, decoded; bytes that do not decode are damage, not an ACL.
-    fn stored_acl(&mut self, ino: u64, name: &'static [u8]) -> Result<Option<Acl>> {
+    fn stored_acl(&mut self, ino: Ino, name: &'static [u8]) -> Result<Option<Acl>> {
         let i = self.inode(ino)?;
         if i.xattrs.is_none() && i.d.xattr.is_none() {
             return Ok(None);
@@ -55,7 +55,7 @@ impl Inner {
     /// (`posix_acl_update_mode`).
     pub(crate) fn set_acl(
         &mut self,
-        ino: u64,
+        ino: Ino,
         name: &[u8],
         value: &[u8],
         caller_gid: Option<u32>,
@@ -114,7 +114,7 @@ impl Inner {
     }
 
     /// After a chmod: the stored access ACL follows the new permission bits.
-    pub(crate) fn chmod_acl(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn chmod_acl(&mut self, ino: Ino) -> Result<()> {
         let Some(mut acl) = self.stored_acl(ino, ACL_ACCESS)? else {
             return Ok(());
         };
@@ -128,7 +128,7 @@ impl Inner {
     /// The permission bits and ACLs a new inode of `mode` (type and permissions, as asked)
     /// gets in `parent`: the default ACL masked by the mode if the directory has one, else
     /// the mode less `umask`.
-    pub(crate) fn inherit_acl(&mut self, parent: u64, mode: u32, umask: u32) -> Result<Inherited> {
+    pub(crate) fn inherit_acl(&mut self, parent: Ino, mode: u32, umask: u32) -> Result<Inherited> {
         let symlink = mode & S_IFMT == crate::format::inode::S_IFLNK;
         let def = if symlink {
             None
@@ -157,7 +157,7 @@ impl Inner {
     }
 
     /// Store what `inherit_acl` gave a new inode.
-    pub(crate) fn store_inherited(&mut self, ino: u64, inh: Inherited) -> Result<()> {
+    pub(crate) fn store_inherited(&mut self, ino: Ino, inh: Inherited) -> Result<()> {
         if inh.access.is_none() && inh.default.is_none() {
             return Ok(());
         }

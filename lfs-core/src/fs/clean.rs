@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::format::inode::{decode_inode_block, DiskInode, INODES_PER_BLOCK};
 use crate::format::summary::{BlockKind, SummaryEntry, FLAG_CLEANER, SUMMARY_MAX_ENTRIES};
 use crate::format::table::TABLE_ENTRIES;
-use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{BlockAddr, Ino, SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::usage::SegState;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -42,19 +42,19 @@ struct PassBudget {
     /// Live data, xattr and inode-map blocks to move.
     blocks: u64,
     /// Tree nodes dirtied, `(ino, height, first block)`: each written once per pass.
-    nodes: HashSet<(u64, u8, u64)>,
-    inodes: HashSet<u64>,
+    nodes: HashSet<(Ino, u8, u64)>,
+    inodes: HashSet<Ino>,
     /// Inode-map blocks the rewritten inodes dirty (written by the checkpoint after).
     imap_blocks: HashSet<u64>,
 }
 
 impl PassBudget {
-    fn inode(&mut self, ino: u64) {
+    fn inode(&mut self, ino: Ino) {
         self.inodes.insert(ino);
-        self.imap_blocks.insert(ino / TABLE_ENTRIES as u64);
+        self.imap_blocks.insert(ino.get() / TABLE_ENTRIES as u64);
     }
     /// Block `l` of `ino` (or its node of height `from`) rewritten: the path above it too.
-    fn path(&mut self, ino: u64, l: u64, from: u8) {
+    fn path(&mut self, ino: Ino, l: u64, from: u8) {
         for (h, first) in path_nodes(l, from) {
             self.nodes.insert((ino, h, first));
         }

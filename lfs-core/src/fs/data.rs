@@ -7,11 +7,11 @@ use super::inode::now;
 use super::types::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
 use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_APPEND, FL_IMMUTABLE, FL_NOATIME, FL_SYNC, MAX_FILE_SIZE};
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{Ino, BLOCK_BYTES, BLOCK_SIZE};
 
 impl Inner {
     /// The current contents of logical block `l` of `ino` (zeros for a hole).
-    fn block_contents(&mut self, ino: u64, l: u64) -> Result<Vec<u8>> {
+    fn block_contents(&mut self, ino: Ino, l: u64) -> Result<Vec<u8>> {
         let Inner { inodes, st, .. } = self;
         let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         if let Some(b) = i.data.get(&l) {
@@ -26,7 +26,7 @@ impl Inner {
 
     /// Bytes `[offset, offset+len)`; no size check. Blocks at consecutive addresses are
     /// read from the device in one request (see `Store::read_run`).
-    pub(crate) fn read_raw(&mut self, ino: u64, offset: u64, len: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_raw(&mut self, ino: Ino, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -68,7 +68,7 @@ impl Inner {
         Ok(blocks)
     }
 
-    pub(crate) fn read(&mut self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub(crate) fn read(&mut self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         let i = self.inode(ino)?;
         match i.kind() {
             FileKind::Directory => return Err(FsError::IsDir),
@@ -99,7 +99,7 @@ impl Inner {
     /// kept for them (`Admit::Cached`).
     pub(crate) fn write(
         &mut self,
-        ino: u64,
+        ino: Ino,
         offset: u64,
         data: &[u8],
         cached: bool,
@@ -199,7 +199,7 @@ impl Inner {
     /// lseek(SEEK_DATA) (`data`) or lseek(SEEK_HOLE) from `offset`: the next byte of data,
     /// or the start of the next hole (the end of the file counts as one), as ext4 answers.
     /// Blocks buffered in memory are data. ENXIO at or past the end of the file.
-    pub(crate) fn seek_data_or_hole(&mut self, ino: u64, offset: u64, data: bool) -> Result<u64> {
+    pub(crate) fn seek_data_or_hole(&mut self, ino: Ino, offset: u64, data: bool) -> Result<u64> {
         let size = self.inode(ino)?.d.size;
         if offset >= size {
             return Err(FsError::NoSuchOffset);
@@ -224,7 +224,7 @@ impl Inner {
     }
 
     /// Zero bytes `[from, to)` of the file's blocks that exist (partial blocks only).
-    fn zero_partial(&mut self, ino: u64, from: u64, to: u64) -> Result<()> {
+    fn zero_partial(&mut self, ino: Ino, from: u64, to: u64) -> Result<()> {
         if from >= to {
             return Ok(());
         }
@@ -247,7 +247,7 @@ impl Inner {
     }
 
     /// Make `[from, to)` (bytes) read as zeros, freeing whole blocks.
-    fn clear_bytes(&mut self, ino: u64, from: u64, to: u64) -> Result<()> {
+    fn clear_bytes(&mut self, ino: Ino, from: u64, to: u64) -> Result<()> {
         if from >= to {
             return Ok(());
         }
@@ -279,7 +279,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn truncate(&mut self, ino: u64, size: u64) -> Result<()> {
+    pub(crate) fn truncate(&mut self, ino: Ino, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
@@ -314,7 +314,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn fallocate(&mut self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {
+    pub(crate) fn fallocate(&mut self, ino: Ino, offset: u64, len: u64, mode: u32) -> Result<()> {
         if len == 0 {
             return Err(FsError::Invalid("fallocate length is zero"));
         }

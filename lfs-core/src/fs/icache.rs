@@ -9,7 +9,7 @@ use crate::bmap::{path_nodes, BlockMap};
 use crate::dir::Dir;
 use crate::format::inode::{DiskInode, FileKind, NDIRECT, NINDIRECT};
 use crate::format::xattr::Xattrs;
-use crate::format::{BLOCK_BYTES, BLOCK_SIZE};
+use crate::format::{Ino, BLOCK_BYTES, BLOCK_SIZE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(crate) struct Inode {
@@ -133,24 +133,24 @@ impl Inode {
 /// Inodes in memory and what flushing them owes.
 #[derive(Default)]
 pub(crate) struct InodeCache {
-    map: HashMap<u64, Inode>,
+    map: HashMap<Ino, Inode>,
     /// Inodes changed since the last flush group.
-    dirty: BTreeSet<u64>,
+    dirty: BTreeSet<Ino>,
     /// Inodes freed since the last flush that had an on-disk copy: (ino, version).
-    tombstones: Vec<(u64, u32)>,
+    tombstones: Vec<(Ino, u32)>,
     /// Dirty data and directory blocks, and dirty indirect nodes, over all inodes.
     dirty_blocks: u64,
     dirty_nodes: u64,
 }
 
 impl InodeCache {
-    pub fn contains(&self, ino: u64) -> bool {
+    pub fn contains(&self, ino: Ino) -> bool {
         self.map.contains_key(&ino)
     }
-    pub fn get(&self, ino: u64) -> Option<&Inode> {
+    pub fn get(&self, ino: Ino) -> Option<&Inode> {
         self.map.get(&ino)
     }
-    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+    pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Inode> {
         self.map.get_mut(&ino)
     }
     /// Cache `inode` (loaded, or new: a new one is then `touch`ed).
@@ -159,7 +159,7 @@ impl InodeCache {
     }
 
     /// Take `ino` out of the cache (it is being freed), and its dirty counts with it.
-    pub fn remove(&mut self, ino: u64) -> Option<Inode> {
+    pub fn remove(&mut self, ino: Ino) -> Option<Inode> {
         let i = self.map.remove(&ino)?;
         self.dirty_blocks = self.dirty_blocks.saturating_sub(i.counted_blocks);
         self.dirty_nodes = self.dirty_nodes.saturating_sub(i.counted_nodes);
@@ -168,12 +168,12 @@ impl InodeCache {
     }
 
     /// A freed inode whose on-disk copy the next flush group must void.
-    pub fn tombstone(&mut self, ino: u64, version: u32) {
+    pub fn tombstone(&mut self, ino: Ino, version: u32) {
         self.tombstones.push((ino, version));
     }
 
     /// Mark `ino` dirty and bring the dirty counters up to date with it.
-    pub fn touch(&mut self, ino: u64) {
+    pub fn touch(&mut self, ino: Ino) {
         if let Some(i) = self.map.get_mut(&ino) {
             i.dirty = true;
             let (b, pending) = i.dirty_counts();
@@ -187,7 +187,7 @@ impl InodeCache {
     }
 
     /// The dirty inodes, in inode order.
-    pub fn dirty_inos(&self) -> Vec<u64> {
+    pub fn dirty_inos(&self) -> Vec<Ino> {
         self.dirty.iter().copied().collect()
     }
 
@@ -211,12 +211,12 @@ impl InodeCache {
     }
 
     /// The tombstones, for the flush group that writes them.
-    pub fn take_tombstones(&mut self) -> Vec<(u64, u32)> {
+    pub fn take_tombstones(&mut self) -> Vec<(Ino, u32)> {
         std::mem::take(&mut self.tombstones)
     }
 
     /// `ino` was written with the flush group under way: clean, and counted no more.
-    pub fn written(&mut self, ino: u64) -> Option<&mut Inode> {
+    pub fn written(&mut self, ino: Ino) -> Option<&mut Inode> {
         let i = self.map.get_mut(&ino)?;
         i.dirty = false;
         i.counted_blocks = 0;

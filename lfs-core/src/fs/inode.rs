@@ -16,8 +16,8 @@ use crate::format::inode::{
 use crate::format::summary::SummaryEntry;
 use crate::format::table::{ImapEntry, IMAP_ALLOCATED, IMAP_ORPHAN};
 use crate::format::xattr::encode_xattrs;
-use crate::format::BlockAddr;
 use crate::format::BLOCK_BYTES;
+use crate::format::{BlockAddr, Ino};
 
 pub(crate) fn now() -> Timespec {
     Timespec::now()
@@ -25,7 +25,7 @@ pub(crate) fn now() -> Timespec {
 
 impl Inner {
     /// Bring `ino` into the cache.
-    pub(crate) fn load(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn load(&mut self, ino: Ino) -> Result<()> {
         if self.inodes.contains(ino) {
             return Ok(());
         }
@@ -39,7 +39,7 @@ impl Inner {
     }
 
     /// Inode `ino` from where the map entry `e` says it is stored, checked against it.
-    pub(crate) fn read_inode(&mut self, ino: u64, e: &ImapEntry) -> Result<DiskInode> {
+    pub(crate) fn read_inode(&mut self, ino: Ino, e: &ImapEntry) -> Result<DiskInode> {
         if e.addr.is_none() {
             return Err(Damage::InodeNeverWritten { ino }.into());
         }
@@ -63,12 +63,12 @@ impl Inner {
         Ok(d)
     }
 
-    pub(crate) fn inode(&mut self, ino: u64) -> Result<&mut Inode> {
+    pub(crate) fn inode(&mut self, ino: Ino) -> Result<&mut Inode> {
         self.load(ino)?;
         self.inodes.get_mut(ino).ok_or(FsError::Stale(ino))
     }
 
-    pub(crate) fn getattr(&mut self, ino: u64) -> Result<Attr> {
+    pub(crate) fn getattr(&mut self, ino: Ino) -> Result<Attr> {
         let mut a = self.inode(ino)?.attr();
         // Space fallocate granted counts as the file's, as on ext4 (its unwritten extents
         // are in i_blocks): writing into it then does not grow st_blocks, and du sees it.
@@ -80,12 +80,12 @@ impl Inner {
     }
 
     /// Mark an inode dirty and bring the cache's dirty counters up to date with it.
-    pub(crate) fn touch(&mut self, ino: u64) {
+    pub(crate) fn touch(&mut self, ino: Ino) {
         self.inodes.touch(ino);
     }
 
     /// Load a directory's entries.
-    pub(crate) fn dir(&mut self, ino: u64) -> Result<&mut Dir> {
+    pub(crate) fn dir(&mut self, ino: Ino) -> Result<&mut Dir> {
         let inode = self.inodes.get_mut(ino);
         let needs_load = match inode {
             None => true,
@@ -134,8 +134,8 @@ impl Inner {
         uid: u32,
         gid: u32,
         rdev: u64,
-        parent: u64,
-    ) -> Result<u64> {
+        parent: Ino,
+    ) -> Result<Ino> {
         let (ino, version) = self.imap.allocate().ok_or(FsError::NoSpace)?;
         let t = now();
         let is_dir = mode & crate::format::inode::S_IFMT == crate::format::inode::S_IFDIR;
@@ -154,7 +154,7 @@ impl Inner {
             ctime: t,
             crtime: t,
             rdev,
-            parent: if is_dir { parent } else { 0 },
+            parent: if is_dir { parent } else { Ino(0) },
             flags: if is_dir {
                 from_dir
             } else {
@@ -172,7 +172,7 @@ impl Inner {
     }
 
     /// The last link is gone: free now, or mark orphan while the file is open.
-    pub(crate) fn drop_link(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn drop_link(&mut self, ino: Ino) -> Result<()> {
         let i = self.inode(ino)?;
         if i.d.nlink > 0 {
             return Ok(());
@@ -184,7 +184,7 @@ impl Inner {
         self.free_inode(ino)
     }
 
-    pub(crate) fn release(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn release(&mut self, ino: Ino) -> Result<()> {
         let Some(i) = self.inodes.get_mut(ino) else {
             return Ok(());
         };
@@ -196,7 +196,7 @@ impl Inner {
     }
 
     /// Free an inode and every block it owns.
-    pub(crate) fn free_inode(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn free_inode(&mut self, ino: Ino) -> Result<()> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
         let Some(mut i) = inodes.remove(ino) else {
@@ -219,7 +219,7 @@ impl Inner {
     }
 
     /// Write the dirty data, directory and xattr blocks of `ino` into the log.
-    fn write_blocks(&mut self, ino: u64) -> Result<()> {
+    fn write_blocks(&mut self, ino: Ino) -> Result<()> {
         let Inner { inodes, st, .. } = self;
         let Some(i) = inodes.get_mut(ino) else {
             return Ok(());

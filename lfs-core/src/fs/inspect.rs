@@ -6,7 +6,7 @@ use crate::error::{FsError, Result};
 use crate::format::inode::DiskInode;
 use crate::format::summary::SummaryEntry;
 use crate::format::table::ImapEntry;
-use crate::format::BlockAddr;
+use crate::format::{BlockAddr, Ino};
 
 /// One inode as the filesystem sees it now: its map entry, its contents, and every block it
 /// references with the summary entry that block was written with.
@@ -18,7 +18,7 @@ pub struct InodeInfo {
 }
 
 impl Inner {
-    pub(super) fn inode_info(&mut self, ino: u64) -> Result<InodeInfo> {
+    pub(super) fn inode_info(&mut self, ino: Ino) -> Result<InodeInfo> {
         let entry = self.imap.get(ino).copied().ok_or(FsError::Stale(ino))?;
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;

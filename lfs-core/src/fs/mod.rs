@@ -52,7 +52,7 @@ pub use scan::{ScannedUnit, SegmentScan};
 pub use types::*;
 
 use crate::format::table::ImapEntry;
-use crate::format::{BlockAddr, SegNo};
+use crate::format::{BlockAddr, Ino, SegNo};
 use crate::usage::SegInfo;
 pub(crate) use admission::Admit;
 pub(crate) use inner::Inner;
@@ -118,13 +118,13 @@ impl Fs {
         self.read_only
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         self.lock().getattr(ino)
     }
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         self.lock().lookup(parent, name)
     }
-    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+    pub fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.setattr(ino, set)?;
         g.after_write()?;
@@ -136,7 +136,7 @@ impl Fs {
     /// whose group is `caller_gid` (Linux also counts the caller's supplementary groups,
     /// which FUSE does not pass). lfs-fuse calls it when the kernel leaves killing
     /// privileges to the filesystem. Returns whether the mode changed.
-    pub fn kill_privileges(&self, ino: u64, caller_gid: Option<u32>) -> Result<bool> {
+    pub fn kill_privileges(&self, ino: Ino, caller_gid: Option<u32>) -> Result<bool> {
         let mut g = self.lock_rw()?;
         let changed = g.kill_privileges(ino, caller_gid)?;
         g.after_write()?;
@@ -145,7 +145,7 @@ impl Fs {
     /// Create a regular file, fifo, socket or device node (the type is in `mode`).
     pub fn mknod(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         rdev: u64,
@@ -156,7 +156,7 @@ impl Fs {
         g.after_write()?;
         Ok(a)
     }
-    pub fn create(&self, parent: u64, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
+    pub fn create(&self, parent: Ino, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
         self.mknod(
             parent,
             name,
@@ -167,48 +167,48 @@ impl Fs {
     }
     /// open(2) with O_TMPFILE in `parent`: an open regular file with no name (counted as
     /// one open, released as any); linkat(2) may name it ([`Fs::link`]).
-    pub fn tmpfile(&self, parent: u64, perm: u32, creds: Creds) -> Result<Attr> {
+    pub fn tmpfile(&self, parent: Ino, perm: u32, creds: Creds) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.tmpfile(parent, perm, creds)?;
         g.after_write()?;
         Ok(a)
     }
-    pub fn mkdir(&self, parent: u64, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
+    pub fn mkdir(&self, parent: Ino, name: &[u8], perm: u32, creds: Creds) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.mkdir(parent, name, perm, creds)?;
         g.after_write()?;
         Ok(a)
     }
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], creds: Creds) -> Result<Attr> {
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], creds: Creds) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.symlink(parent, name, target, creds)?;
         g.after_write()?;
         Ok(a)
     }
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         self.lock().readlink(ino)
     }
-    pub fn link(&self, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+    pub fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         let mut g = self.lock_rw()?;
         let a = g.link(ino, parent, name)?;
         g.after_write()?;
         Ok(a)
     }
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.unlink(parent, name)?;
         g.after_write()
     }
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.rmdir(parent, name)?;
         g.after_write()
     }
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
         flags: u32,
     ) -> Result<()> {
@@ -217,9 +217,9 @@ impl Fs {
     /// rename(2) for a caller, whose credentials own the whiteout RENAME_WHITEOUT leaves.
     pub fn rename_by(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
         flags: u32,
         creds: Creds,
@@ -231,7 +231,7 @@ impl Fs {
     /// [`Fs::open`] with open(2)'s flags: EPERM where chattr's `i` or `a` forbid the access
     /// (writing or truncating an immutable file; writing an append-only one without
     /// O_APPEND, or truncating it).
-    pub fn open_with(&self, ino: u64, flags: i32) -> Result<Attr> {
+    pub fn open_with(&self, ino: Ino, flags: i32) -> Result<Attr> {
         let mut g = self.lock();
         g.load(ino)?;
         let f = g.inode(ino)?.d.flags;
@@ -246,13 +246,13 @@ impl Fs {
         g.getattr(ino)
     }
     /// chattr's flags of `ino` (`FL_*`, FS_IOC_GETFLAGS' numbering).
-    pub fn flags(&self, ino: u64) -> Result<u32> {
+    pub fn flags(&self, ino: Ino) -> Result<u32> {
         Ok(self.lock().inode(ino)?.d.flags)
     }
     /// Set chattr's flags (FS_IOC_SETFLAGS). Flags this filesystem does not keep: EOPNOTSUPP;
     /// `D` on a non-directory is dropped, as ext4 drops it. Who may set `i` and `a`
     /// (CAP_LINUX_IMMUTABLE) and any flag (the owner) the kernel has checked.
-    pub fn set_flags(&self, ino: u64, flags: u32) -> Result<Attr> {
+    pub fn set_flags(&self, ino: Ino, flags: u32) -> Result<Attr> {
         if flags & !FL_KNOWN != 0 {
             return Err(FsError::NotSupported);
         }
@@ -274,7 +274,7 @@ impl Fs {
         Ok(a)
     }
     /// Note an open file handle (an unlinked file lives until its last release).
-    pub fn open(&self, ino: u64) -> Result<Attr> {
+    pub fn open(&self, ino: Ino) -> Result<Attr> {
         let mut g = self.lock();
         g.load(ino)?;
         if let Some(i) = g.inodes.get_mut(ino) {
@@ -282,18 +282,18 @@ impl Fs {
         }
         g.getattr(ino)
     }
-    pub fn release(&self, ino: u64) -> Result<()> {
+    pub fn release(&self, ino: Ino) -> Result<()> {
         let mut g = self.lock();
         g.release(ino)
     }
     /// lseek's SEEK_DATA (`data`) and SEEK_HOLE from `offset` (see `Inner::seek_data_or_hole`).
-    pub fn seek_data_or_hole(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
+    pub fn seek_data_or_hole(&self, ino: Ino, offset: u64, data: bool) -> Result<u64> {
         self.lock().seek_data_or_hole(ino, offset, data)
     }
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         self.lock().read(ino, offset, size)
     }
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> Result<u32> {
         let mut g = self.lock_rw()?;
         let n = g.write(ino, offset, data, false)?;
         g.after_write()?;
@@ -301,7 +301,7 @@ impl Fs {
     }
     /// [`Fs::write`] of data the kernel's writeback cache accepted from a writer earlier:
     /// it may use the cache reserve ([`Fs::set_cache_reserve`]).
-    pub fn write_cached(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    pub fn write_cached(&self, ino: Ino, offset: u64, data: &[u8]) -> Result<u32> {
         let mut g = self.lock_rw()?;
         let n = g.write(ino, offset, data, true)?;
         g.after_write()?;
@@ -319,7 +319,7 @@ impl Fs {
     /// May a writer of `ino` add more to the kernel's writeback cache? Yes while the cache
     /// reserve is intact above the cleaner's (cleaning to make it so if need be), or while
     /// the file holds space fallocate granted (its writes draw on that); NoSpace otherwise.
-    pub fn admit_cached_writer(&self, ino: u64) -> Result<()> {
+    pub fn admit_cached_writer(&self, ino: Ino) -> Result<()> {
         let mut g = self.lock_rw()?;
         // Its writes draw on the reservation while it covers what the kernel may hold.
         if g.reservations.unwritten(ino) * 2 >= g.space.cache_reserve() {
@@ -337,17 +337,17 @@ impl Fs {
     /// Make `ino` durable, and with it everything else dirty: one flush group (a partial
     /// segment) and one device flush, found again by roll-forward; no checkpoint. See
     /// docs/RECOVERY.md for what this covers.
-    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+    pub fn fsync(&self, ino: Ino, _datasync: bool) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.load(ino)?;
         g.commit()?;
         g.stats.syncs += 1;
         Ok(())
     }
-    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+    pub fn fsyncdir(&self, ino: Ino) -> Result<()> {
         self.fsync(ino, false)
     }
-    pub fn readdir(&self, ino: u64, cookie: u64, max: usize) -> Result<Vec<DirEntryOut>> {
+    pub fn readdir(&self, ino: Ino, cookie: u64, max: usize) -> Result<Vec<DirEntryOut>> {
         self.lock().readdir(ino, cookie, max)
     }
     /// FITRIM: discard the free segments in `[start, start + len)` bytes, in runs of at
@@ -358,13 +358,13 @@ impl Fs {
     pub fn statfs(&self) -> Result<StatFs> {
         Ok(self.lock().statfs())
     }
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         self.lock().getxattr(ino, name)
     }
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
         self.lock().listxattr(ino)
     }
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
         self.setxattr_by(ino, name, value, flags, None)
     }
     /// [`Fs::setxattr`] by an unprivileged caller whose group is `caller_gid` (None:
@@ -372,7 +372,7 @@ impl Fs {
     /// outside that group, as chmod would.
     pub fn setxattr_by(
         &self,
-        ino: u64,
+        ino: Ino,
         name: &[u8],
         value: &[u8],
         flags: u32,
@@ -382,12 +382,12 @@ impl Fs {
         g.setxattr(ino, name, value, flags, caller_gid)?;
         g.after_write()
     }
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.removexattr(ino, name)?;
         g.after_write()
     }
-    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {
+    pub fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: u32) -> Result<()> {
         let mut g = self.lock_rw()?;
         g.fallocate(ino, offset, len, mode)?;
         g.after_write()
@@ -473,11 +473,11 @@ impl Fs {
 impl Fs {
     /// Inode `ino` with its map entry and block list (as of the last flush: blocks still
     /// dirty in memory have no address yet).
-    pub fn inode_info(&self, ino: u64) -> Result<InodeInfo> {
+    pub fn inode_info(&self, ino: Ino) -> Result<InodeInfo> {
         self.lock().inode_info(ino)
     }
     /// The inode map's entry for `ino`, allocated or not.
-    pub fn imap_entry(&self, ino: u64) -> Option<ImapEntry> {
+    pub fn imap_entry(&self, ino: Ino) -> Option<ImapEntry> {
         self.lock().imap.get(ino).copied()
     }
     /// Addresses of the inode-map and segment-usage blocks of the checkpoint in use.

@@ -16,7 +16,7 @@ use crate::format::inode::{
     FileKind, FL_APPEND, FL_DIRSYNC, FL_IMMUTABLE, FL_SYNC, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
     S_IFREG,
 };
-use crate::format::{BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
+use crate::format::{Ino, BLOCK_SIZE, MAX_NAME_LEN, ROOT_INO};
 
 pub(crate) const S_ISGID: u32 = 0o2000;
 const S_ISUID: u32 = 0o4000;
@@ -49,7 +49,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 impl Inner {
-    fn touch_dir_times(&mut self, dir: u64) {
+    fn touch_dir_times(&mut self, dir: Ino) {
         let t = now();
         if let Some(i) = self.inodes.get_mut(dir) {
             i.d.mtime = t;
@@ -64,14 +64,14 @@ impl Inner {
     /// chattr's `i` and `a` as the VFS applies them for filesystems in the kernel (for a
     /// FUSE filesystem it leaves them to the daemon): EPERM when `ino` carries a flag of
     /// `mask`.
-    pub(crate) fn deny_flagged(&mut self, ino: u64, mask: u32) -> Result<()> {
+    pub(crate) fn deny_flagged(&mut self, ino: Ino, mask: u32) -> Result<()> {
         if self.inode(ino)?.d.flags & mask != 0 {
             return Err(FsError::NotPermitted);
         }
         Ok(())
     }
 
-    pub(crate) fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Attr> {
+    pub(crate) fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if name.len() > MAX_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
@@ -93,7 +93,7 @@ impl Inner {
     }
 
     /// Add `name → ino` to `parent` (which must not have it).
-    fn add_entry(&mut self, parent: u64, name: &[u8], ino: u64, kind: FileKind) -> Result<()> {
+    fn add_entry(&mut self, parent: Ino, name: &[u8], ino: Ino, kind: FileKind) -> Result<()> {
         self.dir(parent)?.insert(DirEntry {
             ino,
             kind,
@@ -104,7 +104,7 @@ impl Inner {
     }
 
     /// Common checks before creating `name` in `parent`.
-    fn prepare_create(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+    fn prepare_create(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
         check_name(name)?;
         self.deny_flagged(parent, FL_IMMUTABLE)?;
         let d = self.dir(parent)?;
@@ -118,7 +118,7 @@ impl Inner {
     }
 
     /// Owner and group of a new inode: the group of a setgid directory is inherited.
-    fn new_owner(&mut self, parent: u64, creds: Creds, mode: &mut u32) -> Result<(u32, u32)> {
+    fn new_owner(&mut self, parent: Ino, creds: Creds, mode: &mut u32) -> Result<(u32, u32)> {
         let p = self.inode(parent)?;
         if p.d.mode & S_ISGID != 0 {
             if *mode & S_IFMT == S_IFDIR {
@@ -131,7 +131,7 @@ impl Inner {
 
     pub(crate) fn mknod(
         &mut self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         rdev: u64,
@@ -153,7 +153,7 @@ impl Inner {
 
     pub(crate) fn mkdir(
         &mut self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         perm: u32,
         creds: Creds,
@@ -175,7 +175,7 @@ impl Inner {
 
     pub(crate) fn symlink(
         &mut self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         target: &[u8],
         creds: Creds,
@@ -204,7 +204,7 @@ impl Inner {
         self.getattr(ino)
     }
 
-    pub(crate) fn readlink(&mut self, ino: u64) -> Result<Vec<u8>> {
+    pub(crate) fn readlink(&mut self, ino: Ino) -> Result<Vec<u8>> {
         let i = self.inode(ino)?;
         if i.kind() != FileKind::Symlink {
             return Err(FsError::Invalid("not a symlink"));
@@ -217,7 +217,7 @@ impl Inner {
         self.read_raw(ino, 0, size)
     }
 
-    pub(crate) fn link(&mut self, ino: u64, parent: u64, name: &[u8]) -> Result<Attr> {
+    pub(crate) fn link(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         let i = self.inode(ino)?;
         if i.kind() == FileKind::Directory {
             return Err(FsError::NotPermitted);
@@ -248,7 +248,7 @@ impl Inner {
     /// open(2) with O_TMPFILE: a regular file in no directory, open once, with no links —
     /// an orphan, freed at its last release or at the next mount, unless linkat(2) gives
     /// it a name first. Owner, group, mode and default ACL as if created in `parent`.
-    pub(crate) fn tmpfile(&mut self, parent: u64, perm: u32, creds: Creds) -> Result<Attr> {
+    pub(crate) fn tmpfile(&mut self, parent: Ino, perm: u32, creds: Creds) -> Result<Attr> {
         let p = self.inode(parent)?;
         if p.kind() != FileKind::Directory {
             return Err(FsError::NotDir);
@@ -271,7 +271,7 @@ impl Inner {
         self.getattr(ino)
     }
 
-    pub(crate) fn unlink(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+    pub(crate) fn unlink(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
         if name.len() > MAX_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
@@ -294,7 +294,7 @@ impl Inner {
         self.drop_link(e.ino)
     }
 
-    pub(crate) fn rmdir(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+    pub(crate) fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<()> {
         match name {
             b"." => return Err(FsError::Invalid("cannot remove '.'")),
             b".." => return Err(FsError::NotEmpty),
@@ -326,7 +326,7 @@ impl Inner {
     }
 
     /// Is `ancestor` on the path from `ino` up to the root?
-    fn is_ancestor(&mut self, ancestor: u64, mut ino: u64) -> Result<bool> {
+    fn is_ancestor(&mut self, ancestor: Ino, mut ino: Ino) -> Result<bool> {
         let from = ino;
         for _ in 0..100_000 {
             if ino == ancestor {
@@ -342,9 +342,9 @@ impl Inner {
 
     pub(crate) fn rename(
         &mut self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
         flags: u32,
         creds: Creds,
@@ -461,10 +461,10 @@ impl Inner {
 
     fn exchange(
         &mut self,
-        p1: u64,
+        p1: Ino,
         n1: &[u8],
         e1: &DirEntry,
-        p2: u64,
+        p2: Ino,
         n2: &[u8],
         e2: &DirEntry,
     ) -> Result<()> {
@@ -511,7 +511,7 @@ impl Inner {
 
     pub(crate) fn readdir(
         &mut self,
-        ino: u64,
+        ino: Ino,
         cookie: u64,
         max: usize,
     ) -> Result<Vec<DirEntryOut>> {
@@ -554,7 +554,7 @@ impl Inner {
     /// for a caller without CAP_FSETID (`caller_gid` given), clear set-user-ID, and
     /// set-group-ID when the group may execute or the caller is outside the file's group.
     /// Returns whether the mode changed.
-    pub(crate) fn kill_privileges(&mut self, ino: u64, caller_gid: Option<u32>) -> Result<bool> {
+    pub(crate) fn kill_privileges(&mut self, ino: Ino, caller_gid: Option<u32>) -> Result<bool> {
         self.drop_capability(ino)?;
         let i = self.inode(ino)?;
         let Some(caller_gid) = caller_gid else {
@@ -576,7 +576,7 @@ impl Inner {
         Ok(true)
     }
 
-    pub(crate) fn setattr(&mut self, ino: u64, set: &SetAttr) -> Result<Attr> {
+    pub(crate) fn setattr(&mut self, ino: Ino, set: &SetAttr) -> Result<Attr> {
         let flags = self.inode(ino)?.d.flags;
         if flags & (FL_IMMUTABLE | FL_APPEND) != 0 {
             // Only the kernel's own stamping of writes it cached passes: the writes were

@@ -16,12 +16,13 @@
 //! unwritten ranges (format v2 will). After a remount a preallocated range is ordinary
 //! space again.
 
+use crate::format::Ino;
 use std::collections::HashMap;
 
 /// Per-file reservations: ranges of logical blocks, and the node allowance.
 #[derive(Debug, Default)]
 pub(crate) struct Reservations {
-    files: HashMap<u64, FileReservation>,
+    files: HashMap<Ino, FileReservation>,
     /// Blocks held, over all files (ranges and node allowances).
     total: u64,
 }
@@ -106,7 +107,7 @@ impl Reservations {
 
     /// Blocks [start, end) of `ino` not reserved yet, and what reserving them would add
     /// (with the node allowance) — what the caller must find free first.
-    pub fn cost(&self, ino: u64, start: u64, end: u64) -> u64 {
+    pub fn cost(&self, ino: Ino, start: u64, end: u64) -> u64 {
         let have = self.files.get(&ino).map_or(0, |f| f.covered(start, end));
         let new = (end - start) - have;
         if new == 0 {
@@ -117,7 +118,7 @@ impl Reservations {
     }
 
     /// Reserve [start, end) of `ino`.
-    pub fn reserve(&mut self, ino: u64, start: u64, end: u64) {
+    pub fn reserve(&mut self, ino: Ino, start: u64, end: u64) {
         if start >= end {
             return;
         }
@@ -133,7 +134,7 @@ impl Reservations {
     /// What a write of blocks [start, end) of `ino` may draw from the reservation: its
     /// reserved blocks and the file's whole overhead allowance; 0 when it touches none of
     /// the reserved blocks (a write elsewhere in the file gets nothing).
-    pub fn credit(&self, ino: u64, start: u64, end: u64) -> u64 {
+    pub fn credit(&self, ino: Ino, start: u64, end: u64) -> u64 {
         let Some(f) = self.files.get(&ino) else {
             return 0;
         };
@@ -148,7 +149,7 @@ impl Reservations {
     /// The write of [start, end) of `ino` happened and added `grown` blocks to what the log
     /// owes: its reserved blocks leave the reservation (all of them, written now or already
     /// buffered), and the overhead beyond them comes out of the allowance.
-    pub fn consume(&mut self, ino: u64, start: u64, end: u64, grown: u64) {
+    pub fn consume(&mut self, ino: Ino, start: u64, end: u64, grown: u64) {
         let Some(f) = self.files.get_mut(&ino) else {
             return;
         };
@@ -163,18 +164,18 @@ impl Reservations {
     }
 
     /// Blocks still reserved for `ino`'s data.
-    pub fn unwritten(&self, ino: u64) -> u64 {
+    pub fn unwritten(&self, ino: Ino) -> u64 {
         self.files.get(&ino).map_or(0, |f| f.blocks())
     }
 
     /// Give back the reservation of blocks from `start` on (truncate; `start` 0: all of it,
     /// the file is gone).
-    pub fn release_from(&mut self, ino: u64, start: u64) {
+    pub fn release_from(&mut self, ino: Ino, start: u64) {
         self.release(ino, start, u64::MAX);
     }
 
     /// Give back the reservation of blocks [start, end) (a punched hole).
-    pub fn release(&mut self, ino: u64, start: u64, end: u64) {
+    pub fn release(&mut self, ino: Ino, start: u64, end: u64) {
         let Some(f) = self.files.get_mut(&ino) else {
             return;
         };
@@ -182,7 +183,7 @@ impl Reservations {
         self.forget_if_empty(ino);
     }
 
-    fn forget_if_empty(&mut self, ino: u64) {
+    fn forget_if_empty(&mut self, ino: Ino) {
         if let Some(f) = self.files.get(&ino) {
             if f.ranges.is_empty() {
                 self.total -= f.nodes;
@@ -193,7 +194,7 @@ impl Reservations {
 
     /// Blocks reserved for `ino`'s data (tests and fsck-style checks).
     #[cfg(test)]
-    pub fn blocks_of(&self, ino: u64) -> u64 {
+    pub fn blocks_of(&self, ino: Ino) -> u64 {
         self.files.get(&ino).map_or(0, |f| f.blocks())
     }
 }
@@ -205,27 +206,27 @@ mod tests {
     #[test]
     fn ranges_merge_split_and_count() {
         let mut r = Reservations::default();
-        r.reserve(5, 10, 20);
-        r.reserve(5, 15, 30); // overlaps: 10 more
-        assert_eq!(r.blocks_of(5), 20);
+        r.reserve(Ino(5), 10, 20);
+        r.reserve(Ino(5), 15, 30); // overlaps: 10 more
+        assert_eq!(r.blocks_of(Ino(5)), 20);
         assert_eq!(r.total(), 10 + node_allowance(10) + 10 + node_allowance(10));
-        assert_eq!(r.cost(5, 0, 40), 20 + node_allowance(20));
-        assert_eq!(r.cost(5, 12, 28), 0);
+        assert_eq!(r.cost(Ino(5), 0, 40), 20 + node_allowance(20));
+        assert_eq!(r.cost(Ino(5), 12, 28), 0);
         // A write of 4 reserved blocks may draw them and the whole allowance; growing the
         // log's debt by 6, it takes 4 blocks and 2 of allowance.
-        assert_eq!(r.credit(5, 12, 16), 4 + node_allowance(4));
+        assert_eq!(r.credit(Ino(5), 12, 16), 4 + node_allowance(4));
         let before = r.total();
-        r.consume(5, 12, 16, 6);
+        r.consume(Ino(5), 12, 16, 6);
         assert_eq!(r.total(), before - 6);
-        assert_eq!(r.blocks_of(5), 16);
+        assert_eq!(r.blocks_of(Ino(5)), 16);
         // Written blocks are no longer reserved: writing them again draws nothing.
-        assert_eq!(r.credit(5, 12, 16), 0);
+        assert_eq!(r.credit(Ino(5), 12, 16), 0);
         // Punch the middle, truncate the tail, then everything goes with the last range.
-        r.release(5, 20, 25);
-        assert_eq!(r.blocks_of(5), 11);
-        r.release_from(5, 26);
-        assert_eq!(r.blocks_of(5), 7);
-        r.release_from(5, 0);
+        r.release(Ino(5), 20, 25);
+        assert_eq!(r.blocks_of(Ino(5)), 11);
+        r.release_from(Ino(5), 26);
+        assert_eq!(r.blocks_of(Ino(5)), 7);
+        r.release_from(Ino(5), 0);
         assert_eq!(r.total(), 0);
         assert!(r.files.is_empty());
     }
@@ -233,10 +234,10 @@ mod tests {
     #[test]
     fn a_write_outside_the_range_draws_nothing() {
         let mut r = Reservations::default();
-        r.reserve(7, 100, 200);
-        assert_eq!(r.credit(7, 0, 10), 0);
+        r.reserve(Ino(7), 100, 200);
+        assert_eq!(r.credit(Ino(7), 0, 10), 0);
         // Straddling: the covered blocks and the allowance.
-        assert_eq!(r.credit(7, 95, 105), 5 + node_allowance(5));
-        assert_eq!(r.credit(8, 100, 110), 0);
+        assert_eq!(r.credit(Ino(7), 95, 105), 5 + node_allowance(5));
+        assert_eq!(r.credit(Ino(8), 100, 110), 0);
     }
 }

@@ -238,6 +238,7 @@ impl Inner {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use crate::device::{Device, MemDevice};
+    use crate::format::Ino;
     use crate::fs::{Creds, Fs, MountOptions};
     use crate::{mkfs, MkfsOptions};
     use std::sync::Arc;
@@ -262,7 +263,9 @@ mod tests {
         let fs = Fs::mount(dev, opts).unwrap();
         // Single blocks far apart in a sparse file: each brings its own path of nodes, up
         // to the height-4 tree.
-        let f = fs.create(1, b"sparse", 0o644, Creds::default()).unwrap();
+        let f = fs
+            .create(Ino(1), b"sparse", 0o644, Creds::default())
+            .unwrap();
         let mut x = 12345u64;
         for _ in 0..300 {
             x = x
@@ -284,7 +287,7 @@ mod tests {
         // Many small files in one directory (direct blocks only, no nodes).
         for n in 0..2000 {
             let a = fs
-                .create(1, format!("f{n}").as_bytes(), 0o644, Creds::default())
+                .create(Ino(1), format!("f{n}").as_bytes(), 0o644, Creds::default())
                 .unwrap();
             fs.write(a.ino, 0, &[1u8; 100]).unwrap();
         }
@@ -294,7 +297,7 @@ mod tests {
         // quarter of what the flush took (the old estimate asked for 4 nodes per file).
         for n in 0..100u64 {
             let a = fs
-                .create(1, format!("m{n}").as_bytes(), 0o644, Creds::default())
+                .create(Ino(1), format!("m{n}").as_bytes(), 0o644, Creds::default())
                 .unwrap();
             for b in 0..16u64 {
                 fs.write(a.ino, (n * 13 + b * 16) % 256 * 4096, &[2u8; 4096])

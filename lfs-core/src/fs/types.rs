@@ -4,7 +4,7 @@
 //! every other file of `fs` may use it, and it uses nothing of theirs.
 
 use crate::format::inode::{FileKind, Timespec};
-use crate::format::SegNo;
+use crate::format::{Ino, SegNo};
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl Default for MountOptions {
 /// Attributes of an inode, as stat reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
-    pub ino: u64,
+    pub ino: Ino,
     pub generation: u32,
     pub size: u64,
     /// 512-byte units, as st_blocks.
@@ -136,7 +136,7 @@ pub struct SetAttr {
 /// One readdir result; `cookie` resumes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntryOut {
-    pub ino: u64,
+    pub ino: Ino,
     pub cookie: u64,
     pub kind: FileKind,
     pub name: Vec<u8>,

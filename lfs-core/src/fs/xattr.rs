@@ -9,14 +9,14 @@ use crate::format::inode::{FL_APPEND, FL_IMMUTABLE};
 use crate::format::xattr::{
     decode_xattrs, xattrs_size, Xattrs, XATTR_CAPACITY, XATTR_ENTRY_HEADER,
 };
-use crate::format::MAX_NAME_LEN;
+use crate::format::{Ino, MAX_NAME_LEN};
 
 /// Where Linux keeps a file's capabilities.
 const XATTR_CAPABILITY: &[u8] = b"security.capability";
 
 impl Inner {
     /// The cleaner: write the xattr block of `ino` again at the next flush.
-    pub(crate) fn rewrite_xattrs(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn rewrite_xattrs(&mut self, ino: Ino) -> Result<()> {
         self.xattrs(ino)?;
         if let Some(i) = self.inodes.get_mut(ino) {
             i.xattr_dirty = true;
@@ -24,7 +24,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn xattrs(&mut self, ino: u64) -> Result<&mut Xattrs> {
+    pub(super) fn xattrs(&mut self, ino: Ino) -> Result<&mut Xattrs> {
         self.load(ino)?;
         let Inner { inodes, st, .. } = self;
         let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
@@ -40,18 +40,18 @@ impl Inner {
         i.xattrs.as_mut().ok_or(FsError::Stale(ino))
     }
 
-    pub(crate) fn getxattr(&mut self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn getxattr(&mut self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
         self.xattrs(ino)?.get(name).cloned().ok_or(FsError::NoAttr)
     }
 
-    pub(crate) fn listxattr(&mut self, ino: u64) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn listxattr(&mut self, ino: Ino) -> Result<Vec<Vec<u8>>> {
         Ok(self.xattrs(ino)?.keys().cloned().collect())
     }
 
     pub(crate) fn setxattr(
         &mut self,
-        ino: u64,
+        ino: Ino,
         name: &[u8],
         value: &[u8],
         flags: u32,
@@ -100,7 +100,7 @@ impl Inner {
     /// truncated or given to another owner, so that a changed binary does not keep its
     /// privileges. Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves this to the filesystem.
     /// Cheap when the inode has no attributes: nothing is loaded.
-    pub(crate) fn drop_capability(&mut self, ino: u64) -> Result<()> {
+    pub(crate) fn drop_capability(&mut self, ino: Ino) -> Result<()> {
         let i = self.inode(ino)?;
         let maybe = match &i.xattrs {
             Some(x) => x.contains_key(XATTR_CAPABILITY),
@@ -113,7 +113,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
+    pub(crate) fn removexattr(&mut self, ino: Ino, name: &[u8]) -> Result<()> {
         check_xattr_name(name)?;
         self.deny_flagged(ino, FL_IMMUTABLE | FL_APPEND)?;
         self.xattrs(ino)?.remove(name).ok_or(FsError::NoAttr)?;

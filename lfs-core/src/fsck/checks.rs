@@ -22,7 +22,7 @@ use crate::error::{FsError, Result};
 use crate::format::inode::{FileKind, FL_KNOWN, INODE_SIZE};
 use crate::format::summary::{BlockKind, SummaryEntry};
 use crate::format::table::IMAP_ORPHAN;
-use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, ROOT_INO};
+use crate::format::{BlockAddr, Ino, SegNo, BLOCK_BYTES, ROOT_INO};
 use crate::fs::scan::EndOfLog;
 use crate::fs::scan::Source;
 use crate::fs::{Fs, Inner};
@@ -75,7 +75,7 @@ impl Claims {
 struct Seen {
     kind: FileKind,
     nlink: u32,
-    parent: u64,
+    parent: Ino,
     orphan: bool,
 }
 
@@ -138,12 +138,12 @@ impl Inner {
                 );
             }
         }
-        let inos: Vec<(u64, BlockAddr, bool)> = self
+        let inos: Vec<(Ino, BlockAddr, bool)> = self
             .imap
             .iter_allocated()
             .map(|(ino, e)| (ino, e.addr, e.flags & IMAP_ORPHAN != 0))
             .collect();
-        let mut seen: HashMap<u64, Seen> = HashMap::with_capacity(inos.len());
+        let mut seen: HashMap<Ino, Seen> = HashMap::with_capacity(inos.len());
         for (ino, addr, orphan) in inos {
             if orphan {
                 c.findings.push(Finding::Orphan { ino });
@@ -249,14 +249,14 @@ impl Inner {
     }
 
     /// Walk the directory tree from the root: entries, parents, reachability, link counts.
-    fn check_tree(&mut self, seen: &HashMap<u64, Seen>, out: &mut Vec<Finding>) -> Result<()> {
-        let mut counted: HashMap<u64, u32> = HashMap::with_capacity(seen.len());
+    fn check_tree(&mut self, seen: &HashMap<Ino, Seen>, out: &mut Vec<Finding>) -> Result<()> {
+        let mut counted: HashMap<Ino, u32> = HashMap::with_capacity(seen.len());
         // The root's `.` and `..` both name it.
         counted.insert(ROOT_INO, 2);
-        let mut dirs: HashSet<u64> = HashSet::from([ROOT_INO]);
+        let mut dirs: HashSet<Ino> = HashSet::from([ROOT_INO]);
         let mut queue = VecDeque::from([ROOT_INO]);
         while let Some(dir) = queue.pop_front() {
-            let entries: Vec<(Vec<u8>, u64, FileKind)> = match self.dir(dir) {
+            let entries: Vec<(Vec<u8>, Ino, FileKind)> = match self.dir(dir) {
                 Ok(d) => d
                     .entries_from(0)
                     .map(|(_, e)| (e.name.clone(), e.ino, e.kind))
@@ -322,7 +322,7 @@ impl Inner {
                 }
             }
         }
-        let mut inos: Vec<&u64> = seen.keys().collect();
+        let mut inos: Vec<&Ino> = seen.keys().collect();
         inos.sort_unstable();
         for &ino in inos {
             let s = &seen[&ino];
@@ -412,7 +412,7 @@ impl Inner {
 
     /// The raw name of the entry of `dir` a finding names: findings show names lossily, so
     /// the entry is matched by inode as well.
-    fn entry_named(&mut self, dir: u64, name: &str, ino: u64) -> Result<Option<Vec<u8>>> {
+    fn entry_named(&mut self, dir: Ino, name: &str, ino: Ino) -> Result<Option<Vec<u8>>> {
         Ok(self
             .dir(dir)?
             .entries_from(0)
@@ -421,7 +421,7 @@ impl Inner {
     }
 
     /// `/lost+found`, made if missing.
-    fn lost_and_found(&mut self) -> Result<u64> {
+    fn lost_and_found(&mut self) -> Result<Ino> {
         const NAME: &[u8] = b"lost+found";
         if let Some(e) = self.dir(ROOT_INO)?.get(NAME) {
             if e.kind == FileKind::Directory {
@@ -448,6 +448,7 @@ fn same_entry(got: &SummaryEntry, want: &SummaryEntry) -> bool {
 mod tests {
     use super::Finding;
     use crate::device::{Device, MemDevice};
+    use crate::format::Ino;
     use crate::fs::{Creds, Fs, MountOptions};
     use crate::{mkfs, MkfsOptions};
     use std::sync::Arc;
@@ -457,7 +458,7 @@ mod tests {
         let dev: Arc<dyn Device> = Arc::new(MemDevice::new(64 << 20));
         mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
         let fs = Fs::mount(dev, MountOptions::default()).unwrap();
-        let a = fs.create(1, b"f", 0o644, Creds::default()).unwrap();
+        let a = fs.create(Ino(1), b"f", 0o644, Creds::default()).unwrap();
         fs.write(a.ino, 0, &[1u8; 10000]).unwrap();
         assert_eq!(fs.check().unwrap(), Vec::<Finding>::new());
         let seg = {
@@ -479,7 +480,7 @@ mod tests {
         let dev: Arc<dyn Device> = Arc::new(MemDevice::new(64 << 20));
         mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
         let fs = Fs::mount(dev, MountOptions::default()).unwrap();
-        let a = fs.create(1, b"f", 0o644, Creds::default()).unwrap();
+        let a = fs.create(Ino(1), b"f", 0o644, Creds::default()).unwrap();
         fs.set_flags(a.ino, crate::format::inode::FL_APPEND)
             .unwrap();
         fs.lock().inode(a.ino).unwrap().d.flags |= 0x4000_0000;

@@ -3,8 +3,8 @@
 
 use crate::format::inode::FileKind;
 use crate::format::summary::{BlockKind, SummaryEntry};
-use crate::format::BlockAddr;
 use crate::format::SegNo;
+use crate::format::{BlockAddr, Ino};
 use serde::Serialize;
 use std::fmt;
 
@@ -13,10 +13,10 @@ use std::fmt;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Owner {
     ImapBlock { index: u64 },
-    Inode { ino: u64 },
-    Xattr { ino: u64 },
-    Data { ino: u64, index: u64 },
-    Indirect { ino: u64, height: u8, first: u64 },
+    Inode { ino: Ino },
+    Xattr { ino: Ino },
+    Data { ino: Ino, index: u64 },
+    Indirect { ino: Ino, height: u8, first: u64 },
 }
 
 impl Owner {
@@ -63,7 +63,7 @@ pub enum Finding {
     },
     /// An inode with no links left that was open at the crash; mount frees it.
     Orphan {
-        ino: u64,
+        ino: Ino,
     },
     /// One checkpoint region does not verify (a checkpoint write cut short, or damage); the
     /// other one is used and the next checkpoints rewrite it.
@@ -90,12 +90,12 @@ pub enum Finding {
     },
     /// An allocated inode cannot be read (its map entry, block or slot is wrong).
     InodeUnreadable {
-        ino: u64,
+        ino: Ino,
         error: String,
     },
     /// A directory's blocks cannot be read.
     DirectoryUnreadable {
-        dir: u64,
+        dir: Ino,
         error: String,
     },
     BlockOutsideLog {
@@ -129,44 +129,44 @@ pub enum Finding {
     },
     /// A directory entry naming an inode that is not allocated.
     DanglingEntry {
-        dir: u64,
+        dir: Ino,
         name: String,
-        ino: u64,
+        ino: Ino,
     },
     /// A directory entry whose type is not the inode's.
     EntryKindMismatch {
-        dir: u64,
+        dir: Ino,
         name: String,
-        ino: u64,
+        ino: Ino,
         entry: FileKind,
         inode: FileKind,
     },
     /// A second name for a directory.
     DirectoryLinkedTwice {
-        dir: u64,
+        dir: Ino,
         name: String,
-        ino: u64,
+        ino: Ino,
     },
     /// A directory whose parent field is not the directory holding its name.
     WrongParent {
-        dir: u64,
-        recorded: u64,
-        actual: u64,
+        dir: Ino,
+        recorded: Ino,
+        actual: Ino,
     },
     /// An allocated inode no directory reaches.
     Unreachable {
-        ino: u64,
+        ino: Ino,
         kind: FileKind,
         nlink: u32,
     },
     LinkCount {
-        ino: u64,
+        ino: Ino,
         stored: u32,
         counted: u32,
     },
     /// Inode flags no build knows (`FL_KNOWN`); the repair clears them.
     UnknownFlags {
-        ino: u64,
+        ino: Ino,
         flags: u32,
     },
 }

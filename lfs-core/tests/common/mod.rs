@@ -4,12 +4,13 @@
 
 use lfs_core::device::MemDevice;
 use lfs_core::format::inode::FileKind;
+use lfs_core::format::Ino;
 use lfs_core::{mkfs, Fs, MkfsOptions, MountOptions};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-pub const ROOT: u64 = 1;
+pub const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 /// Reading stops here in a file (a damaged size may claim terabytes of holes).
 pub const READ_LIMIT: u64 = 4 << 20;
 
@@ -95,7 +96,7 @@ pub fn walk(fs: &Fs) -> Tree {
     t
 }
 
-pub fn node_of(fs: &Fs, ino: u64, errors: &mut Vec<String>) -> Option<Node> {
+pub fn node_of(fs: &Fs, ino: Ino, errors: &mut Vec<String>) -> Option<Node> {
     let a = match fs.getattr(ino) {
         Ok(a) => a,
         Err(e) => {

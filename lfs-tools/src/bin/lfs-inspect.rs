@@ -13,7 +13,7 @@ use lfs_core::format::checkpoint::Checkpoint;
 use lfs_core::format::inode::DiskInode;
 use lfs_core::format::summary::{BlockKind, SummaryEntry};
 use lfs_core::format::superblock::Superblock;
-use lfs_core::format::{BlockAddr, BLOCK_BYTES, BLOCK_SIZE};
+use lfs_core::format::{BlockAddr, Ino, BLOCK_BYTES, BLOCK_SIZE};
 use lfs_core::{Fs, MountOptions};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -329,6 +329,7 @@ fn inode_json(d: &DiskInode) -> Value {
 }
 
 fn inode(fs: &Fs, ino: u64) -> Out {
+    let ino = Ino(ino);
     let e = fs
         .imap_entry(ino)
         .ok_or_else(|| format!("inode {ino} is beyond the inode map"))?;

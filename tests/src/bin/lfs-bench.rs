@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,

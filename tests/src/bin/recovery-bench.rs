@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ROOT: u64 = 1;
+const ROOT: lfs_core::format::Ino = lfs_core::format::ROOT_INO;
 const C: Creds = Creds {
     uid: 0,
     gid: 0,
@@ -115,7 +115,7 @@ fn build(path: &Path, gib: u64, files: u64) {
     let fs = Fs::mount(dev, MountOptions::default()).unwrap();
     let t = Instant::now();
     let body = [0x5au8; 1024];
-    let mut d = 0;
+    let mut d = ROOT;
     for i in 0..files {
         if i % 1000 == 0 {
             d = fs
