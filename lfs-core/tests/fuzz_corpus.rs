@@ -33,6 +33,13 @@ fn decode_corpus() {
 }
 
 #[test]
+fn decode_v2_corpus() {
+    let n = replay("decode_v2", lfs_core::fuzz::decode_v2);
+    eprintln!("decode_v2: {n} inputs");
+    assert!(n > 0, "no corpus for the decode_v2 target");
+}
+
+#[test]
 fn mount_corpus() {
     let n = replay("mount", lfs_core::fuzz::mount_walk_fsck);
     eprintln!("mount: {n} inputs");
@@ -44,4 +51,104 @@ fn mount_rw_corpus() {
     let n = replay("mount_rw", lfs_core::fuzz::mount_write_fsck);
     eprintln!("mount_rw: {n} inputs");
     assert!(n > 0, "no corpus for the mount_rw target");
+}
+
+/// Writes the seed inputs of the decode_v2 target (one valid block of each structure, with
+/// the selector that takes its checksum from the block): run with `-- --ignored` after a
+/// version 2 layout changes, then `cargo fuzz cmin decode_v2`.
+#[test]
+#[ignore]
+fn write_decode_v2_seeds() {
+    use lfs_core::format::v2::{cpfile, dat, ptr, sufile, summary};
+    use lfs_core::format::{BlockAddr, Cno, Ino, SegNo, VBlock};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode_v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut node = ptr::RadixNode::empty(1, 0);
+    node.ptrs[3] = ptr::PhysPtr {
+        addr: BlockAddr(900),
+        crc: 5,
+        free: 2,
+    };
+    let mut leaf = dat::DatLeaf::empty(4);
+    leaf.entries[1] = dat::DatEntry {
+        addr: BlockAddr(77),
+        addr2: BlockAddr::NONE,
+        start: Cno(2),
+        end: Cno::CURRENT,
+        crc: 9,
+        flags: 0,
+    };
+    let mut su = sufile::SufileLeaf::empty(1);
+    su.entries[0] = sufile::SegUsage {
+        write_time_ns: 1,
+        live: 10,
+        held: 0,
+        state: sufile::SEG_IN_USE,
+        stream: 1,
+        held_from: 0,
+        held_until: 0,
+    };
+    let mut cp = vec![cpfile::CpEntry::unused(); cpfile::ENTRIES_PER_BLOCK];
+    cp[1] = cpfile::CpEntry {
+        cno: Cno(17),
+        flags: cpfile::CP_SNAPSHOT,
+        created_ns: 5,
+        nblocks_written: 1,
+        ninodes: 2,
+        name: "seed".into(),
+        ifile_inode: vec![1; cpfile::INODE_BYTES],
+        recovered_log_id: 0,
+        recovered_seq: 0,
+    };
+    let sum = summary::Summary {
+        flags: summary::FLAG_ROOT,
+        seq: 1,
+        stream_seq: 1,
+        stream: 0,
+        log_id: 1,
+        segment: SegNo(0),
+        offset: 0,
+        next_segment: SegNo(1),
+        timestamp_ns: 1,
+        era: Cno(1),
+        fs_id: 1,
+        data_crc: 0,
+        entries: vec![
+            summary::Entry {
+                kind: summary::Kind::Data,
+                height: 0,
+                flags: 0,
+                crc: 1,
+                generation: 1,
+                ino: Ino(16),
+                index: 0,
+                vblock: VBlock(1),
+                start: Cno(1),
+            },
+            summary::Entry {
+                kind: summary::Kind::GroupRoot,
+                height: 0,
+                flags: 0,
+                crc: 2,
+                generation: 0,
+                ino: Ino(0),
+                index: 0,
+                vblock: VBlock::NONE,
+                start: Cno(0),
+            },
+        ],
+    };
+    let seeds: [(&str, u8, u8, Vec<u8>); 6] = [
+        ("dat-node", 0x80, 1, node.encode(dat::MAGIC_NODE)),
+        ("sufile-node", 0x81, 1, node.encode(sufile::MAGIC_NODE)),
+        ("dat-leaf", 0x82, 4, leaf.encode()),
+        ("sufile-leaf", 0x83, 1, su.encode()),
+        ("cpfile", 0x84, 2, cpfile::encode_block(&cp)),
+        ("summary", 0x85, 0, sum.encode()),
+    ];
+    for (name, sel, arg, block) in seeds {
+        let mut data = vec![sel, arg];
+        data.extend_from_slice(&block);
+        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+    }
 }

@@ -29,6 +29,42 @@ pub struct BlockAddr(pub u64);
 #[repr(transparent)]
 pub struct SegNo(pub u64);
 
+/// A virtual block number (format version 2): an index into the DAT, which maps it to a
+/// block address, a checksum and a lifetime. 0 means "no block" (a hole).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+#[repr(transparent)]
+pub struct VBlock(pub u64);
+
+/// A checkpoint number (format version 2): 1, 2, 3 … one per checkpoint, never reused. The
+/// era of a write is the number of the checkpoint that will include it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+#[repr(transparent)]
+pub struct Cno(pub u64);
+
+impl VBlock {
+    pub const NONE: VBlock = VBlock(0);
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+    pub const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Cno {
+    /// "Still current": the end of a lifetime that has not ended.
+    pub const CURRENT: Cno = Cno(u64::MAX);
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// An inode number: its index in the inode map (the root is 1; 0 is never allocated).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

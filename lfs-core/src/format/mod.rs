@@ -14,9 +14,10 @@ pub mod inode;
 pub mod summary;
 pub mod superblock;
 pub mod table;
+pub mod v2;
 pub mod xattr;
 
-pub use addr::{BlockAddr, Ino, SegNo, BLOCK_BYTES, BLOCK_SIZE};
+pub use addr::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_BYTES, BLOCK_SIZE};
 
 /// The format version this code writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
@@ -147,8 +148,13 @@ pub(crate) fn seal(b: &mut [u8]) {
     put_u32(b, CRC_OFF, c);
 }
 
-/// The checks every single-block structure starts with: size, magic, version, checksum.
-pub(crate) fn check_block(b: &[u8], what: &'static str, magic: u32) -> Result<(), FormatError> {
+/// A block's size, then its magic: the first two checks of every structure, of either
+/// format version.
+pub(crate) fn check_size_magic(
+    b: &[u8],
+    what: &'static str,
+    magic: u32,
+) -> Result<(), FormatError> {
     if b.len() != BLOCK_SIZE {
         return Err(FormatError::WrongSize {
             what,
@@ -164,6 +170,12 @@ pub(crate) fn check_block(b: &[u8], what: &'static str, magic: u32) -> Result<()
             found,
         });
     }
+    Ok(())
+}
+
+/// The checks every single-block structure starts with: size, magic, version, checksum.
+pub(crate) fn check_block(b: &[u8], what: &'static str, magic: u32) -> Result<(), FormatError> {
+    check_size_magic(b, what, magic)?;
     let version = get_u16(b, 4);
     if version == 0 || version > FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion {
