@@ -34,7 +34,8 @@ fn block_of(data: &[u8], reseal: bool) -> Vec<u8> {
 /// the decoder and whether the checksum the referrer would hold is taken from the block
 /// itself (so the fuzzer gets past it); the next byte gives a height or block index.
 pub fn decode_v2(data: &[u8]) {
-    use crate::format::v2::{block_crc, cpfile, dat, ptr, sufile, summary, Expect};
+    use crate::format::v2::Expect;
+    use crate::format::v2::{block_crc, checkpoint, cpfile, dat, ptr, root, sufile, summary};
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
@@ -73,11 +74,17 @@ pub fn decode_v2(data: &[u8]) {
             256,
         )),
         4 => drop(cpfile::decode_block(&b, u64::from(arg))),
-        _ => {
+        7 => drop(root::GroupRoot::decode(&b)),
+        sel => {
             if own_crc {
                 crate::format::seal(&mut b);
             }
-            drop(summary::Summary::decode(&b));
+            if sel == 5 {
+                drop(summary::Summary::decode(&b));
+            } else {
+                let base = crate::format::BlockAddr(256);
+                drop(checkpoint::Checkpoint::decode(&b, arg % 9, 100, 256, base));
+            }
         }
     }
 }

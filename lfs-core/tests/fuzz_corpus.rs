@@ -59,7 +59,7 @@ fn mount_rw_corpus() {
 #[test]
 #[ignore]
 fn write_decode_v2_seeds() {
-    use lfs_core::format::v2::{cpfile, dat, ptr, sufile, summary};
+    use lfs_core::format::v2::{checkpoint, cpfile, dat, ptr, root, sufile, summary};
     use lfs_core::format::{BlockAddr, Cno, Ino, SegNo, VBlock};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode_v2");
     std::fs::create_dir_all(&dir).unwrap();
@@ -88,8 +88,8 @@ fn write_decode_v2_seeds() {
         held_from: 0,
         held_until: 0,
     };
-    let mut cp = vec![cpfile::CpEntry::unused(); cpfile::ENTRIES_PER_BLOCK];
-    cp[1] = cpfile::CpEntry {
+    let mut cps = vec![cpfile::CpEntry::unused(); cpfile::ENTRIES_PER_BLOCK];
+    cps[1] = cpfile::CpEntry {
         cno: Cno(17),
         flags: cpfile::CP_SNAPSHOT,
         created_ns: 5,
@@ -138,13 +138,56 @@ fn write_decode_v2_seeds() {
             },
         ],
     };
-    let seeds: [(&str, u8, u8, Vec<u8>); 6] = [
+    let cp = checkpoint::Checkpoint {
+        flags: 0,
+        generation: 3,
+        cno: Cno(2),
+        timestamp_ns: 1,
+        next_seq: 10,
+        log_id: 5,
+        next_vblock: 100,
+        nclean: 90,
+        ninodes: 2,
+        nblocks_live: 12,
+        nblocks_held: 0,
+        heads: (0..4)
+            .map(|i| checkpoint::Head {
+                segment: SegNo(i),
+                offset: 1,
+                stream_seq: 1,
+            })
+            .collect(),
+        dat_root: ptr::PhysPtr {
+            addr: BlockAddr(300),
+            crc: 1,
+            free: 3,
+        },
+        dat_height: 1,
+        sufile_root: ptr::PhysPtr::default(),
+        sufile_height: 0,
+        cpfile_inode: vec![0; checkpoint::INODE_BYTES],
+        ifile_inode: vec![0; checkpoint::INODE_BYTES],
+    };
+    let group_root = root::GroupRoot {
+        seq_first: 10,
+        seq_last: 11,
+        era: Cno(3),
+        next_vblock: 104,
+        cont: 0,
+        ifile_inode: vec![0; root::INODE_BYTES],
+        cpfile_inode: vec![0; root::INODE_BYTES],
+        ended: vec![(VBlock(7), Cno(3))],
+        freed: vec![VBlock(8)],
+    };
+    let seeds: [(&str, u8, u8, Vec<u8>); 8] = [
         ("dat-node", 0x80, 1, node.encode(dat::MAGIC_NODE)),
         ("sufile-node", 0x81, 1, node.encode(sufile::MAGIC_NODE)),
         ("dat-leaf", 0x82, 4, leaf.encode()),
         ("sufile-leaf", 0x83, 1, su.encode()),
-        ("cpfile", 0x84, 2, cpfile::encode_block(&cp)),
+        ("cpfile", 0x84, 2, cpfile::encode_block(&cps)),
         ("summary", 0x85, 0, sum.encode()),
+        ("checkpoint", 0x86, 4, cp.encode()),
+        ("group-root", 0x87, 0, group_root.encode()),
     ];
     for (name, sel, arg, block) in seeds {
         let mut data = vec![sel, arg];

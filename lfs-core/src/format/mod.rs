@@ -184,6 +184,11 @@ pub(crate) fn check_block(b: &[u8], what: &'static str, magic: u32) -> Result<()
             supported: FORMAT_VERSION,
         });
     }
+    check_seal(b, what)
+}
+
+/// The trailing checksum a single-block structure keeps of itself (`seal`).
+pub(crate) fn check_seal(b: &[u8], what: &'static str) -> Result<(), FormatError> {
     let stored = get_u32(b, CRC_OFF);
     let computed = crc(&b[..CRC_OFF]);
     if stored != computed {

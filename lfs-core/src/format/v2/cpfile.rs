@@ -78,8 +78,7 @@ impl CpEntry {
         let name = self.name.as_bytes();
         let n = name.len().min(NAME_MAX);
         b[OFF_NAME..OFF_NAME + n].copy_from_slice(&name[..n]);
-        let i = self.ifile_inode.len().min(INODE_BYTES);
-        b[OFF_INODE..OFF_INODE + i].copy_from_slice(&self.ifile_inode[..i]);
+        super::put_bytes(b, OFF_INODE, &self.ifile_inode, INODE_BYTES);
         put_u64(b, OFF_REC_LOG, self.recovered_log_id);
         put_u64(b, OFF_REC_SEQ, self.recovered_seq);
     }

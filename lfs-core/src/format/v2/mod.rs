@@ -8,9 +8,11 @@
 //! (`PhysPtr::crc`), and their decoder takes the expected checksum first, then checks the
 //! header against what the pointer's position says the block must be (height, first index).
 
+pub mod checkpoint;
 pub mod cpfile;
 pub mod dat;
 pub mod ptr;
+pub mod root;
 pub mod sufile;
 pub mod summary;
 
@@ -93,6 +95,35 @@ pub(crate) fn check_referred(
         ));
     }
     Ok(get_u8(b, OFF_COUNT))
+}
+
+/// Size, magic and version of a version 2 block found by position (a summary, a checkpoint)
+/// or vouched for by its summary entry (a group root); with `sealed`, also its own trailing
+/// checksum, as version 1 blocks have.
+pub(crate) fn check_v2(
+    b: &[u8],
+    what: &'static str,
+    magic: u32,
+    sealed: bool,
+) -> Result<(), FormatError> {
+    super::check_size_magic(b, what, magic)?;
+    if get_u16(b, OFF_VERSION) != VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            what,
+            found: get_u16(b, OFF_VERSION),
+            supported: VERSION,
+        });
+    }
+    if sealed {
+        super::check_seal(b, what)?;
+    }
+    Ok(())
+}
+
+/// Copy up to `n` bytes of `src` into `b` at `off` (an inode stored whole in a block).
+pub(crate) fn put_bytes(b: &mut [u8], off: usize, src: &[u8], n: usize) {
+    let n = src.len().min(n);
+    b[off..off + n].copy_from_slice(&src[..n]);
 }
 
 /// The bytes after the last entry must be zero (so nothing is hidden there).

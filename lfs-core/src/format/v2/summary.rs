@@ -139,22 +139,7 @@ impl Summary {
     /// expects (the verdict of docs/FORMAT-V2.md §7).
     pub fn decode(b: &[u8]) -> Result<Summary, FormatError> {
         const W: &str = "segment summary (v2)";
-        crate::format::check_size_magic(b, W, MAGIC)?;
-        if get_u16(b, 4) != VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                what: W,
-                found: get_u16(b, 4),
-                supported: VERSION,
-            });
-        }
-        let (stored, computed) = (get_u32(b, CRC_OFF), crc(&b[..CRC_OFF]));
-        if stored != computed {
-            return Err(FormatError::ChecksumMismatch {
-                what: W,
-                stored,
-                computed,
-            });
-        }
+        super::check_v2(b, W, MAGIC, true)?;
         let flags = get_u16(b, 6);
         let n = get_u32(b, 44) as usize;
         let bad = |why: String| Err(FormatError::invalid(W, why));
