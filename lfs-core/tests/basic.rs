@@ -856,3 +856,76 @@ fn fallocated_space_is_kept_for_its_range_and_a_full_disk_refuses_cheaply() {
     assert_eq!(fs.read(pre, 0, 4 << 20).unwrap(), data);
     unmount_and_fsck(fs, &dev);
 }
+
+#[test]
+fn the_inode_cache_keeps_to_its_budget_and_forgets_nothing() {
+    let dev = fresh(64 << 20);
+    let opts = || MountOptions {
+        inode_cache: 40,
+        ..Default::default()
+    };
+    let fs = Fs::mount(dev.clone(), opts()).unwrap();
+    let mut files = Vec::new();
+    for d in 0..5 {
+        let dir = fs
+            .mkdir(ROOT, format!("d{d}").as_bytes(), 0o755, C)
+            .unwrap();
+        for f in 0..60 {
+            let a = fs
+                .create(dir.ino, format!("f{f}").as_bytes(), 0o644, C)
+                .unwrap();
+            fs.write(a.ino, 0, format!("{d}/{f}").as_bytes()).unwrap();
+            files.push((dir.ino, format!("f{f}"), a.ino, format!("{d}/{f}")));
+        }
+    }
+    // Unwritten changes keep their inodes in memory, whatever the budget.
+    assert!(fs.stats().cached_inodes > 40);
+    fs.unmount().unwrap();
+    // Written, they may go: on a read-only mount (no atime to write) every operation ends
+    // within the budget.
+    let ro = Fs::mount(
+        dev.clone(),
+        MountOptions {
+            read_only: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    for (dir, name, ino, data) in &files {
+        let a = ro.lookup(*dir, name.as_bytes()).unwrap();
+        assert_eq!(a.ino, *ino);
+        assert_eq!(ro.read(a.ino, 0, 100).unwrap(), data.as_bytes());
+        assert!(
+            ro.stats().cached_inodes <= 40,
+            "{}",
+            ro.stats().cached_inodes
+        );
+    }
+    ro.unmount().unwrap();
+    // Changes made after an inode was dropped and read again are kept.
+    let fs = Fs::mount(dev.clone(), opts()).unwrap();
+    for (dir, name, _, _) in files.iter().step_by(3) {
+        fs.lookup(*dir, name.as_bytes()).unwrap();
+    }
+    for (_, _, ino, data) in files.iter().step_by(7) {
+        fs.write(*ino, data.len() as u64, b"+").unwrap();
+    }
+    let fs = {
+        fs.unmount().unwrap();
+        assert_eq!(lfs_core::fsck::findings(dev.clone()).unwrap(), vec![]);
+        Fs::mount(dev.clone(), opts()).unwrap()
+    };
+    for (i, (dir, name, ino, data)) in files.iter().enumerate() {
+        let a = fs.lookup(*dir, name.as_bytes()).unwrap();
+        let want = if i % 7 == 0 {
+            format!("{data}+")
+        } else {
+            data.clone()
+        };
+        assert_eq!(
+            (a.ino, fs.read(*ino, 0, 100).unwrap()),
+            (*ino, want.into_bytes())
+        );
+    }
+    fs.unmount().unwrap();
+}

@@ -289,6 +289,7 @@ fn mount_and_run(
         no_recovery: o.norecovery,
         checkpoint_interval: o.checkpoint_interval,
         commit_interval: o.commit_interval,
+        inode_cache: o.inode_cache,
         cleaner: Some(Arc::new(picker)),
         ..Default::default()
     };

@@ -31,6 +31,8 @@ pub struct Options {
     /// Everything durable at most this long after it changed (ext4's `commit`).
     pub commit_interval: Duration,
     pub workers: usize,
+    /// Inodes kept in memory between requests (`inode_cache=`).
+    pub inode_cache: usize,
     pub writeback: bool,
     pub logfile: Option<PathBuf>,
     /// Mount flags mount(8) users rely on, with the defaults of a root ext4 mount (device
@@ -72,6 +74,8 @@ options:
   -o commit=SECS           make every change durable within this time (default 5; sync(1)
                            does not reach FUSE filesystems: see docs/RECOVERY.md)
   -o workers=N             threads serving reads, writes and fsync (default 1; 0: none)
+  -o inode_cache=N         inodes kept in memory between requests (default 16384; those
+                           with unwritten changes or open handles always stay)
   -o writeback | nowriteback    kernel writeback cache for writes (default on)
   -o logfile=PATH          when daemonized, log here instead of syslog
   -o nodev | dev           refuse / allow device files (default dev, as ext4 for root)
@@ -164,6 +168,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         checkpoint_interval: Duration::from_secs(30),
         commit_interval: Duration::from_secs(5),
         workers: 1,
+        inode_cache: lfs_core::MountOptions::default().inode_cache,
         writeback: true,
         logfile: None,
         nodev: false,
@@ -211,6 +216,13 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             ("direct", None) => o.direct_io = true,
             ("writeback", None) => o.writeback = true,
             ("nowriteback", None) => o.writeback = false,
+            ("inode_cache", Some(v)) => {
+                o.inode_cache = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (64..=1 << 26).contains(n))
+                    .ok_or_else(|| format!("inode_cache={v}: not a number from 64 to 67108864"))?;
+            }
             ("workers", Some(v)) => {
                 o.workers = v
                     .parse::<usize>()
@@ -285,6 +297,10 @@ mod tests {
         assert!(o.writeback && o.workers == 1);
         let o = p("img /mnt -o nowriteback,workers=0").unwrap();
         assert!(!o.writeback && o.workers == 0);
+        assert_eq!(p("img /mnt -o inode_cache=1000").unwrap().inode_cache, 1000);
+        assert!(p("img /mnt -o inode_cache=10")
+            .unwrap_err()
+            .contains("inode_cache=10"));
         let o = p("img /mnt").unwrap();
         assert!(!o.nodev && !o.nosuid && !o.noexec);
         let o = p("img /mnt -o nodev,nosuid,noexec").unwrap();

@@ -377,7 +377,12 @@ fn explore(base: &[u8], steps: &[Step], opts: &CrashStateOptions, tally: &mut Ta
     // multi-call step) may be shown but are not owed: usize::MAX.
     let mut durable: Vec<(usize, Tree)> = Vec::new();
     {
-        let fs = Fs::mount(dev.clone() as Arc<dyn Device>, MountOptions::default()).unwrap();
+        // A tiny inode cache: inodes leave memory between steps and are read back.
+        let small = MountOptions {
+            inode_cache: 2,
+            ..Default::default()
+        };
+        let fs = Fs::mount(dev.clone() as Arc<dyn Device>, small).unwrap();
         durable.push((0, tree(&fs).unwrap()));
         for &s in steps {
             let (ino, dir) = run_step(&fs, s, &mut |fs| {

@@ -234,10 +234,12 @@ fn run(seed: u64, ops: usize) {
         },
     )
     .unwrap();
-    // Small writeback threshold so data reaches the log between flushes too.
+    // Small writeback threshold so data reaches the log between flushes too, and a tiny
+    // inode cache so inodes are dropped and read back between operations all the time.
     let opts = MountOptions {
         writeback_blocks: 64,
         checkpoint_blocks: 4096,
+        inode_cache: 4,
         ..Default::default()
     };
     let mut fs = Fs::mount(dev.clone(), opts.clone()).unwrap();

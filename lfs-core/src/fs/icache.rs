@@ -10,6 +10,7 @@ use crate::dir::Dir;
 use crate::format::inode::{DiskInode, FileKind, NDIRECT, NINDIRECT};
 use crate::format::xattr::Xattrs;
 use crate::format::{Ino, BLOCK_BYTES, BLOCK_SIZE};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(crate) struct Inode {
@@ -30,6 +31,8 @@ pub(crate) struct Inode {
     /// What this inode contributes to the cache's dirty_blocks / dirty_nodes.
     counted_blocks: u64,
     counted_nodes: u64,
+    /// The cache's clock when this inode was last asked for (least recently used goes).
+    used: Cell<u64>,
 }
 
 impl Inode {
@@ -55,6 +58,7 @@ impl Inode {
             pending_nodes: BTreeSet::new(),
             counted_blocks: 0,
             counted_nodes: 0,
+            used: Cell::new(0),
         }
     }
 
@@ -99,6 +103,18 @@ impl Inode {
         std::mem::take(&mut self.data)
     }
 
+    /// Holds nothing that is not on disk, and nobody has it open: it can be dropped from
+    /// memory and read again when asked for.
+    fn evictable(&self) -> bool {
+        !self.dirty
+            && !self.xattr_dirty
+            && self.open == 0
+            && self.data.is_empty()
+            && self.new_blocks.is_empty()
+            && self.bmap.dirty_nodes == 0
+            && self.dir.as_ref().is_none_or(|d| d.dirty_blocks(0).0 == 0)
+    }
+
     pub fn kind(&self) -> FileKind {
         self.d.kind().unwrap_or(FileKind::Regular)
     }
@@ -130,10 +146,14 @@ impl Inode {
     }
 }
 
-/// Inodes in memory and what flushing them owes.
-#[derive(Default)]
+/// Inodes in memory and what flushing them owes. At most `budget` inodes stay cached
+/// between operations: `trim` drops the least recently used of those that hold nothing
+/// unwritten and are not open (they are read again when asked for), so memory follows the
+/// working set, not the number of files ever touched.
 pub(crate) struct InodeCache {
     map: HashMap<Ino, Inode>,
+    budget: usize,
+    clock: Cell<u64>,
     /// Inodes changed since the last flush group.
     dirty: BTreeSet<Ino>,
     /// Inodes freed since the last flush that had an on-disk copy: (ino, version).
@@ -144,17 +164,68 @@ pub(crate) struct InodeCache {
 }
 
 impl InodeCache {
+    pub fn new(budget: usize) -> InodeCache {
+        InodeCache {
+            map: HashMap::new(),
+            budget: budget.max(1),
+            clock: Cell::new(0),
+            dirty: BTreeSet::new(),
+            tombstones: Vec::new(),
+            dirty_blocks: 0,
+            dirty_nodes: 0,
+        }
+    }
+
+    fn note_use(&self, i: &Inode) {
+        let t = self.clock.get() + 1;
+        self.clock.set(t);
+        i.used.set(t);
+    }
+
     pub fn contains(&self, ino: Ino) -> bool {
         self.map.contains_key(&ino)
     }
     pub fn get(&self, ino: Ino) -> Option<&Inode> {
-        self.map.get(&ino)
+        let i = self.map.get(&ino)?;
+        self.note_use(i);
+        Some(i)
     }
     pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Inode> {
-        self.map.get_mut(&ino)
+        let i = self.map.get_mut(&ino)?;
+        let t = self.clock.get() + 1;
+        self.clock.set(t);
+        i.used.set(t);
+        Some(i)
+    }
+
+    /// Inodes in memory.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Over budget: drop the least recently used inodes that can be dropped, down to seven
+    /// eighths of the budget (so trimming is rare, and cheap when there is nothing to do).
+    /// Called between operations only, when no inode is borrowed.
+    pub fn trim(&mut self) {
+        if self.map.len() <= self.budget {
+            return;
+        }
+        let target = self.budget - self.budget / 8;
+        let mut old: Vec<(u64, Ino)> = self
+            .map
+            .iter()
+            .filter(|(ino, i)| i.evictable() && !self.dirty.contains(ino))
+            .map(|(&ino, i)| (i.used.get(), ino))
+            .collect();
+        old.sort_unstable();
+        let excess = self.map.len().saturating_sub(target);
+        for (_, ino) in old.into_iter().take(excess) {
+            self.map.remove(&ino);
+        }
     }
     /// Cache `inode` (loaded, or new: a new one is then `touch`ed).
     pub fn insert(&mut self, inode: Inode) {
+        self.note_use(&inode);
         self.map.insert(inode.d.ino, inode);
     }
 

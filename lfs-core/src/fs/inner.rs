@@ -45,6 +45,7 @@ impl Inner {
         }
         s.blocks_appended = self.st.appended();
         (s.cache_hits, s.cache_misses) = self.st.cache_counts();
+        s.cached_inodes = self.inodes.len() as u64;
         s.clean_segments = self.st.usage().clean_count();
         s.live_bytes = self.st.usage().total_live_bytes();
         s.usage_underflows = self.st.usage().underflows;

@@ -64,6 +64,30 @@ use crate::format::superblock::Superblock;
 use std::sync::{Arc, Mutex, MutexGuard};
 pub use trim::Trimmed;
 
+/// The engine's lock, held for one operation. When the operation is over (the guard is
+/// dropped, nothing in `Inner` is borrowed any more) the inode cache is trimmed to its
+/// budget: the one place where inodes may leave memory.
+pub(crate) struct InnerGuard<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for InnerGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for InnerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for InnerGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inodes.trim();
+    }
+}
+
 pub struct Fs {
     inner: Mutex<Inner>,
     sb: Arc<Superblock>,
@@ -85,14 +109,14 @@ impl Fs {
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> InnerGuard<'_> {
         // A panic while holding the lock would leave state half-changed; we never panic on
         // data, and if it happened anyway the poison is the least of the problems.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        InnerGuard(self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// For writes: refuse on a read-only mount or after a failed write.
-    pub(crate) fn lock_rw(&self) -> Result<MutexGuard<'_, Inner>> {
+    pub(crate) fn lock_rw(&self) -> Result<InnerGuard<'_>> {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }

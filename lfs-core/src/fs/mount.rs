@@ -112,7 +112,7 @@ impl Inner {
         Inner {
             st: Store::new(sb, dev, usage, opts.cache_blocks),
             imap,
-            inodes: InodeCache::default(),
+            inodes: InodeCache::new(opts.inode_cache),
             cp,
             opts,
             stats: Stats::default(),

@@ -37,6 +37,9 @@ pub struct MountOptions {
     pub no_recovery: bool,
     /// Blocks kept in the read cache.
     pub cache_blocks: usize,
+    /// Inodes kept in memory between operations (those with unwritten changes or open
+    /// handles stay whatever the number; the least recently used of the others go).
+    pub inode_cache: usize,
     /// Write a checkpoint when this much time has passed since the last one (see `tick`).
     pub checkpoint_interval: Duration,
     /// Make every change durable (a flush group and a device flush, as fsync) at most this
@@ -60,6 +63,7 @@ impl Default for MountOptions {
             read_only: false,
             no_recovery: false,
             cache_blocks: 16384,
+            inode_cache: 16384,
             checkpoint_interval: Duration::from_secs(30),
             commit_interval: Duration::from_secs(5),
             checkpoint_blocks: 65536,
@@ -165,6 +169,9 @@ pub struct Stats {
     pub blocks_appended: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Inodes in memory now (at most the mount's `inode_cache`, plus any with unwritten
+    /// changes or open handles).
+    pub cached_inodes: u64,
     pub clean_segments: u64,
     pub live_bytes: u64,
     pub usage_underflows: u64,
