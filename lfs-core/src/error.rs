@@ -100,6 +100,8 @@ pub enum Damage {
     SymlinkSize { ino: Ino, size: u64 },
     #[error("the parent chain from directory {ino} does not reach the root")]
     ParentChainBroken { ino: Ino },
+    #[error("virtual block {vblock} is not allocated, yet something points at it")]
+    VBlockFree { vblock: u64 },
     #[error("the root directory is not allocated")]
     RootUnallocated,
     #[error("/lost+found exists and is not a directory")]

@@ -400,19 +400,18 @@ impl LeafCodec for SufileCodec {
     }
 }
 
+/// A block store in memory for the tests of the trees built on this one.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod testutil {
     use super::*;
-    use crate::format::Cno;
     use std::collections::{HashMap, HashSet};
 
     #[derive(Default)]
-    struct MemStore {
-        blocks: HashMap<BlockAddr, Arc<Vec<u8>>>,
-        next: u64,
-        live: HashSet<BlockAddr>,
-        reads: usize,
+    pub struct MemStore {
+        pub blocks: HashMap<BlockAddr, Arc<Vec<u8>>>,
+        pub next: u64,
+        pub live: HashSet<BlockAddr>,
+        pub reads: usize,
     }
 
     impl BlockStore for MemStore {
@@ -436,6 +435,14 @@ mod tests {
             );
         }
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::testutil::MemStore;
+    use super::*;
+    use crate::format::Cno;
 
     fn entry(v: u64) -> dat::DatEntry {
         dat::DatEntry {
