@@ -26,7 +26,7 @@ LAYERS = [
     ["error"],           # the error types (they carry FormatError)
     ["usage", "imap"],   # the segment usage table and the inode map
     ["dir", "bmap", "radix"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile
-    ["vdat"],            # the DAT over the paged tree (format v2)
+    ["vdat", "vsufile"], # the DAT and the segment usage table over the paged tree (format v2)
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units
     ["fs"],              # the filesystem: state by layer, operations, Fs

@@ -36,6 +36,8 @@ mod radix;
 mod usage;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vdat;
+#[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
+mod vsufile;
 mod writer;
 
 pub use error::{Damage, FsError, MountError, NotLfs, Result};

@@ -337,6 +337,49 @@ impl<C: LeafCodec> RadixTree<C> {
         Ok(())
     }
 
+    /// The first leaf at or after leaf `from` that holds anything (on disk or in memory),
+    /// skipping holes whole: walking a sparse tree costs what is in it, not its key space.
+    pub fn next_present_leaf(
+        &mut self,
+        store: &mut dyn BlockStore,
+        from: u64,
+    ) -> Result<Option<u64>> {
+        if self.height == 0 {
+            return Ok(self.leaves.range(from..).next().map(|(&n, _)| n));
+        }
+        let e = C::ENTRIES as u64;
+        let mut key = from.saturating_mul(e);
+        let cap = Self::capacity(self.height);
+        while key < cap {
+            // Find the highest hole covering `key`, and skip it; or reach a present leaf.
+            let mut skipped = false;
+            for h in (0..self.height).rev() {
+                let p = self.ptr_to(store, key, h)?;
+                let (first, len) = (self.first(key, h), span(C::ENTRIES, h));
+                let cached = if h == 0 {
+                    self.leaves.contains_key(&(key / e))
+                } else {
+                    self.nodes.contains_key(&(h, first))
+                        || self
+                            .leaves
+                            .range(first / e..(first + len) / e)
+                            .next()
+                            .is_some()
+                };
+                if p.is_none() && !cached {
+                    key = first.saturating_add(len);
+                    skipped = true;
+                    break;
+                }
+            }
+            if !skipped {
+                return Ok(Some(key / e));
+            }
+        }
+        // Leaves in memory past the tree's capacity cannot exist (set grows it first).
+        Ok(None)
+    }
+
     /// Drop every clean leaf and node (they are read again when wanted).
     pub fn evict_clean(&mut self) {
         self.leaves.retain(|_, l| l.dirty);
@@ -539,6 +582,38 @@ mod tests {
         }
         assert_eq!(t2.flush(&mut s).unwrap(), (PhysPtr::default(), 0));
         assert!(s.live.is_empty(), "blocks left behind: {:?}", s.live);
+    }
+
+    #[test]
+    fn present_leaves_are_found_and_holes_skipped() {
+        let mut s = MemStore::default();
+        let mut t: RadixTree<DatCodec> = RadixTree::open(DatCodec, PhysPtr::default(), 0);
+        assert_eq!(t.next_present_leaf(&mut s, 0).unwrap(), None);
+        let far = 3u64 << 30;
+        for k in [5u64, 40_000, far] {
+            t.set(&mut s, k, entry(k)).unwrap();
+        }
+        let leaves = |t: &mut RadixTree<DatCodec>, s: &mut MemStore| {
+            let mut v = Vec::new();
+            let mut n = 0;
+            while let Some(l) = t.next_present_leaf(s, n).unwrap() {
+                v.push(l);
+                n = l + 1;
+            }
+            v
+        };
+        let e = dat::LEAF_ENTRIES as u64;
+        let want = vec![0, 40_000 / e, far / e];
+        assert_eq!(leaves(&mut t, &mut s), want, "in memory");
+        let (root, h) = t.flush(&mut s).unwrap();
+        let mut t2: RadixTree<DatCodec> = RadixTree::open(DatCodec, root, h);
+        let before = s.reads;
+        assert_eq!(leaves(&mut t2, &mut s), want, "on disk");
+        assert!(
+            s.reads - before < 40,
+            "{} reads to find 3 leaves",
+            s.reads - before
+        );
     }
 
     #[test]
