@@ -100,6 +100,14 @@ pub enum Damage {
     SymlinkSize { ino: Ino, size: u64 },
     #[error("the parent chain from directory {ino} does not reach the root")]
     ParentChainBroken { ino: Ino },
+    #[error("block {vblock} at {addr}: its checksum does not match (stored {stored:#010x}, read {computed:#010x}){}", if *copies > 1 { " in either copy" } else { "" })]
+    BlockChecksum {
+        vblock: u64,
+        addr: BlockAddr,
+        stored: u32,
+        computed: u32,
+        copies: u8,
+    },
     #[error("virtual block {vblock} is not allocated, yet something points at it")]
     VBlockFree { vblock: u64 },
     #[error("the root directory is not allocated")]
