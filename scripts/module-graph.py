@@ -25,7 +25,7 @@ LAYERS = [
     ["device"],          # the one narrow trait under everything
     ["error"],           # the error types (they carry FormatError)
     ["usage", "imap"],   # the segment usage table and the inode map
-    ["dir", "bmap", "radix"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile
+    ["dir", "bmap", "radix", "replay"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile
     ["vdat", "vsufile"], # the DAT and the segment usage table over the paged tree (format v2)
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units

@@ -33,6 +33,8 @@ mod imap;
 mod log;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod radix;
+#[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
+mod replay;
 mod usage;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vdat;
