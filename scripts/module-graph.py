@@ -24,7 +24,7 @@ LAYERS = [
     ["dirty", "cli"],    # a dirty-set; what every tool's main shares
     ["device"],          # the one narrow trait under everything
     ["error"],           # the error types (they carry FormatError)
-    ["usage", "imap"],   # the segment usage table and the inode map
+    ["usage", "imap", "ifile"],  # the segment usage table, the inode map; v2's inode table
     ["dir", "bmap", "radix", "replay"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile
     ["vdat", "vsufile"], # the DAT and the segment usage table over the paged tree (format v2)
     ["writer"],          # the back-end thread that writes segments
