@@ -26,7 +26,7 @@ LAYERS = [
     ["error"],           # the error types (they carry FormatError)
     ["usage", "imap", "ifile"],  # the segment usage table, the inode map; v2's inode table
     ["dir", "bmap", "radix", "replay"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile
-    ["vdat", "vsufile"], # the DAT and the segment usage table over the paged tree (format v2)
+    ["vdat", "vsufile", "vscan"],  # v2's DAT, segment table, and the reader of one stream
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units
     ["fs"],              # the filesystem: state by layer, operations, Fs
