@@ -29,6 +29,7 @@ LAYERS = [
     ["vdat", "vsufile", "vscan"],  # v2's DAT, segment table, and the reader of one stream
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units
+    ["vlog"],            # v2's writer of streams and flush groups
     ["fs"],              # the filesystem: state by layer, operations, Fs
     ["fsck"],            # the checker, over fs
     ["fuzz"],            # fuzz entry points (feature `testing`), over everything

@@ -44,6 +44,8 @@ mod usage;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vdat;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
+mod vlog;
+#[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vscan;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vsufile;

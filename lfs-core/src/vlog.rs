@@ -1,0 +1,367 @@
+//! Writing a format version 2 log (docs/FORMAT-V2.md §7–§9): several streams, each filling
+//! its own segment with write units, and flush groups over any of them, closed by a root
+//! block in a ROOT unit whose sequence number is the group's last. The counterpart of
+//! `vscan`. Units are handed to the device in sequence order when `write_out` is called (the
+//! engine's back-end writer will do it); a flush after that makes them durable. Not used by
+//! the engine yet (issue 20, step 3).
+
+use crate::device::Device;
+use crate::error::{FsError, Result};
+use crate::format::summary::data_crc;
+use crate::format::v2::root::GroupRoot;
+use crate::format::v2::summary::{Entry, Kind, Summary, FLAG_CONT, FLAG_ROOT, MAX_ENTRIES};
+use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
+use crate::vscan::Geometry;
+
+/// Where a stream's next segment comes from (the segment table, in the engine).
+pub trait SegmentSource {
+    fn next_clean(&mut self, stream: u8, after: SegNo) -> Option<SegNo>;
+}
+
+struct Open {
+    /// Block offset of the unit's summary in the segment.
+    start: u32,
+    entries: Vec<Entry>,
+    payload: Vec<u8>,
+}
+
+struct Stream {
+    seg: SegNo,
+    /// Next free block in `seg`.
+    fill: u32,
+    /// The segment the stream moves to when `seg` is full (chosen when the first unit of
+    /// `seg` is sealed, so every summary can name it).
+    next: Option<SegNo>,
+    stream_seq: u32,
+    open: Option<Open>,
+}
+
+/// A sealed unit waiting to be written: where, and its bytes (summary then payload).
+struct Sealed {
+    seq: u64,
+    at: BlockAddr,
+    bytes: Vec<u8>,
+}
+
+pub struct VLog {
+    g: Geometry,
+    streams: Vec<Stream>,
+    next_seq: u64,
+    log_id: u64,
+    fs_id: u32,
+    era: Cno,
+    /// The first sequence number of the group under way, once one unit of it is sealed.
+    group_first: Option<u64>,
+    sealed: Vec<Sealed>,
+}
+
+impl VLog {
+    /// A log whose streams continue at `heads` (segment, offset, stream_seq).
+    pub fn open(
+        g: Geometry,
+        heads: &[(SegNo, u32, u32)],
+        next_seq: u64,
+        log_id: u64,
+        fs_id: u32,
+        era: Cno,
+    ) -> VLog {
+        VLog {
+            g,
+            streams: heads
+                .iter()
+                .map(|&(seg, fill, stream_seq)| Stream {
+                    seg,
+                    fill,
+                    next: None,
+                    stream_seq,
+                    open: None,
+                })
+                .collect(),
+            next_seq,
+            log_id,
+            fs_id,
+            era,
+            group_first: None,
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Where each stream continues: for the next checkpoint.
+    pub fn heads(&self) -> Vec<(SegNo, u32, u32)> {
+        self.streams
+            .iter()
+            .map(|s| (s.seg, s.fill, s.stream_seq))
+            .collect()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Append one payload block to `stream`; returns its address.
+    pub fn append(
+        &mut self,
+        segs: &mut dyn SegmentSource,
+        stream: u8,
+        entry: Entry,
+        data: &[u8],
+    ) -> Result<BlockAddr> {
+        let si = stream as usize;
+        if si >= self.streams.len() || data.len() != BLOCK_SIZE {
+            return Err(FsError::Invalid("no such stream, or not one block"));
+        }
+        let full = self.streams[si]
+            .open
+            .as_ref()
+            .is_some_and(|o| o.entries.len() >= MAX_ENTRIES);
+        if full || (self.streams[si].open.is_some() && self.streams[si].fill >= self.g.seg_blocks) {
+            self.seal(segs, stream, true)?;
+        }
+        if self.streams[si].open.is_none() {
+            if self.streams[si].fill + 2 > self.g.seg_blocks {
+                self.move_on(segs, stream)?;
+            }
+            let s = &mut self.streams[si];
+            s.open = Some(Open {
+                start: s.fill,
+                entries: Vec::new(),
+                payload: Vec::new(),
+            });
+            s.fill += 1;
+        }
+        let s = &mut self.streams[si];
+        let addr = self.g.seg_base + s.seg.get() * u64::from(self.g.seg_blocks) + u64::from(s.fill);
+        s.fill += 1;
+        if let Some(o) = s.open.as_mut() {
+            o.entries.push(entry);
+            o.payload.extend_from_slice(data);
+        }
+        Ok(addr)
+    }
+
+    fn move_on(&mut self, segs: &mut dyn SegmentSource, stream: u8) -> Result<()> {
+        let s = &mut self.streams[stream as usize];
+        let next = match s.next.take() {
+            Some(n) => n,
+            None => segs.next_clean(stream, s.seg).ok_or(FsError::NoSpace)?,
+        };
+        s.seg = next;
+        s.fill = 0;
+        Ok(())
+    }
+
+    /// Seal `stream`'s open unit (CONT if the group goes on).
+    fn seal(&mut self, segs: &mut dyn SegmentSource, stream: u8, cont: bool) -> Result<()> {
+        let si = stream as usize;
+        let Some(o) = self.streams[si].open.take() else {
+            return Ok(());
+        };
+        if self.streams[si].next.is_none() {
+            let after = self.streams[si].seg;
+            self.streams[si].next = Some(segs.next_clean(stream, after).ok_or(FsError::NoSpace)?);
+        }
+        let s = &mut self.streams[si];
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.group_first.get_or_insert(seq);
+        let is_root = o.entries.last().is_some_and(|e| e.kind == Kind::GroupRoot) && !cont;
+        let summary = Summary {
+            flags: if is_root { FLAG_ROOT } else { FLAG_CONT },
+            seq,
+            stream_seq: s.stream_seq,
+            stream,
+            log_id: self.log_id,
+            segment: s.seg,
+            offset: o.start,
+            next_segment: s.next.unwrap_or(s.seg),
+            timestamp_ns: crate::log::now_ns(),
+            era: self.era,
+            fs_id: self.fs_id,
+            data_crc: data_crc(o.payload.chunks(BLOCK_SIZE)),
+            entries: o.entries,
+        };
+        s.stream_seq = s.stream_seq.wrapping_add(1);
+        let mut bytes = summary.encode();
+        bytes.extend_from_slice(&o.payload);
+        let at = self.g.seg_base + s.seg.get() * u64::from(self.g.seg_blocks) + u64::from(o.start);
+        self.sealed.push(Sealed { seq, at, bytes });
+        Ok(())
+    }
+
+    /// Close the group under way: seal every stream's open unit (CONT), then write its root
+    /// block — carrying the group's sequence range — as the last block of a ROOT unit on
+    /// stream 0. Returns the group's range.
+    pub fn end_group(
+        &mut self,
+        segs: &mut dyn SegmentSource,
+        mut root: GroupRoot,
+    ) -> Result<(u64, u64)> {
+        for stream in 0..self.streams.len() as u8 {
+            self.seal(segs, stream, true)?;
+        }
+        // The root unit is the group's last: its number is the next one.
+        let last = self.next_seq;
+        let first = self.group_first.unwrap_or(last);
+        root.seq_first = first;
+        root.seq_last = last;
+        root.era = self.era;
+        let data = root.encode();
+        let entry = Entry {
+            kind: Kind::GroupRoot,
+            height: 0,
+            flags: 0,
+            crc: crate::format::v2::block_crc(&data),
+            generation: 0,
+            ino: Ino(0),
+            index: 0,
+            vblock: VBlock::NONE,
+            start: Cno(0),
+        };
+        self.append(segs, 0, entry, &data)?;
+        self.seal(segs, 0, false)?;
+        self.group_first = None;
+        Ok((first, last))
+    }
+
+    /// Hand every sealed unit to the device, in sequence order. Durable after a flush.
+    pub fn write_out(&mut self, dev: &dyn Device) -> Result<()> {
+        self.sealed.sort_by_key(|u| u.seq);
+        for u in self.sealed.drain(..) {
+            dev.write_at(&u.bytes, u.at.byte_offset())?;
+        }
+        Ok(())
+    }
+
+    /// Sealed units not yet written: (seq, address, bytes) — the crash tests drop some.
+    pub fn take_sealed(&mut self) -> Vec<(u64, BlockAddr, Vec<u8>)> {
+        self.sealed.sort_by_key(|u| u.seq);
+        self.sealed
+            .drain(..)
+            .map(|u| (u.seq, u.at, u.bytes))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::device::MemDevice;
+    use crate::replay::{plan, Stop};
+    use crate::vscan::{read_stream, Expect};
+
+    const G: Geometry = Geometry {
+        seg_base: BlockAddr(16),
+        seg_blocks: 32,
+        nsegs: 64,
+    };
+
+    /// Segments handed out in order, remembering which were clean at the checkpoint.
+    struct Segs {
+        next: u64,
+    }
+    impl SegmentSource for Segs {
+        fn next_clean(&mut self, _stream: u8, _after: SegNo) -> Option<SegNo> {
+            let s = self.next;
+            self.next += 1;
+            (s < G.nsegs).then_some(SegNo(s))
+        }
+    }
+
+    fn data_entry(i: u64) -> Entry {
+        Entry {
+            kind: Kind::Data,
+            height: 0,
+            flags: 0,
+            crc: 0,
+            generation: 1,
+            ino: Ino(20),
+            index: i,
+            vblock: VBlock(1 + i),
+            start: Cno(3),
+        }
+    }
+
+    fn root() -> GroupRoot {
+        GroupRoot {
+            seq_first: 0,
+            seq_last: 0,
+            era: Cno(0),
+            next_vblock: 1,
+            cont: 0,
+            ifile_inode: vec![0; 256],
+            cpfile_inode: vec![0; 256],
+            ended: vec![],
+            freed: vec![],
+        }
+    }
+
+    /// Read every stream back from the heads the log started at, and plan.
+    fn replay_from(dev: &MemDevice, heads: &[(SegNo, u32, u32)]) -> crate::replay::Plan {
+        let mut all = Vec::new();
+        for (i, &(seg, off, stream_seq)) in heads.iter().enumerate() {
+            let want = Expect {
+                stream: i as u8,
+                stream_seq,
+                min_seq: 100,
+                log_id: 5,
+                fs_id: 6,
+                min_era: Cno(3),
+            };
+            let r = read_stream(dev, &G, seg, off, want, &|s| s.get() >= 3);
+            all.extend(r.found);
+        }
+        plan(100, &all)
+    }
+
+    #[test]
+    fn groups_over_three_streams_are_read_back_whole() {
+        let dev = MemDevice::new((16 + 64 * 32 + 16) * BLOCK_SIZE as u64);
+        let heads = [(SegNo(0), 0, 1), (SegNo(1), 0, 1), (SegNo(2), 0, 1)];
+        let mut segs = Segs { next: 3 };
+        let mut log = VLog::open(G, &heads, 100, 5, 6, Cno(3));
+        let block = vec![1u8; BLOCK_SIZE];
+        let mut groups = Vec::new();
+        for g in 0..6u64 {
+            // Enough blocks on streams 1 and 2 to cross units and segments.
+            for i in 0..(40 + g * 30) {
+                log.append(&mut segs, 1 + (i % 2) as u8, data_entry(i), &block)
+                    .unwrap();
+            }
+            groups.push(log.end_group(&mut segs, root()).unwrap());
+        }
+        log.write_out(&dev).unwrap();
+        let p = replay_from(&dev, &heads);
+        assert_eq!(p.groups, groups);
+        assert_eq!(p.stop, Stop::End);
+        assert_eq!(p.next_seq, log.next_seq());
+    }
+
+    #[test]
+    fn a_crash_keeps_the_groups_before_the_first_lost_unit() {
+        let dev = MemDevice::new((16 + 64 * 32 + 16) * BLOCK_SIZE as u64);
+        let heads = [(SegNo(0), 0, 1), (SegNo(1), 0, 1)];
+        let mut segs = Segs { next: 3 };
+        let mut log = VLog::open(G, &heads, 100, 5, 6, Cno(3));
+        let block = vec![2u8; BLOCK_SIZE];
+        let mut groups = Vec::new();
+        for g in 0..5u64 {
+            for i in 0..(10 + g * 50) {
+                log.append(&mut segs, 1, data_entry(i), &block).unwrap();
+            }
+            groups.push(log.end_group(&mut segs, root()).unwrap());
+        }
+        // Every unit of every group written, except one unit of the third group.
+        let lost = groups[2].0 + 1;
+        assert!(lost < groups[2].1, "the third group has several units");
+        for (seq, at, bytes) in log.take_sealed() {
+            if seq != lost {
+                dev.write_at(&bytes, at.byte_offset()).unwrap();
+            }
+        }
+        let p = replay_from(&dev, &heads);
+        assert_eq!(p.groups, groups[..2].to_vec());
+        assert_eq!(p.stop, Stop::Missing { seq: lost });
+        assert!(p.discarded > 0);
+    }
+}
