@@ -296,8 +296,13 @@ mod tests {
         }
     }
 
-    /// Read every stream back from the heads the log started at, and plan.
-    fn replay_from(dev: &MemDevice, heads: &[(SegNo, u32, u32)]) -> crate::replay::Plan {
+    /// Read every stream back from the heads the log started at, and plan; also every
+    /// sequence number read.
+    fn replay_in(
+        dev: &dyn Device,
+        g: &Geometry,
+        heads: &[(SegNo, u32, u32)],
+    ) -> (crate::replay::Plan, std::collections::HashSet<u64>) {
         let mut all = Vec::new();
         for (i, &(seg, off, stream_seq)) in heads.iter().enumerate() {
             let want = Expect {
@@ -308,10 +313,14 @@ mod tests {
                 fs_id: 6,
                 min_era: Cno(3),
             };
-            let r = read_stream(dev, &G, seg, off, want, &|s| s.get() >= 3);
-            all.extend(r.found);
+            all.extend(read_stream(dev, g, seg, off, want, &|s| s.get() >= 3).found);
         }
-        plan(100, &all)
+        let seen = all.iter().map(|f| f.seq).collect();
+        (plan(100, &all), seen)
+    }
+
+    fn replay_from(dev: &MemDevice, heads: &[(SegNo, u32, u32)]) -> crate::replay::Plan {
+        replay_in(dev, &G, heads).0
     }
 
     #[test]
@@ -370,23 +379,7 @@ mod tests {
                 durable_at.push((dev.op_count(), groups.len()));
             }
         }
-        let replay = |image: Vec<u8>| {
-            let d = MemDevice::from_image(image);
-            let mut all = Vec::new();
-            for (i, &(seg, off, stream_seq)) in heads.iter().enumerate() {
-                let want = Expect {
-                    stream: i as u8,
-                    stream_seq,
-                    min_seq: 100,
-                    log_id: 5,
-                    fs_id: 6,
-                    min_era: Cno(3),
-                };
-                all.extend(read_stream(&d, &SMALL, seg, off, want, &|s| s.get() >= 3).found);
-            }
-            let seen: std::collections::HashSet<u64> = all.iter().map(|f| f.seq).collect();
-            (plan(100, &all), seen)
-        };
+        let replay = |image: Vec<u8>| replay_in(&MemDevice::from_image(image), &SMALL, &heads);
         let (mut states, mut cut, mut torn_group) = (0, 0, 0);
         for at in 0..=dev.op_count() {
             let owed = durable_at
