@@ -30,6 +30,7 @@ LAYERS = [
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units
     ["vlog"],            # v2's writer of streams and flush groups
+    ["vrebuild"],        # v2's maps rebuilt from the log (fsck's repair)
     ["fs"],              # the filesystem: state by layer, operations, Fs
     ["fsck"],            # the checker, over fs
     ["fuzz"],            # fuzz entry points (feature `testing`), over everything

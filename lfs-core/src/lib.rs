@@ -45,6 +45,8 @@ mod usage;
 mod vdat;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vlog;
+#[allow(dead_code)] // issue 20, step 4 puts it to work (fsck); its tests run it now
+mod vrebuild;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now
 mod vscan;
 #[allow(dead_code)] // issue 20, step 3 puts it to work; its tests run it now

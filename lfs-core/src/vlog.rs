@@ -242,9 +242,43 @@ impl VLog {
     }
 }
 
+/// What the tests of the v2 log and of its readers share.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// Segments handed out in order from `next`.
+    pub struct Segs {
+        pub next: u64,
+    }
+    impl SegmentSource for Segs {
+        fn next_clean(&mut self, _stream: u8, _after: SegNo) -> Option<SegNo> {
+            let s = self.next;
+            self.next += 1;
+            Some(SegNo(s))
+        }
+    }
+
+    /// A root block with nothing ended or freed (the log fills in the range).
+    pub fn root() -> GroupRoot {
+        GroupRoot {
+            seq_first: 0,
+            seq_last: 0,
+            era: Cno(0),
+            next_vblock: 1,
+            cont: 0,
+            ifile_inode: vec![0; 256],
+            cpfile_inode: vec![0; 256],
+            ended: vec![],
+            freed: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::testutil::{root, Segs};
     use super::*;
     use crate::device::MemDevice;
     use crate::replay::{plan, Stop};
@@ -255,18 +289,6 @@ mod tests {
         seg_blocks: 32,
         nsegs: 64,
     };
-
-    /// Segments handed out in order, remembering which were clean at the checkpoint.
-    struct Segs {
-        next: u64,
-    }
-    impl SegmentSource for Segs {
-        fn next_clean(&mut self, _stream: u8, _after: SegNo) -> Option<SegNo> {
-            let s = self.next;
-            self.next += 1;
-            (s < G.nsegs).then_some(SegNo(s))
-        }
-    }
 
     fn data_entry(i: u64) -> Entry {
         Entry {
@@ -279,20 +301,6 @@ mod tests {
             index: i,
             vblock: VBlock(1 + i),
             start: Cno(3),
-        }
-    }
-
-    fn root() -> GroupRoot {
-        GroupRoot {
-            seq_first: 0,
-            seq_last: 0,
-            era: Cno(0),
-            next_vblock: 1,
-            cont: 0,
-            ifile_inode: vec![0; 256],
-            cpfile_inode: vec![0; 256],
-            ended: vec![],
-            freed: vec![],
         }
     }
 
