@@ -273,16 +273,46 @@ pub(crate) mod testutil {
             freed: vec![],
         }
     }
+
+    /// Read every stream back from the heads a log started at (log id 5, filesystem 6,
+    /// sequence numbers from 100, units of `era` on), and plan; also every sequence number
+    /// read, and the units.
+    pub fn read_back(
+        dev: &dyn Device,
+        g: &Geometry,
+        heads: &[(SegNo, u32, u32)],
+        era: Cno,
+    ) -> (
+        crate::replay::Plan,
+        std::collections::HashSet<u64>,
+        Vec<crate::vscan::Unit>,
+    ) {
+        let (mut found, mut units) = (Vec::new(), Vec::new());
+        for (i, &(seg, off, stream_seq)) in heads.iter().enumerate() {
+            let want = crate::vscan::Expect {
+                stream: i as u8,
+                stream_seq,
+                min_seq: 100,
+                log_id: 5,
+                fs_id: 6,
+                min_era: era,
+            };
+            let r = crate::vscan::read_stream(dev, g, seg, off, want, &|s| s.get() >= 2);
+            found.extend(r.found);
+            units.extend(r.units);
+        }
+        let seen = found.iter().map(|f| f.seq).collect();
+        (crate::replay::plan(100, &found), seen, units)
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::testutil::{root, Segs};
+    use super::testutil::{read_back, root, Segs};
     use super::*;
     use crate::device::MemDevice;
-    use crate::replay::{plan, Stop};
-    use crate::vscan::{read_stream, Expect};
+    use crate::replay::Stop;
 
     const G: Geometry = Geometry {
         seg_base: BlockAddr(16),
@@ -304,31 +334,8 @@ mod tests {
         }
     }
 
-    /// Read every stream back from the heads the log started at, and plan; also every
-    /// sequence number read.
-    fn replay_in(
-        dev: &dyn Device,
-        g: &Geometry,
-        heads: &[(SegNo, u32, u32)],
-    ) -> (crate::replay::Plan, std::collections::HashSet<u64>) {
-        let mut all = Vec::new();
-        for (i, &(seg, off, stream_seq)) in heads.iter().enumerate() {
-            let want = Expect {
-                stream: i as u8,
-                stream_seq,
-                min_seq: 100,
-                log_id: 5,
-                fs_id: 6,
-                min_era: Cno(3),
-            };
-            all.extend(read_stream(dev, g, seg, off, want, &|s| s.get() >= 3).found);
-        }
-        let seen = all.iter().map(|f| f.seq).collect();
-        (plan(100, &all), seen)
-    }
-
     fn replay_from(dev: &MemDevice, heads: &[(SegNo, u32, u32)]) -> crate::replay::Plan {
-        replay_in(dev, &G, heads).0
+        read_back(dev, &G, heads, Cno(3)).0
     }
 
     #[test]
@@ -387,7 +394,10 @@ mod tests {
                 durable_at.push((dev.op_count(), groups.len()));
             }
         }
-        let replay = |image: Vec<u8>| replay_in(&MemDevice::from_image(image), &SMALL, &heads);
+        let replay = |image: Vec<u8>| {
+            let (p, seen, _) = read_back(&MemDevice::from_image(image), &SMALL, &heads, Cno(3));
+            (p, seen)
+        };
         let (mut states, mut cut, mut torn_group) = (0, 0, 0);
         for at in 0..=dev.op_count() {
             let owed = durable_at

@@ -71,10 +71,9 @@ mod tests {
     use crate::device::{Device, MemDevice};
     use crate::format::v2::summary::{Entry, Kind};
     use crate::format::{Ino, SegNo, BLOCK_SIZE};
-    use crate::replay::plan;
-    use crate::vlog::testutil::{root, Segs};
+    use crate::vlog::testutil::{read_back, root, Segs};
     use crate::vlog::VLog;
-    use crate::vscan::{read_stream, Expect, Geometry};
+    use crate::vscan::Geometry;
 
     const G: Geometry = Geometry {
         seg_base: BlockAddr(16),
@@ -127,22 +126,7 @@ mod tests {
                 dev.write_at(bytes, at.byte_offset()).unwrap();
             }
         }
-        let mut units = Vec::new();
-        let mut found = Vec::new();
-        for (i, &(seg, off, ss)) in heads.iter().enumerate() {
-            let want = Expect {
-                stream: i as u8,
-                stream_seq: ss,
-                min_seq: 100,
-                log_id: 5,
-                fs_id: 6,
-                min_era: Cno(4),
-            };
-            let r = read_stream(&dev, &G, seg, off, want, &|_| true);
-            found.extend(r.found);
-            units.extend(r.units);
-        }
-        let p = plan(100, &found);
+        let (p, _, units) = read_back(&dev, &G, &heads, Cno(4));
         assert_eq!(p.groups.len(), 2);
         let summaries: Vec<&Summary> = units.iter().map(|u| &u.summary).collect();
         let applied = |seq: u64| seq < p.next_seq;
