@@ -98,6 +98,10 @@ enum Cmd {
         /// tree nodes and inodes (the engine does not; see docs/CLEANER.md).
         #[arg(long)]
         deferred_nodes: bool,
+        /// A what-if for format version 2: the cleaner writes into a segment of its own
+        /// (a log head for the cleaner's output), never beside new writes.
+        #[arg(long)]
+        cleaner_head: bool,
         /// Clean when this few segments are clean, until this many are (the daemon's low
         /// and high watermarks).
         #[arg(long, default_value_t = 2)]
@@ -353,6 +357,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             file_blocks,
             checkpoint_blocks,
             deferred_nodes,
+            cleaner_head,
             low,
             high,
         } => {
@@ -361,6 +366,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 seg_blocks: *segment_blocks,
                 buffer_blocks: *buffer_blocks,
                 admission: *admission,
+                cleaner_head: *cleaner_head,
                 metadata: (*file_blocks > 0).then_some(sim::Metadata {
                     file_blocks: *file_blocks,
                     checkpoint_blocks: *checkpoint_blocks,
