@@ -21,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lfs-core"
 # Bottom first. A module may use those before it, never those after it.
 LAYERS = [
     ["format"],          # pure encode/decode of the on-disk structures
-    ["dirty", "cli"],    # a dirty-set; what every tool's main shares
+    ["dirty", "cache", "cli"],  # a dirty-set; the block cache; what every tool's main shares
     ["device"],          # the one narrow trait under everything
     ["error"],           # the error types (they carry FormatError)
     ["usage", "imap", "ifile"],  # the segment usage table, the inode map; v2's inode table

@@ -4,7 +4,7 @@
 //! (`scripts/module-graph.py` checks both, from the order declared there):
 //!
 //! 1. `format`: pure encode/decode of the on-disk structures;
-//! 2. `dirty` (a dirty-set), `cli` (what every tool's main shares);
+//! 2. `dirty` (a dirty-set), `cache` (the block cache), `cli` (what every tool's main shares);
 //! 3. `device`: the one narrow trait under everything, and its implementations;
 //! 4. `error`: the error types;
 //! 5. `usage`, `imap`: the segment usage table and the inode map (and `ifile`: format v2's
@@ -22,6 +22,7 @@
 // it), the device trait and its implementations, the filesystem API, fsck, and what every
 // tool's main shares.
 mod bmap;
+mod cache;
 pub mod cli;
 pub mod device;
 mod dir;

@@ -204,8 +204,13 @@ impl Log {
         let to = self.fill as usize * BLOCK_SIZE;
         let offset = (self.sb.seg_addr(self.seg) + self.written as u64).byte_offset();
         if to > from {
-            self.backend
-                .write(offset, Arc::new(full), from, to, Some(self.seg))?;
+            self.backend.write(
+                offset,
+                Arc::new(full),
+                from,
+                to,
+                Some(self.sb.seg_addr(self.seg)),
+            )?;
         }
         self.segments_written += 1;
         usage.seal(self.seg);
@@ -243,9 +248,6 @@ impl Log {
             return (off < self.fill as usize)
                 .then(|| self.buf[off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE].to_vec());
         }
-        let m = self.backend.in_flight.lock().ok()?;
-        let b = m.get(&seg)?;
-        b.get(off * BLOCK_SIZE..(off + 1) * BLOCK_SIZE)
-            .map(|s| s.to_vec())
+        self.backend.held_block(addr)
     }
 }

@@ -8,9 +8,9 @@
 //! map, so reads keep returning what the filesystem believes it wrote until remount.
 
 use crate::device::Device;
-use crate::format::SegNo;
+use crate::format::{BlockAddr, BLOCK_SIZE};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,21 +20,23 @@ use std::thread::JoinHandle;
 const QUEUE_DEPTH: usize = 4;
 
 enum Req {
-    /// Write `data[from..to]` (byte range) at `offset`; `seg` is the in-flight key to drop
+    /// Write `data[from..to]` (byte range) at `offset`; `held` is the in-flight key to drop
     /// once written.
     Write {
         offset: u64,
         data: Arc<Vec<u8>>,
         from: usize,
         to: usize,
-        seg: Option<SegNo>,
+        held: Option<BlockAddr>,
     },
     Flush {
         reply: Sender<io::Result<()>>,
     },
 }
 
-pub type InFlight = Arc<Mutex<HashMap<SegNo, Arc<Vec<u8>>>>>;
+/// Buffers queued for writing whose blocks readers may still ask for, by the address of
+/// their first block (a whole segment buffer: the segment's first block).
+pub type InFlight = Arc<Mutex<BTreeMap<BlockAddr, Arc<Vec<u8>>>>>;
 
 pub struct BackEnd {
     tx: Option<Sender<Req>>,
@@ -77,19 +79,20 @@ impl BackEnd {
         }
     }
 
-    /// Queue a write of `data[from..to]` at byte `offset`. With `seg`, the buffer is served to
-    /// readers from the in-flight map until written.
+    /// Queue a write of `data[from..to]` at byte `offset`. With `held`, the address of the
+    /// block at `data[0]`, the buffer's blocks are served to readers ([`BackEnd::held_block`])
+    /// until written.
     pub fn write(
         &self,
         offset: u64,
         data: Arc<Vec<u8>>,
         from: usize,
         to: usize,
-        seg: Option<SegNo>,
+        held: Option<BlockAddr>,
     ) -> io::Result<()> {
-        if let Some(s) = seg {
+        if let Some(a) = held {
             if let Ok(mut m) = self.in_flight.lock() {
-                m.insert(s, data.clone());
+                m.insert(a, data.clone());
             }
         }
         self.send(Req::Write {
@@ -97,8 +100,19 @@ impl BackEnd {
             data,
             from,
             to,
-            seg,
+            held,
         })
+    }
+
+    /// The block at `addr` from a buffer queued and not yet written.
+    pub fn held_block(&self, addr: BlockAddr) -> Option<Vec<u8>> {
+        block_in(&*self.in_flight.lock().ok()?, addr)
+    }
+
+    /// Whether a buffer queued and not yet written holds any of the `n` blocks from `first`
+    /// (true if that cannot be told).
+    pub fn holds_any(&self, first: BlockAddr, n: u64) -> bool {
+        self.in_flight.lock().map_or(true, |m| any_in(&m, first, n))
     }
 
     /// Wait until every queued write is done, then flush the device.
@@ -124,6 +138,24 @@ impl Drop for BackEnd {
     }
 }
 
+/// The block at `addr` in the buffers of `m`.
+fn block_in(m: &BTreeMap<BlockAddr, Arc<Vec<u8>>>, addr: BlockAddr) -> Option<Vec<u8>> {
+    let (start, b) = m.range(..=addr).next_back()?;
+    let off = usize::try_from(addr - *start).ok()?;
+    b.get(off.checked_mul(BLOCK_SIZE)?..(off + 1) * BLOCK_SIZE)
+        .map(|s| s.to_vec())
+}
+
+/// Whether the buffers of `m` hold any of the `n` blocks from `first`.
+fn any_in(m: &BTreeMap<BlockAddr, Arc<Vec<u8>>>, first: BlockAddr, n: u64) -> bool {
+    let end = first.get().saturating_add(n);
+    // A buffer starting before `first` that reaches into the range, or one starting in it.
+    m.range(..=first)
+        .next_back()
+        .is_some_and(|(s, b)| s.get() + (b.len() / BLOCK_SIZE) as u64 > first.get())
+        || m.range(first..).next().is_some_and(|(s, _)| s.get() < end)
+}
+
 fn run(dev: Arc<dyn Device>, rx: Receiver<Req>, poisoned: Arc<AtomicBool>, in_flight: InFlight) {
     let mut failure: Option<io::ErrorKind> = None;
     for req in rx {
@@ -133,7 +165,7 @@ fn run(dev: Arc<dyn Device>, rx: Receiver<Req>, poisoned: Arc<AtomicBool>, in_fl
                 data,
                 from,
                 to,
-                seg,
+                held,
             } => {
                 if failure.is_some() {
                     continue;
@@ -144,10 +176,10 @@ fn run(dev: Arc<dyn Device>, rx: Receiver<Req>, poisoned: Arc<AtomicBool>, in_fl
                 };
                 match res {
                     Ok(()) => {
-                        if let (Some(s), Ok(mut m)) = (seg, in_flight.lock()) {
+                        if let (Some(a), Ok(mut m)) = (held, in_flight.lock()) {
                             // Only drop our own buffer; a reused segment may have a newer one.
-                            if m.get(&s).is_some_and(|b| Arc::ptr_eq(b, &data)) {
-                                m.remove(&s);
+                            if m.get(&a).is_some_and(|b| Arc::ptr_eq(b, &data)) {
+                                m.remove(&a);
                             }
                         }
                     }
@@ -172,5 +204,28 @@ fn run(dev: Arc<dyn Device>, rx: Receiver<Req>, poisoned: Arc<AtomicBool>, in_fl
                 let _ = reply.send(res);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_buffers_answer_for_their_blocks_only() {
+        let mut m = BTreeMap::new();
+        let buf = |n: usize, fill: u8| Arc::new(vec![fill; n * BLOCK_SIZE]);
+        m.insert(BlockAddr(100), buf(4, 1)); // 100..104
+        m.insert(BlockAddr(200), buf(1, 2)); // 200
+        assert_eq!(block_in(&m, BlockAddr(103)), Some(vec![1; BLOCK_SIZE]));
+        assert_eq!(block_in(&m, BlockAddr(200)), Some(vec![2; BLOCK_SIZE]));
+        for a in [99, 104, 150, 201] {
+            assert_eq!(block_in(&m, BlockAddr(a)), None, "{a}");
+        }
+        assert!(any_in(&m, BlockAddr(96), 5)); // reaches 100
+        assert!(any_in(&m, BlockAddr(103), 10)); // starts inside the first
+        assert!(any_in(&m, BlockAddr(150), 51)); // reaches 200
+        assert!(!any_in(&m, BlockAddr(104), 96)); // 104..200
+        assert!(!any_in(&m, BlockAddr(90), 10)); // 90..100
     }
 }
