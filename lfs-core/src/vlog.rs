@@ -1,9 +1,10 @@
 //! Writing a format version 2 log (docs/FORMAT-V2.md §7–§9): several streams, each filling
 //! its own segment with write units, and flush groups over any of them, closed by a root
 //! block in a ROOT unit whose sequence number is the group's last. The counterpart of
-//! `vscan`. Units are handed to the device in sequence order when `write_out` is called (the
-//! engine's back-end writer will do it); a flush after that makes them durable. Not used by
-//! the engine yet (issue 20, step 3).
+//! `vscan`. Sealed units wait in memory (readable: `read_cached`) until `submit` queues them
+//! on the back-end writer, a run of adjacent units as one write (`write_out` writes them
+//! directly, for tests); a flush after that makes them durable. Used by the v2 store
+//! (`vstore.rs`); not by the engine yet (issue 20, step 3).
 
 use crate::device::Device;
 use crate::error::{FsError, Result};
@@ -12,10 +13,14 @@ use crate::format::v2::root::GroupRoot;
 use crate::format::v2::summary::{Entry, Kind, Summary, FLAG_CONT, FLAG_ROOT, MAX_ENTRIES};
 use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
 use crate::vscan::Geometry;
+use crate::writer::BackEnd;
 
 /// Where a stream's next segment comes from (the segment table, in the engine).
 pub trait SegmentSource {
+    /// A clean segment for `stream` to go on in after `after`; it is the stream's from now.
     fn next_clean(&mut self, stream: u8, after: SegNo) -> Option<SegNo>;
+    /// `stream` filled `from` and writes into `to` from now on.
+    fn moved_on(&mut self, _stream: u8, _from: SegNo, _to: SegNo) {}
 }
 
 struct Open {
@@ -130,7 +135,7 @@ impl VLog {
             s.fill += 1;
         }
         let s = &mut self.streams[si];
-        let addr = self.g.seg_base + s.seg.get() * u64::from(self.g.seg_blocks) + u64::from(s.fill);
+        let addr = self.g.seg_addr(s.seg) + u64::from(s.fill);
         s.fill += 1;
         if let Some(o) = s.open.as_mut() {
             o.entries.push(entry);
@@ -145,6 +150,7 @@ impl VLog {
             Some(n) => n,
             None => segs.next_clean(stream, s.seg).ok_or(FsError::NoSpace)?,
         };
+        segs.moved_on(stream, s.seg, next);
         s.seg = next;
         s.fill = 0;
         Ok(())
@@ -183,7 +189,7 @@ impl VLog {
         s.stream_seq = s.stream_seq.wrapping_add(1);
         let mut bytes = summary.encode();
         bytes.extend_from_slice(&o.payload);
-        let at = self.g.seg_base + s.seg.get() * u64::from(self.g.seg_blocks) + u64::from(o.start);
+        let at = self.g.seg_addr(s.seg) + u64::from(o.start);
         self.sealed.push(Sealed { seq, at, bytes });
         Ok(())
     }
@@ -230,6 +236,78 @@ impl VLog {
             dev.write_at(&u.bytes, u.at.byte_offset())?;
         }
         Ok(())
+    }
+
+    /// Queue every sealed unit on the back-end writer, units that follow one another on the
+    /// device as one write (a stream's units fill its segment front to back, so a segment's
+    /// worth is one write). Their blocks stay readable through the writer until written;
+    /// durable after its flush.
+    pub fn submit(&mut self, backend: &BackEnd) -> Result<()> {
+        let mut units = std::mem::take(&mut self.sealed);
+        units.sort_by_key(|u| u.at);
+        let mut i = 0;
+        while i < units.len() {
+            let at = units[i].at;
+            let mut bytes = std::mem::take(&mut units[i].bytes);
+            let mut j = i + 1;
+            while j < units.len()
+                && units[j].at == at + (bytes.len() / BLOCK_SIZE) as u64
+                && self.g.seg_of(units[j].at) == self.g.seg_of(at)
+            {
+                bytes.extend_from_slice(&units[j].bytes);
+                j += 1;
+            }
+            let len = bytes.len();
+            backend.write(
+                at.byte_offset(),
+                std::sync::Arc::new(bytes),
+                0,
+                len,
+                Some(at),
+            )?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// A block appended and not yet handed to the device (in an open unit, or sealed and
+    /// waiting for `submit`).
+    pub fn read_cached(&self, addr: BlockAddr) -> Option<Vec<u8>> {
+        for s in &self.streams {
+            let Some(o) = &s.open else { continue };
+            let first = self.g.seg_addr(s.seg) + u64::from(o.start) + 1;
+            if let Some(k) = addr.get().checked_sub(first.get()) {
+                let k = k as usize;
+                if let Some(b) = o.payload.get(k * BLOCK_SIZE..(k + 1) * BLOCK_SIZE) {
+                    return Some(b.to_vec());
+                }
+            }
+        }
+        self.sealed.iter().find_map(|u| {
+            let k = addr.get().checked_sub(u.at.get())? as usize;
+            u.bytes
+                .get(k * BLOCK_SIZE..(k + 1) * BLOCK_SIZE)
+                .map(|b| b.to_vec())
+        })
+    }
+
+    /// The segment `stream` writes into, and the blocks still free in it.
+    pub fn room(&self, stream: u8) -> Option<(SegNo, u32)> {
+        let s = self.streams.get(stream as usize)?;
+        Some((s.seg, self.g.seg_blocks.saturating_sub(s.fill)))
+    }
+
+    /// Units from now on belong to era `era` (the checkpoint after the one just made).
+    pub fn set_era(&mut self, era: Cno) {
+        self.era = era;
+    }
+
+    pub fn era(&self) -> Cno {
+        self.era
+    }
+
+    pub fn log_id(&self) -> u64 {
+        self.log_id
     }
 
     /// Sealed units not yet written: (seq, address, bytes) — the crash tests drop some.
@@ -439,6 +517,45 @@ mod tests {
             cut > 0 && torn_group > 0,
             "{states} states, {cut} cut, {torn_group} torn"
         );
+    }
+
+    #[test]
+    fn blocks_are_readable_until_handed_to_the_writer_and_land_where_appended() {
+        let dev = std::sync::Arc::new(MemDevice::new((16 + 64 * 32 + 16) * BLOCK_SIZE as u64));
+        let heads = [(SegNo(0), 0, 1), (SegNo(1), 0, 1)];
+        let mut segs = Segs { next: 3 };
+        let mut log = VLog::open(G, &heads, 100, 5, 6, Cno(3));
+        let mut addrs = Vec::new();
+        let mut groups = Vec::new();
+        for g in 0..3u64 {
+            for i in 0..50u64 {
+                let block = vec![(g * 50 + i) as u8; BLOCK_SIZE];
+                let a = log
+                    .append(&mut segs, (i % 2) as u8, data_entry(i), &block)
+                    .unwrap();
+                // Readable at once, from the open unit.
+                assert_eq!(log.read_cached(a), Some(block.clone()));
+                addrs.push((a, block));
+            }
+            groups.push(log.end_group(&mut segs, root()).unwrap());
+        }
+        // Sealed, not yet submitted: still readable from the log.
+        for (a, b) in &addrs {
+            assert_eq!(log.read_cached(*a).as_ref(), Some(b));
+        }
+        let mut backend = BackEnd::start(dev.clone());
+        log.submit(&backend).unwrap();
+        assert_eq!(log.read_cached(addrs[0].0), None, "handed over");
+        backend.flush().unwrap();
+        backend.stop();
+        for (a, b) in &addrs {
+            let mut got = vec![0u8; BLOCK_SIZE];
+            dev.read_at(&mut got, a.byte_offset()).unwrap();
+            assert_eq!(&got, b);
+        }
+        let p = replay_from(&dev, &heads);
+        assert_eq!(p.groups, groups);
+        assert_eq!(p.stop, Stop::End);
     }
 
     #[test]

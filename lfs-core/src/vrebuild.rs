@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// Where a unit's payload block `i` is.
 fn payload_addr(g: &crate::vscan::Geometry, s: &Summary, i: usize) -> BlockAddr {
-    g.seg_base + s.segment.get() * u64::from(g.seg_blocks) + u64::from(s.offset) + 1 + i as u64
+    g.seg_addr(s.segment) + u64::from(s.offset) + 1 + i as u64
 }
 
 /// The DAT's current entries as the log states them. `applied` says whether a unit (by its

@@ -20,6 +20,20 @@ pub struct Geometry {
     pub nsegs: u64,
 }
 
+impl Geometry {
+    /// The first block of segment `seg`.
+    pub fn seg_addr(&self, seg: SegNo) -> BlockAddr {
+        self.seg_base + seg.get() * u64::from(self.seg_blocks)
+    }
+
+    /// The segment holding `addr`, if it is in one.
+    pub fn seg_of(&self, addr: BlockAddr) -> Option<SegNo> {
+        let rel = addr.get().checked_sub(self.seg_base.get())?;
+        let seg = rel / u64::from(self.seg_blocks);
+        (seg < self.nsegs).then_some(SegNo(seg))
+    }
+}
+
 /// What the reader of one stream expects of its next unit.
 #[derive(Debug, Clone, Copy)]
 pub struct Expect {
@@ -63,8 +77,7 @@ pub fn judge(
     off: u32,
     want: &Expect,
 ) -> Result<Unit, Verdict> {
-    let at =
-        |o: u32| (g.seg_base + seg.get() * u64::from(g.seg_blocks) + u64::from(o)).byte_offset();
+    let at = |o: u32| (g.seg_addr(seg) + u64::from(o)).byte_offset();
     let mut b = vec![0u8; BLOCK_SIZE];
     dev.read_at(&mut b, at(off))
         .map_err(|e| Verdict::Unreadable(e.to_string()))?;
