@@ -30,6 +30,7 @@ LAYERS = [
     ["writer"],          # the back-end thread that writes segments
     ["log"],             # the segment buffer and write units
     ["vlog"],            # v2's writer of streams and flush groups
+    ["vstore"],          # v2's store: log, DAT, segment table, cache, writer
     ["vrebuild"],        # v2's maps rebuilt from the log (fsck's repair)
     ["fs"],              # the filesystem: state by layer, operations, Fs
     ["fsck"],            # the checker, over fs

@@ -167,6 +167,11 @@ impl SegTable {
         self.tree.flush(store)
     }
 
+    /// Leaves changed since they were last written.
+    pub fn dirty_leaves(&self) -> usize {
+        self.tree.dirty_leaves()
+    }
+
     pub fn evict_clean(&mut self) {
         self.tree.evict_clean();
     }

@@ -1,0 +1,839 @@
+//! The store of format version 2 (docs/FORMAT-V2.md): what the engine's inode layer will
+//! stand on after the switch (issue 20, step 3) — the log of streams and flush groups
+//! (`vlog`), the DAT (`vdat`), the segment table (`vsufile`), the block cache and the
+//! back-end writer, behind one struct whose API speaks of virtual blocks:
+//!
+//! - `read_virtual(v)`: the bytes of virtual block `v`, verified against the checksum its
+//!   DAT entry holds (a DUP block's second copy if the first is bad), never bytes that do
+//!   not match;
+//! - `write_virtual`: a block written into a stream under the number it had (or a new one
+//!   when a kept checkpoint still needs the old version: the lifetime rule, §5), its DAT
+//!   entry pointed at the new place and the old place counted dead;
+//! - `free_virtual`, `begin_group` / `end_group` (the group's root block, with the virtual
+//!   blocks it ended and freed), `sync`;
+//! - `flush_maps`: a checkpoint's steps 2–3, the DAT and then the sufile to a fixed point;
+//!   `checkpointed`: step 6's consequences.
+//!
+//! The DAT and the segment table read their own blocks through [`Io`], which also takes
+//! their writes into the log. Segment counts cannot change while the segment table is
+//! itself being read or written, so appends and deaths are recorded as deltas in `Io` and
+//! applied right after each step, and the log's next segments come from a few clean ones
+//! set aside beforehand (`spares`), whose hand-out is applied the same way.
+//!
+//! Built and tested on its own; not used by the engine yet.
+
+use crate::cache::BlockCache;
+use crate::device::Device;
+use crate::error::{Damage, FsError, Result};
+use crate::format::v2::ptr::PhysPtr;
+use crate::format::v2::root::GroupRoot;
+use crate::format::v2::summary::{Entry, Kind, ENTRY_DUP};
+use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
+use crate::radix::BlockStore;
+use crate::vdat::{must_preserve, Dat};
+use crate::vlog::{SegmentSource, VLog};
+use crate::vscan::Geometry;
+use crate::vsufile::SegTable;
+use crate::writer::BackEnd;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// Rounds of writing the segment table before its entries stop changing; more means
+/// something keeps changing them, which is a bug (reported, not looped on).
+const SUFILE_ROUNDS: usize = 8;
+
+/// Where a stream continues: segment, block offset, the stream's next unit number.
+pub type Head = (SegNo, u32, u32);
+
+/// What a virtual block is, for its summary entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: Kind,
+    pub height: u8,
+    pub ino: Ino,
+    pub generation: u32,
+    pub index: u64,
+}
+
+/// A change to the segment table waiting to be applied (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Live(SegNo, i64),
+    /// A spare was given to `stream` as its next segment.
+    Taken(SegNo, u8),
+    /// `stream` filled the first and went on in the second.
+    MovedOn(SegNo, SegNo),
+}
+
+/// The device side: reads through the log's memory, the writer's held buffers, the cache
+/// and the device; appends into the log; and the changes to the segment table they make.
+pub struct Io {
+    g: Geometry,
+    dev: Arc<dyn Device>,
+    cache: BlockCache,
+    log: Option<VLog>,
+    backend: Option<BackEnd>,
+    /// Clean segments set aside for the log's next segments.
+    spares: VecDeque<SegNo>,
+    changes: Vec<Change>,
+    /// Kind of the tree being flushed, for the summary entries of its blocks.
+    tree_kind: Kind,
+}
+
+/// The log's source of next segments: the spares, and a record of what it took.
+struct SpareSource<'a> {
+    spares: &'a mut VecDeque<SegNo>,
+    changes: &'a mut Vec<Change>,
+    cache: &'a mut BlockCache,
+    g: Geometry,
+}
+
+impl SegmentSource for SpareSource<'_> {
+    fn next_clean(&mut self, stream: u8, _after: SegNo) -> Option<SegNo> {
+        let s = self.spares.pop_front()?;
+        // Whatever was cached of the segment's previous life is gone now.
+        for a in self.g.seg_addr(s).run(u64::from(self.g.seg_blocks)) {
+            self.cache.remove(a);
+        }
+        self.changes.push(Change::Taken(s, stream));
+        Some(s)
+    }
+    fn moved_on(&mut self, _stream: u8, from: SegNo, to: SegNo) {
+        self.changes.push(Change::MovedOn(from, to));
+    }
+}
+
+impl Io {
+    fn log_mut(&mut self) -> Result<&mut VLog> {
+        self.log.as_mut().ok_or(FsError::ReadOnly)
+    }
+
+    /// Append `data` to `stream`; the new place counts live.
+    fn append(&mut self, stream: u8, entry: Entry, data: &[u8]) -> Result<BlockAddr> {
+        let Io {
+            g,
+            log,
+            spares,
+            changes,
+            cache,
+            ..
+        } = self;
+        let log = log.as_mut().ok_or(FsError::ReadOnly)?;
+        let mut src = SpareSource {
+            spares,
+            changes,
+            cache,
+            g: *g,
+        };
+        let addr = log.append(&mut src, stream, entry, data)?;
+        self.live(addr, 1);
+        Ok(addr)
+    }
+
+    fn live(&mut self, addr: BlockAddr, d: i64) {
+        if let Some(s) = self.g.seg_of(addr) {
+            self.changes.push(Change::Live(s, d));
+        }
+    }
+}
+
+impl BlockStore for Io {
+    fn read(&mut self, addr: BlockAddr) -> Result<Arc<Vec<u8>>> {
+        if self.g.seg_of(addr).is_none() {
+            return Err(Damage::AddrOutsideLog { addr }.into());
+        }
+        if let Some(b) = self.log.as_ref().and_then(|l| l.read_cached(addr)) {
+            return Ok(Arc::new(b));
+        }
+        if let Some(b) = self.backend.as_ref().and_then(|w| w.held_block(addr)) {
+            return Ok(Arc::new(b));
+        }
+        if let Some(b) = self.cache.get(addr) {
+            return Ok(b);
+        }
+        let mut b = vec![0u8; BLOCK_SIZE];
+        self.dev.read_at(&mut b, addr.byte_offset())?;
+        let b = Arc::new(b);
+        self.cache.insert(addr, b.clone());
+        Ok(b)
+    }
+    fn write(&mut self, height: u8, index: u64, data: &[u8]) -> Result<BlockAddr> {
+        let entry = Entry {
+            kind: self.tree_kind,
+            height,
+            flags: 0,
+            crc: crate::format::v2::block_crc(data),
+            generation: 0,
+            ino: Ino(0),
+            index,
+            vblock: VBlock::NONE,
+            start: Cno(0),
+        };
+        self.append(0, entry, data)
+    }
+    fn kill(&mut self, addr: BlockAddr) {
+        self.live(addr, -1);
+    }
+}
+
+/// Where a store starts: a checkpoint's roots and heads (or mkfs's).
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub dat_root: PhysPtr,
+    pub dat_height: u8,
+    pub next_vblock: u64,
+    pub sufile_root: PhysPtr,
+    pub sufile_height: u8,
+    pub nclean: u64,
+    /// The newest checkpoint's number; the era of new writes is the one after it.
+    pub cno: Cno,
+}
+
+/// What the group under way ended and freed, for its root block.
+#[derive(Debug, Default)]
+struct GroupLists {
+    ended: Vec<(VBlock, Cno)>,
+    freed: Vec<VBlock>,
+}
+
+pub struct VStore {
+    io: Io,
+    dat: Dat,
+    segs: SegTable,
+    /// Kept checkpoints (snapshots, protected ones): the lifetime rule's `kept`.
+    kept: Vec<Cno>,
+    era: Cno,
+    group: GroupLists,
+    in_group: bool,
+}
+
+impl VStore {
+    /// The store a checkpoint describes. Reads nothing; writes nothing until `open_log`.
+    pub fn open(g: Geometry, dev: Arc<dyn Device>, roots: &Roots, cache_blocks: usize) -> VStore {
+        VStore {
+            io: Io {
+                g,
+                dev,
+                cache: BlockCache::new(cache_blocks),
+                log: None,
+                backend: None,
+                spares: VecDeque::new(),
+                changes: Vec::new(),
+                tree_kind: Kind::Dat,
+            },
+            dat: Dat::open(roots.dat_root, roots.dat_height, roots.next_vblock),
+            segs: SegTable::open(
+                g.nsegs,
+                g.seg_blocks,
+                roots.sufile_root,
+                roots.sufile_height,
+                roots.nclean,
+            ),
+            kept: Vec::new(),
+            era: Cno(roots.cno.get() + 1),
+            group: GroupLists::default(),
+            in_group: false,
+        }
+    }
+
+    /// Start writing: streams continue at `heads` (segment, offset, stream_seq), which the
+    /// segment table must already have in use.
+    pub fn open_log(
+        &mut self,
+        heads: &[(SegNo, u32, u32)],
+        next_seq: u64,
+        log_id: u64,
+        fs_id: u32,
+    ) -> Result<()> {
+        let log = VLog::open(self.io.g, heads, next_seq, log_id, fs_id, self.era);
+        self.io.log = Some(log);
+        self.io.backend = Some(BackEnd::start(self.io.dev.clone()));
+        Ok(())
+    }
+
+    /// Stop the writer after what is queued; nothing more is written.
+    pub fn close_log(&mut self) {
+        self.io.log = None;
+        if let Some(mut b) = self.io.backend.take() {
+            b.stop();
+        }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.io.g
+    }
+    pub fn era(&self) -> Cno {
+        self.era
+    }
+    pub fn next_vblock(&self) -> u64 {
+        self.dat.next_vblock()
+    }
+    pub fn clean_count(&self) -> u64 {
+        self.segs.clean_count()
+    }
+    /// Where each stream continues (segment, offset, stream_seq), and the next sequence
+    /// number (for a checkpoint).
+    pub fn heads(&self) -> Option<(Vec<Head>, u64)> {
+        let l = self.io.log.as_ref()?;
+        Some((l.heads(), l.next_seq()))
+    }
+    /// A write or flush of the log failed: nothing more may be written.
+    pub fn poisoned(&self) -> bool {
+        self.io.backend.as_ref().is_some_and(BackEnd::poisoned)
+    }
+    /// The checkpoints whose blocks must be kept (snapshots, protected ones).
+    pub fn set_kept(&mut self, kept: Vec<Cno>) {
+        self.kept = kept;
+    }
+
+    /// Apply the changes appends and deaths made to the segment table.
+    fn settle(&mut self) -> Result<()> {
+        let changes = std::mem::take(&mut self.io.changes);
+        let mut live: BTreeMap<SegNo, i64> = BTreeMap::new();
+        let now = crate::log::now_ns();
+        for c in changes {
+            match c {
+                Change::Live(s, d) => *live.entry(s).or_default() += d,
+                Change::Taken(s, stream) => self.segs.activate(&mut self.io, s, stream, now)?,
+                Change::MovedOn(from, _) => {
+                    // Count what was written into it before it is judged empty or not.
+                    if let Some(d) = live.remove(&from) {
+                        self.apply_live(from, d)?;
+                    }
+                    self.segs.seal(&mut self.io, from)?;
+                }
+            }
+        }
+        for (s, d) in live {
+            self.apply_live(s, d)?;
+        }
+        Ok(())
+    }
+
+    fn apply_live(&mut self, s: SegNo, d: i64) -> Result<()> {
+        let n = u32::try_from(d.unsigned_abs()).unwrap_or(u32::MAX);
+        match d.signum() {
+            1 => self.segs.add_live(&mut self.io, s, n),
+            -1 => self.segs.kill(&mut self.io, s, n),
+            _ => Ok(()),
+        }
+    }
+
+    /// Set aside clean segments until there are `n` spares for the log. Applies the
+    /// pending changes first, so a segment the log took is no longer clean in the table.
+    fn refill(&mut self, n: usize) -> Result<()> {
+        self.settle()?;
+        let mut after = self
+            .io
+            .spares
+            .back()
+            .copied()
+            .or_else(|| self.io.log.as_ref().and_then(|l| l.room(0)).map(|(s, _)| s));
+        while self.io.spares.len() < n {
+            let from = after.unwrap_or(SegNo(self.io.g.nsegs - 1));
+            let mut found = None;
+            // A spare already set aside is still clean in the table: skip it.
+            let mut probe = from;
+            for _ in 0..=self.io.spares.len() {
+                match self.segs.pick_clean(&mut self.io, probe)? {
+                    Some(s) if self.io.spares.contains(&s) => probe = s,
+                    other => {
+                        found = other;
+                        break;
+                    }
+                }
+            }
+            let Some(s) = found else {
+                return Err(FsError::NoSpace);
+            };
+            self.io.spares.push_back(s);
+            after = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Clean segments the log may still take, the spares included (they are clean).
+    pub fn free_segments(&self) -> u64 {
+        self.segs.clean_count()
+    }
+
+    /// The bytes of virtual block `v`, verified (docs/FORMAT-V2.md §12).
+    pub fn read_virtual(&mut self, v: VBlock) -> Result<Arc<Vec<u8>>> {
+        self.dat.read_verified(&mut self.io, v)
+    }
+
+    /// A physical block (a DAT or sufile block, a group root) at `addr`, unverified: the
+    /// caller checks it against its referrer.
+    pub fn read_physical(&mut self, addr: BlockAddr) -> Result<Arc<Vec<u8>>> {
+        self.io.read(addr)
+    }
+
+    pub fn begin_group(&mut self) -> Result<()> {
+        self.io.log_mut()?;
+        self.in_group = true;
+        Ok(())
+    }
+
+    /// Write `data` (one block) as the new contents of `old` (`VBlock::NONE`: a new block),
+    /// owned as `owner`, into `stream`; `dup` writes it twice (ifile and cpfile blocks).
+    /// Returns the virtual block that now holds it: `old` itself unless a kept checkpoint
+    /// needs the old version (then the caller's pointer must change).
+    pub fn write_virtual(
+        &mut self,
+        stream: u8,
+        owner: Owner,
+        old: VBlock,
+        data: &[u8],
+        dup: bool,
+    ) -> Result<VBlock> {
+        if !self.in_group {
+            return Err(FsError::Bug {
+                what: "a virtual block written outside a flush group".into(),
+                source: crate::format::FormatError::invalid("store", "no group"),
+            });
+        }
+        if self.io.spares.len() < 2 {
+            self.refill(2)?;
+        }
+        let prev = self.dat.get(&mut self.io, old)?;
+        let keep = !prev.is_free() && !must_preserve(prev.start, self.era, &self.kept);
+        let (v, start) = if keep {
+            (old, prev.start)
+        } else {
+            (self.dat.allocate(&mut self.io, Some(old))?, self.era)
+        };
+        let crc = crate::format::v2::block_crc(data);
+        let entry = Entry {
+            kind: owner.kind,
+            height: owner.height,
+            flags: 0,
+            crc,
+            generation: owner.generation,
+            ino: owner.ino,
+            index: owner.index,
+            vblock: v,
+            start,
+        };
+        // The two copies of a DUP block may fall in different units: they are in one flush
+        // group, which is recovered whole or not at all.
+        let addr = self.io.append(stream, entry, data)?;
+        let addr2 = if dup {
+            let second = Entry {
+                flags: ENTRY_DUP,
+                ..entry
+            };
+            self.io.append(stream, second, data)?
+        } else {
+            BlockAddr::NONE
+        };
+        if keep {
+            self.kill_places(prev.addr, prev.addr2);
+        } else if !prev.is_free() {
+            // The old version stays, for the kept checkpoints that reach it.
+            self.dat.end(&mut self.io, old, self.era)?;
+            self.group.ended.push((old, self.era));
+            self.kill_places(prev.addr, prev.addr2);
+        }
+        self.dat
+            .write(&mut self.io, v, addr, addr2, crc, self.era)?;
+        Ok(v)
+    }
+
+    fn kill_places(&mut self, a: BlockAddr, a2: BlockAddr) {
+        for x in [a, a2] {
+            if !x.is_none() {
+                self.io.live(x, -1);
+            }
+        }
+    }
+
+    /// `v` is no longer part of the current state: freed, or ended if a kept checkpoint
+    /// still reaches it.
+    pub fn free_virtual(&mut self, v: VBlock) -> Result<()> {
+        let e = self.dat.get(&mut self.io, v)?;
+        if e.is_free() {
+            return Ok(());
+        }
+        self.kill_places(e.addr, e.addr2);
+        if must_preserve(e.start, self.era, &self.kept) {
+            self.dat.end(&mut self.io, v, self.era)?;
+            self.group.ended.push((v, self.era));
+        } else {
+            self.dat.free(&mut self.io, v)?;
+            self.group.freed.push(v);
+        }
+        Ok(())
+    }
+
+    /// Close the group under way with its root block (carrying the inode table's and the
+    /// checkpoint list's inodes after it), and hand its units to the writer. Returns the
+    /// group's sequence range.
+    pub fn end_group(&mut self, ifile_inode: &[u8], cpfile_inode: &[u8]) -> Result<(u64, u64)> {
+        let lists = std::mem::take(&mut self.group);
+        self.in_group = false;
+        let root = GroupRoot {
+            seq_first: 0,
+            seq_last: 0,
+            era: self.era,
+            next_vblock: self.dat.next_vblock(),
+            cont: 0,
+            ifile_inode: ifile_inode.to_vec(),
+            cpfile_inode: cpfile_inode.to_vec(),
+            ended: lists.ended,
+            freed: lists.freed,
+        };
+        if !GroupRoot::fits(root.ended.len(), root.freed.len()) {
+            // The engine cuts deletions into chunks that fit (docs/FORMAT-V2.md §7).
+            return Err(FsError::Bug {
+                what: format!(
+                    "a flush group ended {} and freed {} virtual blocks, more than its root holds",
+                    root.ended.len(),
+                    root.freed.len()
+                ),
+                source: crate::format::FormatError::invalid("group root", "lists too long"),
+            });
+        }
+        self.refill(2)?;
+        let range = {
+            let Io {
+                g,
+                log,
+                spares,
+                changes,
+                cache,
+                ..
+            } = &mut self.io;
+            let mut src = SpareSource {
+                spares,
+                changes,
+                cache,
+                g: *g,
+            };
+            log.as_mut()
+                .ok_or(FsError::ReadOnly)?
+                .end_group(&mut src, root)?
+        };
+        self.submit()?;
+        self.settle()?;
+        Ok(range)
+    }
+
+    fn submit(&mut self) -> Result<()> {
+        let (Some(log), Some(backend)) = (self.io.log.as_mut(), self.io.backend.as_ref()) else {
+            return Err(FsError::ReadOnly);
+        };
+        log.submit(backend)
+    }
+
+    /// Everything handed to the writer is durable when this returns.
+    pub fn sync(&mut self) -> Result<()> {
+        self.submit()?;
+        let backend = self.io.backend.as_ref().ok_or(FsError::ReadOnly)?;
+        backend.flush().map_err(|e| {
+            tracing::error!(error = %e, "sync failed");
+            FsError::Io(e)
+        })
+    }
+
+    /// Before a group: room for `blocks` appended blocks, in spares for the log to take.
+    pub fn prepare(&mut self, blocks: u64) -> Result<()> {
+        let seg = u64::from(self.io.g.seg_blocks);
+        let n = blocks.div_ceil(seg.saturating_sub(2).max(1)) + 2;
+        self.refill(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// A checkpoint's steps 2 and 3 (docs/FORMAT-V2.md §9): the DAT's dirty blocks, then
+    /// the segment table's until writing it changes nothing more, in a group of their own
+    /// (roll-forward ignores these kinds). Returns the new roots and counts as the
+    /// checkpoint records them (`cno` is the checkpoint's number).
+    pub fn flush_maps(
+        &mut self,
+        ifile_inode: &[u8],
+        cpfile_inode: &[u8],
+        cno: Cno,
+    ) -> Result<Roots> {
+        self.begin_group()?;
+        self.prepare(self.dat.dirty_leaves() as u64 * 2 + 16)?;
+        self.io.tree_kind = Kind::Dat;
+        let (dat_root, dat_h) = self.dat.flush(&mut self.io)?;
+        self.settle()?;
+        let mut su = None;
+        for _ in 0..SUFILE_ROUNDS {
+            self.prepare(self.segs.dirty_leaves() as u64 * 2 + 16)?;
+            self.io.tree_kind = Kind::Sufile;
+            let r = self.segs.flush(&mut self.io)?;
+            self.settle()?;
+            if self.segs.dirty_leaves() == 0 {
+                su = Some(r);
+                break;
+            }
+        }
+        let (sufile_root, sufile_height) = su.ok_or_else(|| FsError::Bug {
+            what: format!("the segment table still changes after {SUFILE_ROUNDS} rounds"),
+            source: crate::format::FormatError::invalid("sufile", "no fixed point"),
+        })?;
+        let roots = Roots {
+            dat_root,
+            dat_height: dat_h,
+            next_vblock: self.dat.next_vblock(),
+            sufile_root,
+            sufile_height,
+            nclean: self.segs.clean_count(),
+            cno,
+        };
+        // The root's own unit may take the head's successor: the table as written records
+        // it clean, and the next checkpoint (or roll-forward from this one) records it taken.
+        self.end_group(ifile_inode, cpfile_inode)?;
+        Ok(roots)
+    }
+
+    /// Checkpoint `cno` is durable: segments freed before it are clean, and new writes
+    /// belong to the era after it.
+    pub fn checkpointed(&mut self, cno: Cno) -> Result<()> {
+        self.segs.release_freed(&mut self.io)?;
+        self.era = Cno(cno.get() + 1);
+        if let Some(l) = self.io.log.as_mut() {
+            l.set_era(self.era);
+        }
+        Ok(())
+    }
+
+    /// Drop clean DAT and sufile blocks from memory (they are read again when needed).
+    pub fn evict_clean(&mut self) {
+        self.dat.evict_clean();
+        self.segs.evict_clean();
+    }
+
+    /// The segment table's entry for `s`.
+    pub fn segment(&mut self, s: SegNo) -> Result<crate::format::v2::sufile::SegUsage> {
+        self.segs.get(&mut self.io, s)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::device::MemDevice;
+    use crate::format::v2::sufile::{SEG_ACTIVE, SEG_CLEAN, SEG_IN_USE};
+
+    const G: Geometry = Geometry {
+        seg_base: BlockAddr(16),
+        seg_blocks: 32,
+        nsegs: 64,
+    };
+
+    fn device() -> Arc<MemDevice> {
+        Arc::new(MemDevice::new(
+            (16 + G.nsegs * u64::from(G.seg_blocks) + 16) * BLOCK_SIZE as u64,
+        ))
+    }
+
+    fn empty_roots() -> Roots {
+        Roots {
+            dat_root: PhysPtr::default(),
+            dat_height: 0,
+            next_vblock: 1,
+            sufile_root: PhysPtr::default(),
+            sufile_height: 0,
+            nclean: G.nsegs,
+            cno: Cno(1),
+        }
+    }
+
+    /// A store on an empty device, writing with one stream from segment 0.
+    fn fresh(dev: &Arc<MemDevice>) -> VStore {
+        let mut st = VStore::open(G, dev.clone(), &empty_roots(), 64);
+        st.segs.activate(&mut st.io, SegNo(0), 0, 1).unwrap();
+        st.open_log(&[(SegNo(0), 0, 1)], 100, 5, 6).unwrap();
+        st
+    }
+
+    fn data(ino: u64, index: u64) -> Owner {
+        Owner {
+            kind: Kind::Data,
+            height: 0,
+            ino: Ino(ino),
+            generation: 1,
+            index,
+        }
+    }
+
+    fn block(x: u64) -> Vec<u8> {
+        let mut b = vec![0u8; BLOCK_SIZE];
+        b[..8].copy_from_slice(&x.to_le_bytes());
+        b[BLOCK_SIZE - 1] = x as u8;
+        b
+    }
+
+    #[test]
+    fn writes_read_back_verified_before_and_after_they_reach_the_device() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        st.begin_group().unwrap();
+        let vs: Vec<VBlock> = (0..100)
+            .map(|i| {
+                st.write_virtual(0, data(20, i), VBlock::NONE, &block(i), false)
+                    .unwrap()
+            })
+            .collect();
+        // Still in memory: read from the log.
+        assert_eq!(*st.read_virtual(vs[7]).unwrap(), block(7));
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        st.sync().unwrap();
+        for (i, &v) in vs.iter().enumerate() {
+            assert_eq!(*st.read_virtual(v).unwrap(), block(i as u64));
+        }
+        // 100 data blocks over several segments, counted live where they went; the group's
+        // root is never counted (only roll-forward from the last checkpoint needs it).
+        let mut live = 0;
+        let mut used = 0;
+        for s in 0..G.nsegs {
+            let u = st.segment(SegNo(s)).unwrap();
+            live += u.live;
+            used += u64::from(u.state != SEG_CLEAN);
+        }
+        assert_eq!(live, 100);
+        assert!(used >= 4, "100 blocks need four 32-block segments: {used}");
+        st.close_log();
+    }
+
+    #[test]
+    fn a_rewrite_keeps_its_number_and_the_old_place_dies() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        st.begin_group().unwrap();
+        let v = st
+            .write_virtual(0, data(20, 0), VBlock::NONE, &block(1), false)
+            .unwrap();
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let (a1, ..) = st.dat.resolve(&mut st.io, v).unwrap();
+        st.begin_group().unwrap();
+        let v2 = st
+            .write_virtual(0, data(20, 0), v, &block(2), false)
+            .unwrap();
+        assert_eq!(v2, v, "no kept checkpoint: the number stays");
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let (a2, ..) = st.dat.resolve(&mut st.io, v).unwrap();
+        assert_ne!(a1, a2);
+        assert_eq!(*st.read_virtual(v).unwrap(), block(2));
+
+        // Checkpoint 2 made and kept: the block, written in era 2, rewritten in era 3 keeps
+        // its old version under its number for checkpoint 2 and takes a new one.
+        st.checkpointed(Cno(2)).unwrap();
+        st.set_kept(vec![Cno(2)]);
+        st.begin_group().unwrap();
+        let v3 = st
+            .write_virtual(0, data(20, 0), v, &block(3), false)
+            .unwrap();
+        assert_ne!(v3, v, "checkpoint 2 reaches the old version");
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        assert_eq!(
+            *st.read_virtual(v).unwrap(),
+            block(2),
+            "kept for checkpoint 2"
+        );
+        assert_eq!(*st.read_virtual(v3).unwrap(), block(3));
+        st.close_log();
+    }
+
+    #[test]
+    fn a_damaged_block_is_an_error_and_a_dup_block_survives_one_bad_copy() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        st.begin_group().unwrap();
+        let plain = st
+            .write_virtual(0, data(20, 0), VBlock::NONE, &block(1), false)
+            .unwrap();
+        let ifile = Owner {
+            kind: Kind::Ifile,
+            ino: Ino(2),
+            ..data(2, 1)
+        };
+        let dup = st
+            .write_virtual(0, ifile, VBlock::NONE, &block(2), true)
+            .unwrap();
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        st.sync().unwrap();
+        let (a, _, _) = st.dat.resolve(&mut st.io, plain).unwrap();
+        let (d1, d2, _) = st.dat.resolve(&mut st.io, dup).unwrap();
+        assert!(!d2.is_none(), "two copies");
+        for x in [a, d1] {
+            dev.write_at(&[0xee; 8], x.byte_offset() + 100).unwrap();
+        }
+        // A fresh cache, as after a remount: the damage is on the device.
+        st.io.cache = BlockCache::new(64);
+        match st.read_virtual(plain) {
+            Err(FsError::Damaged(Damage::BlockChecksum { vblock, addr, .. })) => {
+                assert_eq!((vblock, addr), (plain.get(), a));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*st.read_virtual(dup).unwrap(), block(2), "the second copy");
+        st.close_log();
+    }
+
+    #[test]
+    fn maps_flushed_and_reopened_give_the_same_answers_and_the_table_settles() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        st.begin_group().unwrap();
+        let vs: Vec<VBlock> = (0..300)
+            .map(|i| {
+                st.write_virtual(0, data(20 + i % 3, i), VBlock::NONE, &block(i), false)
+                    .unwrap()
+            })
+            .collect();
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        // Free a third: their places die, their numbers are reusable.
+        st.begin_group().unwrap();
+        for &v in vs.iter().step_by(3) {
+            st.free_virtual(v).unwrap();
+        }
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let roots = st.flush_maps(&[0; 256], &[0; 256], Cno(2)).unwrap();
+        st.sync().unwrap();
+        // Every segment as the table recorded it at the flush.
+        let recorded: Vec<_> = (0..G.nsegs)
+            .map(|s| st.segment(SegNo(s)).unwrap())
+            .collect();
+        st.close_log();
+
+        let mut again = VStore::open(G, dev.clone(), &roots, 64);
+        for (i, &v) in vs.iter().enumerate() {
+            let r = again.read_virtual(v);
+            if i % 3 == 0 {
+                assert!(r.is_err(), "freed {v:?} must not read");
+            } else {
+                assert_eq!(*r.unwrap(), block(i as u64));
+            }
+        }
+        let mut live = 0u64;
+        let mut states = [0u64; 4];
+        for s in 0..G.nsegs {
+            let u = again.segment(SegNo(s)).unwrap();
+            // Writing the maps' own group root took the head's successor after the table
+            // was written: the checkpoint records it clean (roll-forward may enter it).
+            let r = recorded[s as usize];
+            assert!(
+                u == r || (r.state == SEG_ACTIVE && u.state == SEG_CLEAN),
+                "segment {s}: {u:?} against {:?}",
+                recorded[s as usize]
+            );
+            live += u64::from(u.live);
+            match u.state {
+                SEG_CLEAN => states[0] += 1,
+                SEG_ACTIVE => states[1] += 1,
+                SEG_IN_USE => states[2] += 1,
+                _ => states[3] += 1,
+            }
+        }
+        // 200 data blocks and the maps' own blocks.
+        assert!(live > 200, "{live}");
+        assert_eq!(states[1], 1, "one head: {states:?}");
+        assert_eq!(
+            states[0], roots.nclean,
+            "clean count as recorded: {states:?}"
+        );
+    }
+}
