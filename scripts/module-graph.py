@@ -21,8 +21,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lfs-core"
 # Bottom first. A module may use those before it, never those after it.
 LAYERS = [
     ["format"],          # pure encode/decode of the on-disk structures
-    ["dirty", "cache", "cli"],  # a dirty-set; the block cache; what every tool's main shares
+    ["dirty", "cli"],    # a dirty-set; what every tool's main shares
     ["device"],          # the one narrow trait under everything
+    ["cache"],           # the block cache, read through to a device
     ["error"],           # the error types (they carry FormatError)
     ["usage", "imap", "ifile"],  # the segment usage table, the inode map; v2's inode table
     ["dir", "bmap", "radix", "replay"],  # a directory's contents, one inode's block map, the paged radix tree of the DAT and sufile

@@ -2,7 +2,8 @@
 //! Blocks in a log-structured filesystem never change in place, so an entry stays right
 //! until its segment is reused, when the store that owns the cache purges that segment.
 
-use crate::format::BlockAddr;
+use crate::device::Device;
+use crate::format::{BlockAddr, BLOCK_SIZE};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -69,6 +70,21 @@ impl BlockCache {
             let order = std::mem::take(&mut self.order);
             self.order = order.into_iter().filter(|&e| self.live(e)).collect();
         }
+    }
+    /// The block at `addr`: from the cache, else read from `dev` and cached.
+    pub fn read_through(
+        &mut self,
+        dev: &dyn Device,
+        addr: BlockAddr,
+    ) -> std::io::Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.get(addr) {
+            return Ok(b);
+        }
+        let mut b = vec![0u8; BLOCK_SIZE];
+        dev.read_at(&mut b, addr.byte_offset())?;
+        let b = Arc::new(b);
+        self.insert(addr, b.clone());
+        Ok(b)
     }
     pub fn remove(&mut self, addr: BlockAddr) {
         self.map.remove(&addr);

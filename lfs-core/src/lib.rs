@@ -4,8 +4,9 @@
 //! (`scripts/module-graph.py` checks both, from the order declared there):
 //!
 //! 1. `format`: pure encode/decode of the on-disk structures;
-//! 2. `dirty` (a dirty-set), `cache` (the block cache), `cli` (what every tool's main shares);
-//! 3. `device`: the one narrow trait under everything, and its implementations;
+//! 2. `dirty` (a dirty-set), `cli` (what every tool's main shares);
+//! 3. `device`: the one narrow trait under everything, and its implementations; then `cache`,
+//!    the block cache read through to a device;
 //! 4. `error`: the error types;
 //! 5. `usage`, `imap`: the segment usage table and the inode map (and `ifile`: format v2's
 //!    inode table);

@@ -325,6 +325,13 @@ impl VLog {
 pub(crate) mod testutil {
     use super::*;
 
+    /// The v2 log tests' device: 64 segments of 32 blocks after 16 blocks.
+    pub const G: Geometry = Geometry {
+        seg_base: BlockAddr(16),
+        seg_blocks: 32,
+        nsegs: 64,
+    };
+
     /// Segments handed out in order from `next`.
     pub struct Segs {
         pub next: u64,
@@ -387,16 +394,10 @@ pub(crate) mod testutil {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::testutil::{read_back, root, Segs};
+    use super::testutil::{read_back, root, Segs, G};
     use super::*;
     use crate::device::MemDevice;
     use crate::replay::Stop;
-
-    const G: Geometry = Geometry {
-        seg_base: BlockAddr(16),
-        seg_blocks: 32,
-        nsegs: 64,
-    };
 
     fn data_entry(i: u64) -> Entry {
         Entry {

@@ -28,7 +28,7 @@ use crate::error::{Damage, FsError, Result};
 use crate::format::v2::ptr::PhysPtr;
 use crate::format::v2::root::GroupRoot;
 use crate::format::v2::summary::{Entry, Kind, ENTRY_DUP};
-use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
+use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock};
 use crate::radix::BlockStore;
 use crate::vdat::{must_preserve, Dat};
 use crate::vlog::{SegmentSource, VLog};
@@ -148,14 +148,7 @@ impl BlockStore for Io {
         if let Some(b) = self.backend.as_ref().and_then(|w| w.held_block(addr)) {
             return Ok(Arc::new(b));
         }
-        if let Some(b) = self.cache.get(addr) {
-            return Ok(b);
-        }
-        let mut b = vec![0u8; BLOCK_SIZE];
-        self.dev.read_at(&mut b, addr.byte_offset())?;
-        let b = Arc::new(b);
-        self.cache.insert(addr, b.clone());
-        Ok(b)
+        Ok(self.cache.read_through(self.dev.as_ref(), addr)?)
     }
     fn write(&mut self, height: u8, index: u64, data: &[u8]) -> Result<BlockAddr> {
         let entry = Entry {
@@ -616,12 +609,8 @@ mod tests {
     use super::*;
     use crate::device::MemDevice;
     use crate::format::v2::sufile::{SEG_ACTIVE, SEG_CLEAN, SEG_IN_USE};
-
-    const G: Geometry = Geometry {
-        seg_base: BlockAddr(16),
-        seg_blocks: 32,
-        nsegs: 64,
-    };
+    use crate::format::BLOCK_SIZE;
+    use crate::vlog::testutil::G;
 
     fn device() -> Arc<MemDevice> {
         Arc::new(MemDevice::new(
@@ -657,6 +646,17 @@ mod tests {
             generation: 1,
             index,
         }
+    }
+
+    /// One flush group writing `block(x)` as the new contents of each `(owner, old, x)`.
+    fn group(st: &mut VStore, writes: &[(Owner, VBlock, u64)], dup: bool) -> Vec<VBlock> {
+        st.begin_group().unwrap();
+        let vs = writes
+            .iter()
+            .map(|&(o, old, x)| st.write_virtual(0, o, old, &block(x), dup).unwrap())
+            .collect();
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        vs
     }
 
     fn block(x: u64) -> Vec<u8> {
@@ -702,18 +702,10 @@ mod tests {
     fn a_rewrite_keeps_its_number_and_the_old_place_dies() {
         let dev = device();
         let mut st = fresh(&dev);
-        st.begin_group().unwrap();
-        let v = st
-            .write_virtual(0, data(20, 0), VBlock::NONE, &block(1), false)
-            .unwrap();
-        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let v = group(&mut st, &[(data(20, 0), VBlock::NONE, 1)], false)[0];
         let (a1, ..) = st.dat.resolve(&mut st.io, v).unwrap();
-        st.begin_group().unwrap();
-        let v2 = st
-            .write_virtual(0, data(20, 0), v, &block(2), false)
-            .unwrap();
+        let v2 = group(&mut st, &[(data(20, 0), v, 2)], false)[0];
         assert_eq!(v2, v, "no kept checkpoint: the number stays");
-        st.end_group(&[0; 256], &[0; 256]).unwrap();
         let (a2, ..) = st.dat.resolve(&mut st.io, v).unwrap();
         assert_ne!(a1, a2);
         assert_eq!(*st.read_virtual(v).unwrap(), block(2));
@@ -722,12 +714,8 @@ mod tests {
         // its old version under its number for checkpoint 2 and takes a new one.
         st.checkpointed(Cno(2)).unwrap();
         st.set_kept(vec![Cno(2)]);
-        st.begin_group().unwrap();
-        let v3 = st
-            .write_virtual(0, data(20, 0), v, &block(3), false)
-            .unwrap();
+        let v3 = group(&mut st, &[(data(20, 0), v, 3)], false)[0];
         assert_ne!(v3, v, "checkpoint 2 reaches the old version");
-        st.end_group(&[0; 256], &[0; 256]).unwrap();
         assert_eq!(
             *st.read_virtual(v).unwrap(),
             block(2),
@@ -741,19 +729,13 @@ mod tests {
     fn a_damaged_block_is_an_error_and_a_dup_block_survives_one_bad_copy() {
         let dev = device();
         let mut st = fresh(&dev);
-        st.begin_group().unwrap();
-        let plain = st
-            .write_virtual(0, data(20, 0), VBlock::NONE, &block(1), false)
-            .unwrap();
+        let plain = group(&mut st, &[(data(20, 0), VBlock::NONE, 1)], false)[0];
         let ifile = Owner {
             kind: Kind::Ifile,
             ino: Ino(2),
             ..data(2, 1)
         };
-        let dup = st
-            .write_virtual(0, ifile, VBlock::NONE, &block(2), true)
-            .unwrap();
-        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let dup = group(&mut st, &[(ifile, VBlock::NONE, 2)], true)[0];
         st.sync().unwrap();
         let (a, _, _) = st.dat.resolve(&mut st.io, plain).unwrap();
         let (d1, d2, _) = st.dat.resolve(&mut st.io, dup).unwrap();

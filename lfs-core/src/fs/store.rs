@@ -118,14 +118,7 @@ impl Store {
         if let Some(b) = self.log.as_ref().and_then(|l| l.read_cached(addr)) {
             return Ok(Arc::new(b));
         }
-        if let Some(b) = self.cache.get(addr) {
-            return Ok(b);
-        }
-        let mut b = vec![0u8; BLOCK_SIZE];
-        self.dev.read_at(&mut b, addr.byte_offset())?;
-        let b = Arc::new(b);
-        self.cache.insert(addr, b.clone());
-        Ok(b)
+        Ok(self.cache.read_through(self.dev.as_ref(), addr)?)
     }
 
     /// Read `n` blocks at consecutive addresses from `addr` in one device read when none of
