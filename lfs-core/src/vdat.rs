@@ -183,6 +183,22 @@ impl Dat {
         self.tree.set(store, v.get(), DatEntry::FREE)
     }
 
+    /// Roll-forward and rebuilds: entry `v` is `e`, as the log says (its `start` from the
+    /// summary entry, so a block the cleaner moved keeps its lifetime).
+    pub fn set_entry(&mut self, store: &mut dyn BlockStore, v: VBlock, e: DatEntry) -> Result<()> {
+        if v.is_none() {
+            return Err(Damage::VBlockFree { vblock: 0 }.into());
+        }
+        self.raise_next(v.get() + 1);
+        self.pending.remove(&v.get());
+        self.tree.set(store, v.get(), e)
+    }
+
+    /// Numbers below `next` may have been handed out (a group root's `next_vblock`).
+    pub fn raise_next(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
     /// Write the dirty leaves and the nodes above them (a checkpoint's step 2).
     pub fn flush(&mut self, store: &mut dyn BlockStore) -> Result<(PhysPtr, u8)> {
         self.tree.flush(store)

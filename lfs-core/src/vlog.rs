@@ -297,6 +297,19 @@ impl VLog {
         Some((s.seg, self.g.seg_blocks.saturating_sub(s.fill)))
     }
 
+    /// Move every stream whose segment has no room for another unit (a summary and one
+    /// block) on to its next segment, so that its head names where its next unit will be.
+    /// Between groups only.
+    pub fn move_full_heads(&mut self, segs: &mut dyn SegmentSource) -> Result<()> {
+        for stream in 0..self.streams.len() as u8 {
+            let s = &self.streams[stream as usize];
+            if s.open.is_none() && s.fill + 2 > self.g.seg_blocks {
+                self.move_on(segs, stream)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Units from now on belong to era `era` (the checkpoint after the one just made).
     pub fn set_era(&mut self, era: Cno) {
         self.era = era;

@@ -59,10 +59,10 @@ pub struct Owner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     Live(SegNo, i64),
-    /// A spare was given to `stream` as its next segment.
-    Taken(SegNo, u8),
-    /// `stream` filled the first and went on in the second.
-    MovedOn(SegNo, SegNo),
+    /// A spare was given to a stream as its next segment.
+    Taken(SegNo),
+    /// A stream filled the first and went on in the second.
+    MovedOn(u8, SegNo, SegNo),
 }
 
 /// The device side: reads through the log's memory, the writer's held buffers, the cache
@@ -89,17 +89,17 @@ struct SpareSource<'a> {
 }
 
 impl SegmentSource for SpareSource<'_> {
-    fn next_clean(&mut self, stream: u8, _after: SegNo) -> Option<SegNo> {
+    fn next_clean(&mut self, _stream: u8, _after: SegNo) -> Option<SegNo> {
         let s = self.spares.pop_front()?;
         // Whatever was cached of the segment's previous life is gone now.
         for a in self.g.seg_addr(s).run(u64::from(self.g.seg_blocks)) {
             self.cache.remove(a);
         }
-        self.changes.push(Change::Taken(s, stream));
+        self.changes.push(Change::Taken(s));
         Some(s)
     }
-    fn moved_on(&mut self, _stream: u8, from: SegNo, to: SegNo) {
-        self.changes.push(Change::MovedOn(from, to));
+    fn moved_on(&mut self, stream: u8, from: SegNo, to: SegNo) {
+        self.changes.push(Change::MovedOn(stream, from, to));
     }
 }
 
@@ -108,8 +108,11 @@ impl Io {
         self.log.as_mut().ok_or(FsError::ReadOnly)
     }
 
-    /// Append `data` to `stream`; the new place counts live.
-    fn append(&mut self, stream: u8, entry: Entry, data: &[u8]) -> Result<BlockAddr> {
+    /// Run `f` on the log, with the spares as its source of next segments.
+    fn with_log<T>(
+        &mut self,
+        f: impl FnOnce(&mut VLog, &mut SpareSource<'_>) -> Result<T>,
+    ) -> Result<T> {
         let Io {
             g,
             log,
@@ -125,7 +128,12 @@ impl Io {
             cache,
             g: *g,
         };
-        let addr = log.append(&mut src, stream, entry, data)?;
+        f(log, &mut src)
+    }
+
+    /// Append `data` to `stream`; the new place counts live.
+    fn append(&mut self, stream: u8, entry: Entry, data: &[u8]) -> Result<BlockAddr> {
+        let addr = self.with_log(|log, src| log.append(src, stream, entry, data))?;
         self.live(addr, 1);
         Ok(addr)
     }
@@ -182,6 +190,21 @@ pub struct Roots {
     pub cno: Cno,
 }
 
+impl Roots {
+    /// An empty filesystem's (mkfs's): no DAT, every segment clean, checkpoint 1.
+    pub fn empty(g: &Geometry) -> Roots {
+        Roots {
+            dat_root: PhysPtr::default(),
+            dat_height: 0,
+            next_vblock: 1,
+            sufile_root: PhysPtr::default(),
+            sufile_height: 0,
+            nclean: g.nsegs,
+            cno: Cno(1),
+        }
+    }
+}
+
 /// What the group under way ended and freed, for its root block.
 #[derive(Debug, Default)]
 struct GroupLists {
@@ -195,6 +218,10 @@ pub struct VStore {
     segs: SegTable,
     /// Kept checkpoints (snapshots, protected ones): the lifetime rule's `kept`.
     kept: Vec<Cno>,
+    /// Segments named as a stream's next (in a summary already) but not entered yet: clean
+    /// in the table — roll-forward enters only segments a checkpoint recorded clean — and
+    /// never handed out again.
+    reserved: std::collections::BTreeSet<SegNo>,
     era: Cno,
     group: GroupLists,
     in_group: bool,
@@ -223,6 +250,7 @@ impl VStore {
                 roots.nclean,
             ),
             kept: Vec::new(),
+            reserved: Default::default(),
             era: Cno(roots.cno.get() + 1),
             group: GroupLists::default(),
             in_group: false,
@@ -287,13 +315,17 @@ impl VStore {
         for c in changes {
             match c {
                 Change::Live(s, d) => *live.entry(s).or_default() += d,
-                Change::Taken(s, stream) => self.segs.activate(&mut self.io, s, stream, now)?,
-                Change::MovedOn(from, _) => {
+                Change::Taken(s) => {
+                    self.reserved.insert(s);
+                }
+                Change::MovedOn(stream, from, to) => {
                     // Count what was written into it before it is judged empty or not.
                     if let Some(d) = live.remove(&from) {
                         self.apply_live(from, d)?;
                     }
                     self.segs.seal(&mut self.io, from)?;
+                    self.reserved.remove(&to);
+                    self.segs.activate(&mut self.io, to, stream, now)?;
                 }
             }
         }
@@ -325,11 +357,13 @@ impl VStore {
         while self.io.spares.len() < n {
             let from = after.unwrap_or(SegNo(self.io.g.nsegs - 1));
             let mut found = None;
-            // A spare already set aside is still clean in the table: skip it.
+            // Spares and reserved successors are still clean in the table: skip them.
             let mut probe = from;
-            for _ in 0..=self.io.spares.len() {
+            for _ in 0..=self.io.spares.len() + self.reserved.len() {
                 match self.segs.pick_clean(&mut self.io, probe)? {
-                    Some(s) if self.io.spares.contains(&s) => probe = s,
+                    Some(s) if self.io.spares.contains(&s) || self.reserved.contains(&s) => {
+                        probe = s
+                    }
                     other => {
                         found = other;
                         break;
@@ -447,6 +481,12 @@ impl VStore {
         if e.is_free() {
             return Ok(());
         }
+        if !e.is_current() {
+            // Ended earlier (its places already counted dead): no kept checkpoint needs it.
+            self.dat.free(&mut self.io, v)?;
+            self.group.freed.push(v);
+            return Ok(());
+        }
         self.kill_places(e.addr, e.addr2);
         if must_preserve(e.start, self.era, &self.kept) {
             self.dat.end(&mut self.io, v, self.era)?;
@@ -487,25 +527,7 @@ impl VStore {
             });
         }
         self.refill(2)?;
-        let range = {
-            let Io {
-                g,
-                log,
-                spares,
-                changes,
-                cache,
-                ..
-            } = &mut self.io;
-            let mut src = SpareSource {
-                spares,
-                changes,
-                cache,
-                g: *g,
-            };
-            log.as_mut()
-                .ok_or(FsError::ReadOnly)?
-                .end_group(&mut src, root)?
-        };
+        let range = self.io.with_log(|log, src| log.end_group(src, root))?;
         self.submit()?;
         self.settle()?;
         Ok(range)
@@ -597,6 +619,116 @@ impl VStore {
         self.segs.evict_clean();
     }
 
+    /// Where each stream's next unit goes, moving a stream that has no room for a unit left
+    /// in its segment on to its next one — so a checkpoint never names a head from which
+    /// roll-forward could not go on (it follows a summary's `next_segment` only past a unit
+    /// it has read).
+    pub fn checkpoint_heads(&mut self) -> Result<(Vec<Head>, u64)> {
+        self.refill(2)?;
+        self.io.with_log(|log, src| log.move_full_heads(src))?;
+        self.settle()?;
+        self.heads().ok_or(FsError::ReadOnly)
+    }
+
+    // Roll-forward (vrecover.rs) applies what the log holds through these; they change the
+    // maps directly, outside any group.
+
+    /// Segment `seg` is the head of `stream` (after a checkpoint, or entered by the log
+    /// roll-forward read): in use, whatever the table recorded.
+    pub fn recover_head(&mut self, stream: u8, seg: SegNo) -> Result<()> {
+        let u = self.segs.get(&mut self.io, seg)?;
+        if u.state == crate::format::v2::sufile::SEG_CLEAN {
+            self.segs
+                .activate(&mut self.io, seg, stream, crate::log::now_ns())?;
+        }
+        Ok(())
+    }
+
+    /// `stream` filled `from` and went on in `to`.
+    pub fn recover_moved_on(&mut self, stream: u8, from: SegNo, to: SegNo) -> Result<()> {
+        self.segs.seal(&mut self.io, from)?;
+        self.recover_head(stream, to)
+    }
+
+    /// The log wrote virtual block `v` at `addr` (checksum `crc`, lifetime from `start`);
+    /// its previous places die.
+    pub fn recover_write(
+        &mut self,
+        v: VBlock,
+        addr: BlockAddr,
+        crc: u32,
+        start: Cno,
+    ) -> Result<()> {
+        let prev = self.dat.get(&mut self.io, v)?;
+        if !prev.is_free() {
+            self.kill_places(prev.addr, prev.addr2);
+        }
+        self.io.live(addr, 1);
+        let e = crate::format::v2::dat::DatEntry {
+            addr,
+            addr2: BlockAddr::NONE,
+            start,
+            end: Cno::CURRENT,
+            crc,
+            flags: 0,
+        };
+        self.dat.set_entry(&mut self.io, v, e)?;
+        self.settle()
+    }
+
+    /// The log wrote the second copy of DUP block `v` at `addr`.
+    pub fn recover_second_copy(&mut self, v: VBlock, addr: BlockAddr) -> Result<()> {
+        let mut e = self.dat.get(&mut self.io, v)?;
+        if e.is_free() {
+            return Err(Damage::VBlockFree { vblock: v.get() }.into());
+        }
+        if !e.addr2.is_none() {
+            self.io.live(e.addr2, -1);
+        }
+        e.addr2 = addr;
+        e.flags |= crate::format::v2::dat::FLAG_DUP;
+        self.io.live(addr, 1);
+        self.dat.set_entry(&mut self.io, v, e)?;
+        self.settle()
+    }
+
+    /// A group root ended `v` in `era` (a kept checkpoint still reaches it).
+    pub fn recover_end(&mut self, v: VBlock, era: Cno) -> Result<()> {
+        let e = self.dat.get(&mut self.io, v)?;
+        if e.is_current() {
+            self.kill_places(e.addr, e.addr2);
+            self.dat.end(&mut self.io, v, era)?;
+        }
+        self.settle()
+    }
+
+    /// A group root freed `v`.
+    pub fn recover_free(&mut self, v: VBlock) -> Result<()> {
+        let e = self.dat.get(&mut self.io, v)?;
+        if !e.is_free() {
+            if e.is_current() {
+                self.kill_places(e.addr, e.addr2);
+            }
+            self.dat.free(&mut self.io, v)?;
+        }
+        self.settle()
+    }
+
+    /// A group root's `next_vblock`: numbers below it may be in use.
+    pub fn recover_next_vblock(&mut self, next: u64) {
+        self.dat.raise_next(next);
+    }
+
+    /// The DAT entry of `v` (for checks and tests).
+    pub fn dat_entry(&mut self, v: VBlock) -> Result<crate::format::v2::dat::DatEntry> {
+        self.dat.get(&mut self.io, v)
+    }
+
+    /// The device the store reads.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.io.dev
+    }
+
     /// The segment table's entry for `s`.
     pub fn segment(&mut self, s: SegNo) -> Result<crate::format::v2::sufile::SegUsage> {
         self.segs.get(&mut self.io, s)
@@ -619,15 +751,7 @@ mod tests {
     }
 
     fn empty_roots() -> Roots {
-        Roots {
-            dat_root: PhysPtr::default(),
-            dat_height: 0,
-            next_vblock: 1,
-            sufile_root: PhysPtr::default(),
-            sufile_height: 0,
-            nclean: G.nsegs,
-            cno: Cno(1),
-        }
+        Roots::empty(&G)
     }
 
     /// A store on an empty device, writing with one stream from segment 0.
