@@ -380,6 +380,32 @@ impl<C: LeafCodec> RadixTree<C> {
         Ok(None)
     }
 
+    /// The cleaner found a block of this tree at `addr` that says it is the block of height
+    /// `h` (0: a leaf) from key `index`: if the tree still points there, mark that block
+    /// dirty so the next flush writes it elsewhere, and say so; else it is dead.
+    pub fn relocate(
+        &mut self,
+        store: &mut dyn BlockStore,
+        h: u8,
+        index: u64,
+        addr: BlockAddr,
+    ) -> Result<bool> {
+        if h >= self.height || addr.is_none() {
+            return Ok(false);
+        }
+        let ptr = self.ptr_to(store, index, h)?;
+        if ptr.addr != addr {
+            return Ok(false);
+        }
+        if h == 0 {
+            self.leaf(store, index / C::ENTRIES as u64)?.dirty = true;
+        } else {
+            let first = self.first(index, h);
+            self.node(store, h, first, ptr)?.dirty = true;
+        }
+        Ok(true)
+    }
+
     /// Drop every clean leaf and node (they are read again when wanted).
     pub fn evict_clean(&mut self) {
         self.leaves.retain(|_, l| l.dirty);

@@ -208,6 +208,18 @@ impl Dat {
         self.tree.dirty_leaves()
     }
 
+    /// The cleaner found the DAT block of height `h` from `index` at `addr`: if current,
+    /// it is marked to be written elsewhere by the next checkpoint (see `RadixTree::relocate`).
+    pub fn relocate(
+        &mut self,
+        store: &mut dyn BlockStore,
+        h: u8,
+        index: u64,
+        addr: BlockAddr,
+    ) -> Result<bool> {
+        self.tree.relocate(store, h, index, addr)
+    }
+
     pub fn evict_clean(&mut self) {
         self.tree.evict_clean();
     }

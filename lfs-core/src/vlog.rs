@@ -196,16 +196,26 @@ impl VLog {
 
     /// Close the group under way: seal every stream's open unit (CONT), then write its root
     /// block — carrying the group's sequence range — as the last block of a ROOT unit on
-    /// stream 0. Returns the group's range.
+    /// stream 0 (stream 0's open unit, when it has room). Returns the group's range.
     pub fn end_group(
         &mut self,
         segs: &mut dyn SegmentSource,
         mut root: GroupRoot,
     ) -> Result<(u64, u64)> {
-        for stream in 0..self.streams.len() as u8 {
+        // Every other stream's open unit first; stream 0's takes the root as its last block
+        // when it has room (a unit of its own otherwise).
+        for stream in 1..self.streams.len() as u8 {
             self.seal(segs, stream, true)?;
         }
-        // The root unit is the group's last: its number is the next one.
+        let s0 = &self.streams[0];
+        if s0
+            .open
+            .as_ref()
+            .is_some_and(|o| o.entries.len() >= MAX_ENTRIES || s0.fill >= self.g.seg_blocks)
+        {
+            self.seal(segs, 0, true)?;
+        }
+        // The root's unit is the group's last: its number is the next one.
         let last = self.next_seq;
         let first = self.group_first.unwrap_or(last);
         root.seq_first = first;

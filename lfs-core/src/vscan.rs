@@ -77,18 +77,32 @@ pub fn judge(
     off: u32,
     want: &Expect,
 ) -> Result<Unit, Verdict> {
-    let at = |o: u32| (g.seg_addr(seg) + u64::from(o)).byte_offset();
+    let read =
+        |o: u32, b: &mut [u8]| dev.read_at(b, (g.seg_addr(seg) + u64::from(o)).byte_offset());
+    let ours = |p: &summary::Peek| {
+        p.stream == want.stream
+            && p.stream_seq == want.stream_seq
+            && p.seq >= want.min_seq
+            && p.era >= want.min_era
+            && p.log_id == want.log_id
+            && p.fs_id == want.fs_id
+    };
+    judge_with(&read, g, seg, off, &ours)
+}
+
+/// The verdict on the unit at `seg:off` whose blocks `read` gives by offset in the segment,
+/// `ours` deciding its identity.
+fn judge_with(
+    read: &dyn Fn(u32, &mut [u8]) -> std::io::Result<()>,
+    g: &Geometry,
+    seg: SegNo,
+    off: u32,
+    ours: &dyn Fn(&summary::Peek) -> bool,
+) -> Result<Unit, Verdict> {
     let mut b = vec![0u8; BLOCK_SIZE];
-    dev.read_at(&mut b, at(off))
-        .map_err(|e| Verdict::Unreadable(e.to_string()))?;
+    read(off, &mut b).map_err(|e| Verdict::Unreadable(e.to_string()))?;
     let p = summary::peek(&b).ok_or(Verdict::NoSummary)?;
-    if p.stream != want.stream
-        || p.stream_seq != want.stream_seq
-        || p.seq < want.min_seq
-        || p.era < want.min_era
-        || p.log_id != want.log_id
-        || p.fs_id != want.fs_id
-    {
+    if !ours(&p) {
         return Err(Verdict::Stale {
             seq: p.seq,
             stream: p.stream,
@@ -110,12 +124,55 @@ pub fn judge(
     }
     let summary = Summary::decode(&b).map_err(|e| Verdict::TornSummary(e.to_string()))?;
     let mut payload = vec![0u8; n as usize * BLOCK_SIZE];
-    dev.read_at(&mut payload, at(off + 1))
-        .map_err(|e| Verdict::Unreadable(e.to_string()))?;
+    read(off + 1, &mut payload).map_err(|e| Verdict::Unreadable(e.to_string()))?;
     if data_crc(payload.chunks(BLOCK_SIZE)) != summary.data_crc {
         return Err(Verdict::TornData);
     }
     Ok(Unit { summary, payload })
+}
+
+/// The whole units of segment `seg`, whose blocks are `buf`, front to back (the cleaner's,
+/// fsck's and the inspector's walk): any stream and log of this filesystem (`fs_id`), each
+/// unit's sequence number above the one before it (a segment is written front to back, so
+/// an older unit further on is a leftover of its previous life). Returns the units by
+/// offset, and where and why the walk stopped.
+pub fn walk_segment(buf: &[u8], g: &Geometry, seg: SegNo, fs_id: u32) -> SegmentWalk {
+    let read = |o: u32, b: &mut [u8]| {
+        let from = o as usize * BLOCK_SIZE;
+        let part = buf.get(from..from + b.len()).ok_or_else(|| {
+            std::io::Error::other(format!("block {o} is beyond the segment read"))
+        })?;
+        b.copy_from_slice(part);
+        Ok(())
+    };
+    let mut units = Vec::new();
+    let mut off = 0u32;
+    let mut last: Option<u64> = None;
+    while off + 2 <= g.seg_blocks {
+        let ours = |p: &summary::Peek| p.fs_id == fs_id && last.is_none_or(|l| p.seq > l);
+        match judge_with(&read, g, seg, off, &ours) {
+            Ok(u) => {
+                last = Some(u.summary.seq);
+                let next = off + 1 + u.summary.entries.len() as u32;
+                units.push((off, u));
+                off = next;
+            }
+            Err(v) => {
+                return SegmentWalk {
+                    units,
+                    end: Some((off, v)),
+                }
+            }
+        }
+    }
+    SegmentWalk { units, end: None }
+}
+
+/// The whole units of one segment, by block offset, and where and why the walk stopped
+/// (`None`: at the segment's end).
+pub struct SegmentWalk {
+    pub units: Vec<(u32, Unit)>,
+    pub end: Option<(u32, Verdict)>,
 }
 
 /// What a stream's walk found.

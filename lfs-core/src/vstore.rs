@@ -28,7 +28,7 @@ use crate::error::{Damage, FsError, Result};
 use crate::format::v2::ptr::PhysPtr;
 use crate::format::v2::root::GroupRoot;
 use crate::format::v2::summary::{Entry, Kind, ENTRY_DUP};
-use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock};
+use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
 use crate::radix::BlockStore;
 use crate::vdat::{must_preserve, Dat};
 use crate::vlog::{SegmentSource, VLog};
@@ -205,6 +205,16 @@ impl Roots {
     }
 }
 
+/// What cleaning one segment did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub blocks_read: u64,
+    /// Virtual blocks copied.
+    pub moved: u64,
+    /// DAT and segment-table blocks marked for the next checkpoint to write elsewhere.
+    pub relocated: u64,
+}
+
 /// What the group under way ended and freed, for its root block.
 #[derive(Debug, Default)]
 struct GroupLists {
@@ -222,6 +232,11 @@ pub struct VStore {
     /// in the table — roll-forward enters only segments a checkpoint recorded clean — and
     /// never handed out again.
     reserved: std::collections::BTreeSet<SegNo>,
+    /// Segments the checkpoint being written records clean, which stay unused until it is
+    /// durable (`checkpointed`): until then the previous checkpoint, in which they still
+    /// hold what it needs, is the one a crash falls back to.
+    quarantine: std::collections::BTreeSet<SegNo>,
+    fs_id: u32,
     era: Cno,
     group: GroupLists,
     in_group: bool,
@@ -251,6 +266,8 @@ impl VStore {
             ),
             kept: Vec::new(),
             reserved: Default::default(),
+            quarantine: Default::default(),
+            fs_id: 0,
             era: Cno(roots.cno.get() + 1),
             group: GroupLists::default(),
             in_group: false,
@@ -266,6 +283,7 @@ impl VStore {
         log_id: u64,
         fs_id: u32,
     ) -> Result<()> {
+        self.fs_id = fs_id;
         let log = VLog::open(self.io.g, heads, next_seq, log_id, fs_id, self.era);
         self.io.log = Some(log);
         self.io.backend = Some(BackEnd::start(self.io.dev.clone()));
@@ -357,13 +375,15 @@ impl VStore {
         while self.io.spares.len() < n {
             let from = after.unwrap_or(SegNo(self.io.g.nsegs - 1));
             let mut found = None;
-            // Spares and reserved successors are still clean in the table: skip them.
+            // Spares, reserved successors and quarantined segments are clean in the table
+            // but not free to take: skip them.
             let mut probe = from;
-            for _ in 0..=self.io.spares.len() + self.reserved.len() {
+            let taken = |st: &VStore, s: &SegNo| {
+                st.io.spares.contains(s) || st.reserved.contains(s) || st.quarantine.contains(s)
+            };
+            for _ in 0..=self.io.spares.len() + self.reserved.len() + self.quarantine.len() {
                 match self.segs.pick_clean(&mut self.io, probe)? {
-                    Some(s) if self.io.spares.contains(&s) || self.reserved.contains(&s) => {
-                        probe = s
-                    }
+                    Some(s) if taken(self, &s) => probe = s,
                     other => {
                         found = other;
                         break;
@@ -575,6 +595,10 @@ impl VStore {
         let mut su = None;
         for _ in 0..SUFILE_ROUNDS {
             self.prepare(self.segs.dirty_leaves() as u64 * 2 + 16)?;
+            // What is freed so far is recorded clean, and stays unused until the
+            // checkpoint is durable.
+            let released = self.segs.release_freed(&mut self.io)?;
+            self.quarantine.extend(released);
             self.io.tree_kind = Kind::Sufile;
             let r = self.segs.flush(&mut self.io)?;
             self.settle()?;
@@ -605,7 +629,7 @@ impl VStore {
     /// Checkpoint `cno` is durable: segments freed before it are clean, and new writes
     /// belong to the era after it.
     pub fn checkpointed(&mut self, cno: Cno) -> Result<()> {
-        self.segs.release_freed(&mut self.io)?;
+        self.quarantine.clear();
         self.era = Cno(cno.get() + 1);
         if let Some(l) = self.io.log.as_mut() {
             l.set_era(self.era);
@@ -617,6 +641,98 @@ impl VStore {
     pub fn evict_clean(&mut self) {
         self.dat.evict_clean();
         self.segs.evict_clean();
+    }
+
+    /// Move what is live in segment `seg` into `stream`, inside the group under way (a
+    /// cleaning pass): each virtual block whose DAT entry still points into the segment is
+    /// copied and its entry pointed at the copy — the same number, the same `start`, so
+    /// nothing above it changes; DAT and segment-table blocks the trees still point at are
+    /// marked for the next checkpoint to write elsewhere; group roots are never live. The
+    /// segment is freed when its last live block has gone (for tree blocks, at that
+    /// checkpoint) and clean after the checkpoint that records it.
+    pub fn clean_segment(&mut self, seg: SegNo, stream: u8) -> Result<Cleaned> {
+        if !self.in_group {
+            return Err(FsError::Bug {
+                what: "a segment cleaned outside a flush group".into(),
+                source: crate::format::FormatError::invalid("store", "no group"),
+            });
+        }
+        let g = self.io.g;
+        let first = g.seg_addr(seg);
+        let n = u64::from(g.seg_blocks);
+        // Units of this segment still queued are not on the device yet.
+        if let Some(b) = self.io.backend.as_ref() {
+            if b.holds_any(first, n) {
+                b.flush()?;
+            }
+        }
+        let mut buf = vec![0u8; n as usize * BLOCK_SIZE];
+        self.io.dev.read_at(&mut buf, first.byte_offset())?;
+        let units = crate::vscan::walk_segment(&buf, &g, seg, self.fs_id).units;
+        let mut done = Cleaned {
+            blocks_read: n,
+            ..Cleaned::default()
+        };
+        for (off, u) in &units {
+            for (k, e) in u.summary.entries.iter().enumerate() {
+                let addr = first + u64::from(*off) + 1 + k as u64;
+                let data = &u.payload[k * BLOCK_SIZE..(k + 1) * BLOCK_SIZE];
+                let relocated = match e.kind {
+                    Kind::GroupRoot => false,
+                    Kind::Dat => self.dat.relocate(&mut self.io, e.height, e.index, addr)?,
+                    Kind::Sufile => self.segs.relocate(&mut self.io, e.height, e.index, addr)?,
+                    _ => {
+                        if self.move_virtual(stream, e, addr, data)? {
+                            done.moved += 1;
+                        }
+                        continue;
+                    }
+                };
+                done.relocated += u64::from(relocated);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Copy the block at `addr` (summary entry `e`, contents `data`) into `stream` if its
+    /// DAT entry still points there; true if it did.
+    fn move_virtual(
+        &mut self,
+        stream: u8,
+        e: &Entry,
+        addr: BlockAddr,
+        data: &[u8],
+    ) -> Result<bool> {
+        let cur = self.dat.get(&mut self.io, e.vblock)?;
+        if cur.is_free() || (cur.addr != addr && cur.addr2 != addr) {
+            return Ok(false);
+        }
+        if self.io.spares.len() < 2 {
+            self.refill(2)?;
+        }
+        if crate::format::v2::block_crc(data) != cur.crc {
+            // Moved as it is: its DAT entry keeps the checksum it had, so reads still fail
+            // rather than return these bytes.
+            tracing::warn!(
+                vblock = e.vblock.get(),
+                addr = addr.get(),
+                "moving a block whose checksum does not match"
+            );
+        }
+        let copy = Entry {
+            start: cur.start,
+            crc: cur.crc,
+            ..*e
+        };
+        let new = self.io.append(stream, copy, data)?;
+        self.io.live(addr, -1);
+        let (a1, a2) = if cur.addr == addr {
+            (new, cur.addr2)
+        } else {
+            (cur.addr, new)
+        };
+        self.dat.moved(&mut self.io, e.vblock, a1, a2)?;
+        Ok(true)
     }
 
     /// Where each stream's next unit goes, moving a stream that has no room for a unit left
@@ -741,7 +857,6 @@ mod tests {
     use super::*;
     use crate::device::MemDevice;
     use crate::format::v2::sufile::{SEG_ACTIVE, SEG_CLEAN, SEG_IN_USE};
-    use crate::format::BLOCK_SIZE;
     use crate::vlog::testutil::G;
 
     fn device() -> Arc<MemDevice> {
@@ -916,16 +1031,17 @@ mod tests {
         }
         let mut live = 0u64;
         let mut states = [0u64; 4];
+        let mut differ = 0;
         for s in 0..G.nsegs {
             let u = again.segment(SegNo(s)).unwrap();
-            // Writing the maps' own group root took the head's successor after the table
-            // was written: the checkpoint records it clean (roll-forward may enter it).
+            // Writing the maps' own group root may move the head on after the table was
+            // written: the old head and its successor may differ in state (the checkpoint
+            // records the successor clean: roll-forward may enter it), nothing else.
             let r = recorded[s as usize];
-            assert!(
-                u == r || (r.state == SEG_ACTIVE && u.state == SEG_CLEAN),
-                "segment {s}: {u:?} against {:?}",
-                recorded[s as usize]
-            );
+            if u != r {
+                assert_eq!(u.live, r.live, "segment {s}");
+                differ += 1;
+            }
             live += u64::from(u.live);
             match u.state {
                 SEG_CLEAN => states[0] += 1,
@@ -936,10 +1052,87 @@ mod tests {
         }
         // 200 data blocks and the maps' own blocks.
         assert!(live > 200, "{live}");
+        assert!(
+            differ <= 2,
+            "{differ} segments changed after the table was written"
+        );
         assert_eq!(states[1], 1, "one head: {states:?}");
         assert_eq!(
             states[0], roots.nclean,
             "clean count as recorded: {states:?}"
         );
+    }
+
+    /// A checkpoint of `st` (its maps and heads written, durable): the roots to reopen it.
+    fn checkpoint(st: &mut VStore, cno: Cno) -> Roots {
+        let roots = st.flush_maps(&[0; 256], &[0; 256], cno).unwrap();
+        st.checkpoint_heads().unwrap();
+        st.sync().unwrap();
+        st.checkpointed(cno).unwrap();
+        roots
+    }
+
+    #[test]
+    fn cleaning_moves_live_blocks_under_their_numbers_and_frees_the_victims() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        // 150 blocks over five segments, then most rewritten: the early segments hold a
+        // few live blocks among dead ones.
+        let mut vs: Vec<VBlock> = (0..150)
+            .map(|i| group(&mut st, &[(data(20, i), VBlock::NONE, i)], false)[0])
+            .collect();
+        let mut want: Vec<u64> = (0..150).collect();
+        for i in (0..150).filter(|i| i % 10 != 0) {
+            vs[i as usize] = group(&mut st, &[(data(20, i), vs[i as usize], 1000 + i)], false)[0];
+            want[i as usize] = 1000 + i;
+        }
+        checkpoint(&mut st, Cno(2));
+        let head = st.heads().unwrap().0[0].0;
+        let victims: Vec<SegNo> = (0..G.nsegs)
+            .map(SegNo)
+            .filter(|&s| {
+                let u = st.segment(s).unwrap();
+                s != head && u.state == SEG_IN_USE && u.live > 0
+            })
+            .collect();
+        assert!(victims.len() >= 3, "{victims:?}");
+        let live_before: u32 = victims.iter().map(|&s| st.segment(s).unwrap().live).sum();
+        st.begin_group().unwrap();
+        let mut moved = 0;
+        let mut relocated = 0;
+        for &v in &victims {
+            let c = st.clean_segment(v, 0).unwrap();
+            moved += c.moved;
+            relocated += c.relocated;
+        }
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        assert_eq!(
+            moved + relocated,
+            u64::from(live_before),
+            "every live block moved once"
+        );
+        assert!(
+            moved >= 15,
+            "the old first writes of every tenth block: {moved}"
+        );
+        // The pass's checkpoint writes the relocated tree blocks elsewhere (freeing the
+        // victims), the next one records them clean.
+        checkpoint(&mut st, Cno(3));
+        let roots = checkpoint(&mut st, Cno(4));
+        for &v in &victims {
+            assert_eq!(st.segment(v).unwrap().state, SEG_CLEAN, "victim {v}");
+        }
+        for (i, &v) in vs.iter().enumerate() {
+            assert_eq!(*st.read_virtual(v).unwrap(), block(want[i]), "block {i}");
+        }
+        st.close_log();
+        let mut again = VStore::open(G, dev.clone(), &roots, 64);
+        for (i, &v) in vs.iter().enumerate() {
+            assert_eq!(
+                *again.read_virtual(v).unwrap(),
+                block(want[i]),
+                "block {i} reopened"
+            );
+        }
     }
 }

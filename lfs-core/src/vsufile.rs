@@ -127,14 +127,18 @@ impl SegTable {
         self.put(store, s, u)
     }
 
-    /// A checkpoint is durable: the segments freed before it are clean.
-    pub fn release_freed(&mut self, store: &mut dyn BlockStore) -> Result<()> {
+    /// The segments freed so far are clean in the table from now on; returns them. The
+    /// store calls it while writing a checkpoint's table (which records them clean, true
+    /// once that checkpoint is durable) and hands them out only after.
+    pub fn release_freed(&mut self, store: &mut dyn BlockStore) -> Result<Vec<SegNo>> {
+        let mut out = Vec::new();
         for s in std::mem::take(&mut self.freed) {
             if self.get(store, s)?.state == SEG_FREED {
                 self.put(store, s, SegUsage::default())?;
+                out.push(s);
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Segments holding something (the cleaner's candidates), from `from` on: only the
@@ -165,6 +169,18 @@ impl SegTable {
 
     pub fn flush(&mut self, store: &mut dyn BlockStore) -> Result<(PhysPtr, u8)> {
         self.tree.flush(store)
+    }
+
+    /// The cleaner found the table's block of height `h` from `index` at `addr`: if
+    /// current, it is marked to be written elsewhere by the next checkpoint.
+    pub fn relocate(
+        &mut self,
+        store: &mut dyn BlockStore,
+        h: u8,
+        index: u64,
+        addr: crate::format::BlockAddr,
+    ) -> Result<bool> {
+        self.tree.relocate(store, h, index, addr)
     }
 
     /// Leaves changed since they were last written.
