@@ -406,6 +406,47 @@ impl<C: LeafCodec> RadixTree<C> {
         Ok(true)
     }
 
+    /// Every block of the tree as it stands on the device (what its pointers reach:
+    /// leaves and nodes changed in memory since are reached at their old places), as
+    /// `(address, height, first key)`, and every present leaf's entries (the in-memory
+    /// ones where loaded) by leaf number. Reads the whole tree: for checkers, not the
+    /// engine's paths.
+    pub fn walk(
+        &mut self,
+        store: &mut dyn BlockStore,
+        blocks: &mut dyn FnMut(BlockAddr, u8, u64),
+        leaves: &mut dyn FnMut(u64, &[C::Entry]),
+    ) -> Result<()> {
+        if self.height == 0 {
+            return Ok(());
+        }
+        // Nodes top-down: the root, then every child pointer of each node read.
+        let mut todo = vec![(self.height - 1, 0u64, self.root)];
+        while let Some((h, first, ptr)) = todo.pop() {
+            if !ptr.is_none() {
+                blocks(ptr.addr, h, first);
+            }
+            if h == 0 {
+                continue;
+            }
+            let child_span = span(C::ENTRIES, h - 1);
+            let ptrs = self.node(store, h, first, ptr)?.ptrs.clone();
+            for (i, p) in ptrs.into_iter().enumerate() {
+                let cf = first + i as u64 * child_span;
+                if !p.is_none() || (h > 1 && self.nodes.contains_key(&(h - 1, cf))) {
+                    todo.push((h - 1, cf, p));
+                }
+            }
+        }
+        let mut leaf = 0;
+        while let Some(n) = self.next_present_leaf(store, leaf)? {
+            let entries = self.leaf(store, n)?.entries.clone();
+            leaves(n, &entries);
+            leaf = n + 1;
+        }
+        Ok(())
+    }
+
     /// Drop every clean leaf and node (they are read again when wanted).
     pub fn evict_clean(&mut self) {
         self.leaves.retain(|_, l| l.dirty);

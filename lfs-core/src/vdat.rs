@@ -208,6 +208,23 @@ impl Dat {
         self.tree.dirty_leaves()
     }
 
+    /// Every DAT block as it stands on the device (`(address, height, first key)`), and
+    /// every entry that is not free, by virtual block number (see `RadixTree::walk`).
+    pub fn walk(
+        &mut self,
+        store: &mut dyn BlockStore,
+        blocks: &mut dyn FnMut(BlockAddr, u8, u64),
+        entries: &mut dyn FnMut(VBlock, &DatEntry),
+    ) -> Result<()> {
+        self.tree.walk(store, blocks, &mut |leaf, es| {
+            for (i, e) in es.iter().enumerate() {
+                if !e.is_free() {
+                    entries(VBlock(leaf * LEAF_ENTRIES as u64 + i as u64), e);
+                }
+            }
+        })
+    }
+
     /// The cleaner found the DAT block of height `h` from `index` at `addr`: if current,
     /// it is marked to be written elsewhere by the next checkpoint (see `RadixTree::relocate`).
     pub fn relocate(

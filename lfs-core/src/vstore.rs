@@ -845,39 +845,83 @@ impl VStore {
         &self.io.dev
     }
 
+    /// For checkers: every DAT and segment-table block as the trees reach them on the
+    /// device (`(address, height, first key)`, DAT first then the table's, `tree` saying
+    /// which), every DAT entry in use, and every segment that is not clean.
+    pub fn walk_maps(
+        &mut self,
+        blocks: &mut dyn FnMut(Kind, BlockAddr, u8, u64),
+        dat: &mut dyn FnMut(VBlock, &crate::format::v2::dat::DatEntry),
+        segs: &mut dyn FnMut(SegNo, &crate::format::v2::sufile::SegUsage),
+    ) -> Result<()> {
+        self.dat
+            .walk(&mut self.io, &mut |a, h, i| blocks(Kind::Dat, a, h, i), dat)?;
+        self.segs.walk(
+            &mut self.io,
+            &mut |a, h, i| blocks(Kind::Sufile, a, h, i),
+            segs,
+        )
+    }
+
+    /// Whether the block at `addr`, one of `v`'s places, matches the checksum `v`'s DAT
+    /// entry holds (fsck reads every copy, not only the first good one).
+    pub fn read_place(&mut self, v: VBlock, addr: BlockAddr) -> Result<()> {
+        let e = self.dat.get(&mut self.io, v)?;
+        let b = self.io.read(addr)?;
+        let computed = crate::format::v2::block_crc(&b);
+        if computed != e.crc {
+            return Err(Damage::BlockChecksum {
+                vblock: v.get(),
+                addr,
+                stored: e.crc,
+                computed,
+                copies: 1,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Tests of the checkers: make segment `s`'s live count wrong by one.
+    #[cfg(test)]
+    pub(crate) fn skew_live(&mut self, s: SegNo) -> Result<()> {
+        self.segs.add_live(&mut self.io, s, 1)
+    }
+
     /// The segment table's entry for `s`.
     pub fn segment(&mut self, s: SegNo) -> Result<crate::format::v2::sufile::SegUsage> {
         self.segs.get(&mut self.io, s)
     }
 }
 
+/// What the tests of the store and of its users share: a store on a small in-memory
+/// device, writing with one stream.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod testutil {
     use super::*;
     use crate::device::MemDevice;
-    use crate::format::v2::sufile::{SEG_ACTIVE, SEG_CLEAN, SEG_IN_USE};
-    use crate::vlog::testutil::G;
+    pub use crate::vlog::testutil::G;
 
-    fn device() -> Arc<MemDevice> {
+    pub fn device() -> Arc<MemDevice> {
         Arc::new(MemDevice::new(
             (16 + G.nsegs * u64::from(G.seg_blocks) + 16) * BLOCK_SIZE as u64,
         ))
     }
 
-    fn empty_roots() -> Roots {
+    pub fn empty_roots() -> Roots {
         Roots::empty(&G)
     }
 
     /// A store on an empty device, writing with one stream from segment 0.
-    fn fresh(dev: &Arc<MemDevice>) -> VStore {
+    pub fn fresh(dev: &Arc<MemDevice>) -> VStore {
         let mut st = VStore::open(G, dev.clone(), &empty_roots(), 64);
         st.segs.activate(&mut st.io, SegNo(0), 0, 1).unwrap();
         st.open_log(&[(SegNo(0), 0, 1)], 100, 5, 6).unwrap();
         st
     }
 
-    fn data(ino: u64, index: u64) -> Owner {
+    pub fn data(ino: u64, index: u64) -> Owner {
         Owner {
             kind: Kind::Data,
             height: 0,
@@ -888,7 +932,7 @@ mod tests {
     }
 
     /// One flush group writing `block(x)` as the new contents of each `(owner, old, x)`.
-    fn group(st: &mut VStore, writes: &[(Owner, VBlock, u64)], dup: bool) -> Vec<VBlock> {
+    pub fn group(st: &mut VStore, writes: &[(Owner, VBlock, u64)], dup: bool) -> Vec<VBlock> {
         st.begin_group().unwrap();
         let vs = writes
             .iter()
@@ -898,12 +942,29 @@ mod tests {
         vs
     }
 
-    fn block(x: u64) -> Vec<u8> {
+    pub fn block(x: u64) -> Vec<u8> {
         let mut b = vec![0u8; BLOCK_SIZE];
         b[..8].copy_from_slice(&x.to_le_bytes());
         b[BLOCK_SIZE - 1] = x as u8;
         b
     }
+
+    /// A checkpoint of `st` (its maps and heads written, durable): the roots to reopen it.
+    pub fn checkpoint(st: &mut VStore, cno: Cno) -> Roots {
+        let roots = st.flush_maps(&[0; 256], &[0; 256], cno).unwrap();
+        st.checkpoint_heads().unwrap();
+        st.sync().unwrap();
+        st.checkpointed(cno).unwrap();
+        roots
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::format::v2::sufile::{SEG_ACTIVE, SEG_CLEAN, SEG_IN_USE};
 
     #[test]
     fn writes_read_back_verified_before_and_after_they_reach_the_device() {
@@ -1061,15 +1122,6 @@ mod tests {
             states[0], roots.nclean,
             "clean count as recorded: {states:?}"
         );
-    }
-
-    /// A checkpoint of `st` (its maps and heads written, durable): the roots to reopen it.
-    fn checkpoint(st: &mut VStore, cno: Cno) -> Roots {
-        let roots = st.flush_maps(&[0; 256], &[0; 256], cno).unwrap();
-        st.checkpoint_heads().unwrap();
-        st.sync().unwrap();
-        st.checkpointed(cno).unwrap();
-        roots
     }
 
     #[test]

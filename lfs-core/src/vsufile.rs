@@ -171,6 +171,25 @@ impl SegTable {
         self.tree.flush(store)
     }
 
+    /// Every block of the table as it stands on the device (`(address, height, first
+    /// key)`), and every segment that is not clean with its entry (see `RadixTree::walk`).
+    pub fn walk(
+        &mut self,
+        store: &mut dyn BlockStore,
+        blocks: &mut dyn FnMut(crate::format::BlockAddr, u8, u64),
+        entries: &mut dyn FnMut(SegNo, &SegUsage),
+    ) -> Result<()> {
+        let nsegs = self.nsegs;
+        self.tree.walk(store, blocks, &mut |leaf, es| {
+            for (i, u) in es.iter().enumerate() {
+                let s = leaf * LEAF_ENTRIES as u64 + i as u64;
+                if s < nsegs && *u != SegUsage::default() {
+                    entries(SegNo(s), u);
+                }
+            }
+        })
+    }
+
     /// The cleaner found the table's block of height `h` from `index` at `addr`: if
     /// current, it is marked to be written elsewhere by the next checkpoint.
     pub fn relocate(
