@@ -10,17 +10,79 @@ use crate::error::{FsError, Result};
 use crate::format::indirect::{decode_indirect, encode_indirect, FANOUT};
 use crate::format::inode::{NDIRECT, NINDIRECT};
 use crate::format::summary::SummaryEntry;
-use crate::format::{BlockAddr, Ino};
+use crate::format::{BlockAddr, Ino, VBlock};
 use std::collections::BTreeMap;
 
 const F: u64 = FANOUT as u64;
 
+/// What a file's block pointers hold: block addresses (format version 1) or virtual block
+/// numbers (version 2). Zero is none (a hole).
+pub trait Ptr: Copy + Eq + std::fmt::Debug {
+    const NONE: Self;
+    fn raw(self) -> u64;
+    fn from_raw(raw: u64) -> Self;
+    fn is_none(self) -> bool {
+        self.raw() == 0
+    }
+}
+
+impl Ptr for BlockAddr {
+    const NONE: BlockAddr = BlockAddr(0);
+    fn raw(self) -> u64 {
+        self.get()
+    }
+    fn from_raw(raw: u64) -> BlockAddr {
+        BlockAddr(raw)
+    }
+}
+
+impl Ptr for VBlock {
+    const NONE: VBlock = VBlock(0);
+    fn raw(self) -> u64 {
+        self.get()
+    }
+    fn from_raw(raw: u64) -> VBlock {
+        VBlock(raw)
+    }
+}
+
+/// A tree node of a file: whose, and where in its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId {
+    pub ino: Ino,
+    pub version: u32,
+    pub height: u8,
+    pub first: u64,
+}
+
+/// What a block of a file's map is to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Logical block `index`.
+    Data { index: u64 },
+    /// The tree node of `height` covering logical blocks from `first`.
+    Node { height: u8, first: u64 },
+}
+
+impl Role {
+    /// The version 1 summary entry a block of this role is written with.
+    pub fn v1_entry(self, ino: Ino, version: u32) -> SummaryEntry {
+        match self {
+            Role::Data { index } => SummaryEntry::data(ino, version, index),
+            Role::Node { height, first } => SummaryEntry::indirect(ino, version, height, first),
+        }
+    }
+}
+
 /// Where block writes and deaths go; implemented by the filesystem over the log.
-pub trait Sink {
-    fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>>;
-    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<BlockAddr>;
-    /// A block at `addr` is no longer referenced.
-    fn kill(&mut self, addr: BlockAddr);
+pub trait Sink<P: Ptr = BlockAddr> {
+    fn read_meta(&mut self, p: P) -> Result<Vec<u8>>;
+    /// Write tree node `id` (its previous version is `old`, none for a new node); returns
+    /// where it now is. Version 1 appends it at a new address; version 2 keeps its virtual
+    /// block number unless a kept checkpoint needs the old version.
+    fn write_node(&mut self, id: NodeId, old: P, data: &[u8]) -> Result<P>;
+    /// A block is no longer referenced.
+    fn kill(&mut self, p: P);
 }
 
 /// Number of logical blocks covered by a node of height `h`.
@@ -41,9 +103,9 @@ fn max_lblocks() -> u64 {
 
 /// The first mapped logical block in `[from, to)` under `node`, which covers the blocks from
 /// `first` on.
-fn first_mapped(
-    sink: &mut dyn Sink,
-    node: &mut Node,
+fn first_mapped<P: Ptr>(
+    sink: &mut dyn Sink<P>,
+    node: &mut Node<P>,
     first: u64,
     from: u64,
     to: u64,
@@ -73,29 +135,33 @@ fn first_mapped(
 }
 
 #[derive(Debug)]
-struct Node {
-    addr: BlockAddr,
+struct Node<P> {
+    addr: P,
     height: u8,
     first: u64,
-    ptrs: Vec<BlockAddr>,
-    children: BTreeMap<usize, Node>,
+    ptrs: Vec<P>,
+    children: BTreeMap<usize, Node<P>>,
     dirty: bool,
 }
 
-impl Node {
-    fn empty(height: u8, first: u64) -> Node {
+impl<P: Ptr> Node<P> {
+    fn empty(height: u8, first: u64) -> Node<P> {
         Node {
-            addr: BlockAddr::NONE,
+            addr: P::NONE,
             height,
             first,
-            ptrs: vec![BlockAddr::NONE; FANOUT],
+            ptrs: vec![P::NONE; FANOUT],
             children: BTreeMap::new(),
             dirty: false,
         }
     }
-    fn load(sink: &mut dyn Sink, addr: BlockAddr, height: u8, first: u64) -> Result<Node> {
+    fn load(sink: &mut dyn Sink<P>, addr: P, height: u8, first: u64) -> Result<Node<P>> {
         let b = sink.read_meta(addr)?;
-        let ptrs = decode_indirect(&b, height).map_err(FsError::corrupt("indirect block", addr))?;
+        let ptrs = decode_indirect(&b, height)
+            .map_err(FsError::corrupt("indirect block", BlockAddr(addr.raw())))?
+            .into_iter()
+            .map(P::from_raw)
+            .collect();
         Ok(Node {
             addr,
             height,
@@ -111,10 +177,10 @@ impl Node {
     /// The child node at `idx`, loaded or created.
     fn child(
         &mut self,
-        sink: &mut dyn Sink,
+        sink: &mut dyn Sink<P>,
         idx: usize,
         create: bool,
-    ) -> Result<Option<&mut Node>> {
+    ) -> Result<Option<&mut Node<P>>> {
         if !self.children.contains_key(&idx) {
             let first = self.first + idx as u64 * self.child_span();
             let p = self.ptrs[idx];
@@ -132,12 +198,12 @@ impl Node {
 }
 
 #[derive(Debug)]
-pub struct BlockMap {
+pub struct BlockMap<P: Ptr = BlockAddr> {
     ino: Ino,
     version: u32,
-    direct: [BlockAddr; NDIRECT],
-    root_addrs: [BlockAddr; NINDIRECT],
-    roots: [Option<Node>; NINDIRECT],
+    direct: [P; NDIRECT],
+    root_addrs: [P; NINDIRECT],
+    roots: [Option<Node<P>>; NINDIRECT],
     /// Nodes marked dirty and not yet written.
     pub dirty_nodes: u64,
     /// Data and indirect blocks owned (for st_blocks).
@@ -172,14 +238,14 @@ pub fn path_nodes(l: u64, from: u8) -> impl Iterator<Item = (u8, u64)> {
     })
 }
 
-impl BlockMap {
+impl<P: Ptr> BlockMap<P> {
     pub fn new(
         ino: Ino,
         version: u32,
-        direct: [BlockAddr; NDIRECT],
-        indirect: [BlockAddr; NINDIRECT],
+        direct: [P; NDIRECT],
+        indirect: [P; NINDIRECT],
         blocks: u64,
-    ) -> BlockMap {
+    ) -> BlockMap<P> {
         BlockMap {
             ino,
             version,
@@ -192,11 +258,16 @@ impl BlockMap {
     }
 
     /// Pointers as they should be stored in the inode. Valid after `flush`.
-    pub fn pointers(&self) -> ([BlockAddr; NDIRECT], [BlockAddr; NINDIRECT]) {
+    pub fn pointers(&self) -> ([P; NDIRECT], [P; NINDIRECT]) {
         (self.direct, self.root_addrs)
     }
 
-    fn root(&mut self, sink: &mut dyn Sink, h: u8, create: bool) -> Result<Option<&mut Node>> {
+    fn root(
+        &mut self,
+        sink: &mut dyn Sink<P>,
+        h: u8,
+        create: bool,
+    ) -> Result<Option<&mut Node<P>>> {
         let i = (h - 1) as usize;
         if self.roots[i].is_none() {
             let a = self.root_addrs[i];
@@ -212,14 +283,14 @@ impl BlockMap {
         Ok(self.roots[i].as_mut())
     }
 
-    /// The address of logical block `l` (`BlockAddr::NONE` for a hole).
-    pub fn get(&mut self, sink: &mut dyn Sink, l: u64) -> Result<BlockAddr> {
+    /// The address of logical block `l` (`P::NONE` for a hole).
+    pub fn get(&mut self, sink: &mut dyn Sink<P>, l: u64) -> Result<P> {
         match locate(l) {
-            None => Ok(BlockAddr::NONE),
+            None => Ok(P::NONE),
             Some(Loc::Direct(i)) => Ok(self.direct[i]),
             Some(Loc::Tree(h, off)) => {
                 let Some(mut node) = self.root(sink, h, false)? else {
-                    return Ok(BlockAddr::NONE);
+                    return Ok(P::NONE);
                 };
                 let mut o = off;
                 loop {
@@ -231,7 +302,7 @@ impl BlockMap {
                     o %= cs;
                     match node.child(sink, idx, false)? {
                         Some(c) => node = c,
-                        None => return Ok(BlockAddr::NONE),
+                        None => return Ok(P::NONE),
                     }
                 }
             }
@@ -240,7 +311,12 @@ impl BlockMap {
 
     /// The first logical block in `[from, to)` that maps to a block (not a hole), if any.
     /// Empty subtrees are skipped whole, so a sparse file costs what its data costs.
-    pub fn next_mapped(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<Option<u64>> {
+    pub fn next_mapped(
+        &mut self,
+        sink: &mut dyn Sink<P>,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>> {
         for l in from..to.min(NDIRECT as u64) {
             if !self.direct[l as usize].is_none() {
                 return Ok(Some(l));
@@ -260,9 +336,9 @@ impl BlockMap {
         Ok(None)
     }
 
-    /// Point logical block `l` at `addr` (`BlockAddr::NONE` makes a hole); returns the old
+    /// Point logical block `l` at `addr` (`P::NONE` makes a hole); returns the old
     /// address. The caller reports the old address dead.
-    pub fn set(&mut self, sink: &mut dyn Sink, l: u64, addr: BlockAddr) -> Result<BlockAddr> {
+    pub fn set(&mut self, sink: &mut dyn Sink<P>, l: u64, addr: P) -> Result<P> {
         let loc = locate(l).ok_or(FsError::FileTooBig)?;
         let old = match loc {
             Loc::Direct(i) => std::mem::replace(&mut self.direct[i], addr),
@@ -272,7 +348,7 @@ impl BlockMap {
                 let old = {
                     let create = !addr.is_none();
                     let Some(mut node) = self.root(sink, h, create)? else {
-                        return Ok(BlockAddr::NONE);
+                        return Ok(P::NONE);
                     };
                     created += 0;
                     let mut o = off;
@@ -295,7 +371,7 @@ impl BlockMap {
                                 }
                                 node = c;
                             }
-                            None => break BlockAddr::NONE,
+                            None => break P::NONE,
                         }
                     }
                 };
@@ -314,12 +390,12 @@ impl BlockMap {
 
     /// Make logical blocks `[from, to)` holes, reporting every freed data and indirect block
     /// dead. Nodes left empty are freed at the next flush.
-    pub fn clear_range(&mut self, sink: &mut dyn Sink, from: u64, to: u64) -> Result<()> {
+    pub fn clear_range(&mut self, sink: &mut dyn Sink<P>, from: u64, to: u64) -> Result<()> {
         for i in 0..NDIRECT {
             let l = i as u64;
             if l >= from && l < to && !self.direct[i].is_none() {
                 sink.kill(self.direct[i]);
-                self.direct[i] = BlockAddr::NONE;
+                self.direct[i] = P::NONE;
                 self.blocks = self.blocks.saturating_sub(1);
             }
         }
@@ -340,7 +416,7 @@ impl BlockMap {
                         self.blocks = self.blocks.saturating_sub(freed);
                         self.dirty_nodes = self.dirty_nodes.saturating_sub(undirty);
                     }
-                    self.root_addrs[i] = BlockAddr::NONE;
+                    self.root_addrs[i] = P::NONE;
                 }
                 continue;
             }
@@ -364,7 +440,7 @@ impl BlockMap {
     }
 
     /// Write dirty nodes bottom-up. Empty nodes are freed instead of written.
-    pub fn flush(&mut self, sink: &mut dyn Sink) -> Result<()> {
+    pub fn flush(&mut self, sink: &mut dyn Sink<P>) -> Result<()> {
         for i in 0..NINDIRECT {
             let Some(root) = self.roots[i].as_mut() else {
                 continue;
@@ -390,10 +466,10 @@ impl BlockMap {
     /// it elsewhere and reports `addr` dead. Returns whether it was that node.
     pub fn relocate_node(
         &mut self,
-        sink: &mut dyn Sink,
+        sink: &mut dyn Sink<P>,
         height: u8,
         first: u64,
-        addr: BlockAddr,
+        addr: P,
     ) -> Result<bool> {
         let Some(Loc::Tree(h, off)) = locate(first) else {
             return Ok(false);
@@ -435,18 +511,17 @@ impl BlockMap {
     /// Every block this map references: (address, entry it was written with).
     pub fn for_each_block(
         &mut self,
-        sink: &mut dyn Sink,
-        f: &mut dyn FnMut(BlockAddr, SummaryEntry),
+        sink: &mut dyn Sink<P>,
+        f: &mut dyn FnMut(P, Role),
     ) -> Result<()> {
         for (i, &a) in self.direct.iter().enumerate() {
             if !a.is_none() {
-                f(a, SummaryEntry::data(self.ino, self.version, i as u64));
+                f(a, Role::Data { index: i as u64 });
             }
         }
-        let (ino, version) = (self.ino, self.version);
         for h in 1..=NINDIRECT as u8 {
             if let Some(root) = self.root(sink, h, false)? {
-                walk(sink, root, ino, version, f)?;
+                walk(sink, root, f)?;
             }
         }
         Ok(())
@@ -462,17 +537,18 @@ impl BlockMap {
     }
 }
 
-fn walk(
-    sink: &mut dyn Sink,
-    node: &mut Node,
-    ino: Ino,
-    version: u32,
-    f: &mut dyn FnMut(BlockAddr, SummaryEntry),
+fn walk<P: Ptr>(
+    sink: &mut dyn Sink<P>,
+    node: &mut Node<P>,
+    f: &mut dyn FnMut(P, Role),
 ) -> Result<()> {
     if !node.addr.is_none() && !node.dirty {
         f(
             node.addr,
-            SummaryEntry::indirect(ino, version, node.height, node.first),
+            Role::Node {
+                height: node.height,
+                first: node.first,
+            },
         );
     }
     for idx in 0..FANOUT {
@@ -480,20 +556,22 @@ fn walk(
             if !node.ptrs[idx].is_none() {
                 f(
                     node.ptrs[idx],
-                    SummaryEntry::data(ino, version, node.first + idx as u64),
+                    Role::Data {
+                        index: node.first + idx as u64,
+                    },
                 );
             }
         } else if let Some(c) = node.child(sink, idx, false)? {
-            walk(sink, c, ino, version, f)?;
+            walk(sink, c, f)?;
         }
     }
     Ok(())
 }
 
 /// Free a whole subtree: data blocks and nodes.
-fn free_subtree(
-    sink: &mut dyn Sink,
-    node: &mut Node,
+fn free_subtree<P: Ptr>(
+    sink: &mut dyn Sink<P>,
+    node: &mut Node<P>,
     freed: &mut u64,
     undirty: &mut u64,
 ) -> Result<()> {
@@ -517,9 +595,9 @@ fn free_subtree(
     Ok(())
 }
 
-fn clear_in(
-    sink: &mut dyn Sink,
-    node: &mut Node,
+fn clear_in<P: Ptr>(
+    sink: &mut dyn Sink<P>,
+    node: &mut Node<P>,
     from: u64,
     to: u64,
     freed: &mut u64,
@@ -539,7 +617,7 @@ fn clear_in(
         if node.height == 1 {
             if !node.ptrs[idx].is_none() {
                 sink.kill(node.ptrs[idx]);
-                node.ptrs[idx] = BlockAddr::NONE;
+                node.ptrs[idx] = P::NONE;
                 *freed += 1;
                 changed = true;
             }
@@ -551,7 +629,7 @@ fn clear_in(
                 if let Some(mut c) = node.children.remove(&idx) {
                     free_subtree(sink, &mut c, freed, undirty)?;
                 }
-                node.ptrs[idx] = BlockAddr::NONE;
+                node.ptrs[idx] = P::NONE;
                 changed = true;
             }
         } else if let Some(c) = node.child(sink, idx, false)? {
@@ -567,14 +645,14 @@ fn clear_in(
 }
 
 /// Write a dirty node after its dirty children; returns its new address (none if now empty).
-fn flush_node(
-    sink: &mut dyn Sink,
-    node: &mut Node,
+fn flush_node<P: Ptr>(
+    sink: &mut dyn Sink<P>,
+    node: &mut Node<P>,
     ino: Ino,
     version: u32,
     written: &mut u64,
     freed: &mut u64,
-) -> Result<BlockAddr> {
+) -> Result<P> {
     let dirty_children: Vec<usize> = node
         .children
         .iter()
@@ -595,16 +673,20 @@ fn flush_node(
         if !node.addr.is_none() {
             sink.kill(node.addr);
         }
-        node.addr = BlockAddr::NONE;
+        node.addr = P::NONE;
         *freed += 1;
-        return Ok(BlockAddr::NONE);
+        return Ok(P::NONE);
     }
-    let data = encode_indirect(node.height, &node.ptrs);
-    let a = sink.append(
-        SummaryEntry::indirect(ino, version, node.height, node.first),
-        &data,
-    )?;
-    if !node.addr.is_none() {
+    let raw: Vec<u64> = node.ptrs.iter().map(|p| p.raw()).collect();
+    let data = encode_indirect(node.height, &raw);
+    let id = NodeId {
+        ino,
+        version,
+        height: node.height,
+        first: node.first,
+    };
+    let a = sink.write_node(id, node.addr, &data)?;
+    if a != node.addr && !node.addr.is_none() {
         sink.kill(node.addr);
     }
     node.addr = a;
@@ -613,6 +695,7 @@ fn flush_node(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
@@ -623,7 +706,7 @@ mod tests {
         next: u64,
         live: HashSet<BlockAddr>,
         dead_data: HashSet<BlockAddr>,
-        appended: Vec<SummaryEntry>,
+        appended: Vec<NodeId>,
     }
     impl Sink for MemSink {
         fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>> {
@@ -631,8 +714,8 @@ mod tests {
                 crate::error::Damage::AddrOutsideLog { addr },
             ))
         }
-        fn append(&mut self, e: SummaryEntry, data: &[u8]) -> Result<BlockAddr> {
-            self.appended.push(e);
+        fn write_node(&mut self, id: NodeId, _old: BlockAddr, data: &[u8]) -> Result<BlockAddr> {
+            self.appended.push(id);
             self.next += 1;
             let a = BlockAddr(self.next + 1000);
             self.blocks.insert(a, data.to_vec());
@@ -666,7 +749,7 @@ mod tests {
             m.set(&mut s, l, BlockAddr(7)).expect("set");
             m.flush(&mut s).expect("flush");
             let written: HashSet<(u8, u64)> =
-                s.appended.iter().map(|e| (e.height, e.index)).collect();
+                s.appended.iter().map(|e| (e.height, e.first)).collect();
             let want: HashSet<(u8, u64)> = path_nodes(l, 1).collect();
             assert_eq!(written, want, "lblock {l}");
             assert_eq!(
@@ -730,8 +813,8 @@ mod tests {
         }
         assert_eq!(m2.get(&mut s, 13).expect("get"), BlockAddr::NONE);
         let mut seen = 0;
-        m2.for_each_block(&mut s, &mut |_, e| {
-            if e.kind == crate::format::summary::BlockKind::Data {
+        m2.for_each_block(&mut s, &mut |_, r| {
+            if matches!(r, Role::Data { .. }) {
                 seen += 1
             }
         })
@@ -777,5 +860,77 @@ mod tests {
             1400,
             "every cleared data block reported dead once"
         );
+    }
+
+    /// Format version 2's sink: a node keeps its (virtual) number when rewritten.
+    #[derive(Default)]
+    struct VSink {
+        blocks: HashMap<VBlock, Vec<u8>>,
+        dead_data: HashSet<VBlock>,
+        next: u64,
+        writes: u64,
+    }
+    impl Sink<VBlock> for VSink {
+        fn read_meta(&mut self, v: VBlock) -> Result<Vec<u8>> {
+            self.blocks
+                .get(&v)
+                .cloned()
+                .ok_or(FsError::Damaged(crate::error::Damage::VBlockFree {
+                    vblock: v.get(),
+                }))
+        }
+        fn write_node(&mut self, _id: NodeId, old: VBlock, data: &[u8]) -> Result<VBlock> {
+            self.writes += 1;
+            let v = if old.is_none() {
+                self.next += 1;
+                VBlock(self.next)
+            } else {
+                old
+            };
+            self.blocks.insert(v, data.to_vec());
+            Ok(v)
+        }
+        fn kill(&mut self, v: VBlock) {
+            // A node this sink wrote, or a data block (the test's own numbers), once.
+            if self.blocks.remove(&v).is_none() {
+                assert!(self.dead_data.insert(v), "{v:?} freed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn virtual_pointers_keep_their_numbers_across_rewrites() {
+        let mut s = VSink::default();
+        let mut m: BlockMap<VBlock> = BlockMap::new(
+            Ino(5),
+            1,
+            [VBlock::NONE; NDIRECT],
+            [VBlock::NONE; NINDIRECT],
+            0,
+        );
+        let l = tree_base(3) + 510 * 7 + 3;
+        m.set(&mut s, l, VBlock(1_000_000)).unwrap();
+        m.flush(&mut s).unwrap();
+        let nodes: Vec<VBlock> = s.blocks.keys().copied().collect();
+        assert_eq!(nodes.len(), 3, "a height-3 path");
+        let (d, r) = m.pointers();
+        // A new pointer under the same path: the nodes are rewritten under their numbers,
+        // nothing is freed, and the root pointer in the inode does not change.
+        m.set(&mut s, l, VBlock(2_000_000)).unwrap();
+        m.flush(&mut s).unwrap();
+        assert_eq!(s.writes, 6);
+        let mut after: Vec<VBlock> = s.blocks.keys().copied().collect();
+        let mut before = nodes.clone();
+        after.sort_by_key(|v| v.get());
+        before.sort_by_key(|v| v.get());
+        assert_eq!(after, before);
+        assert_eq!(m.pointers(), (d, r));
+        let mut again: BlockMap<VBlock> = BlockMap::new(Ino(5), 1, d, r, m.blocks);
+        assert_eq!(again.get(&mut s, l).unwrap(), VBlock(2_000_000));
+        // Cleared: every node freed once.
+        again.clear_range(&mut s, 0, u64::MAX).unwrap();
+        again.flush(&mut s).unwrap();
+        assert!(s.blocks.is_empty(), "{:?}", s.blocks.keys());
+        assert_eq!(s.dead_data, HashSet::from([VBlock(2_000_000)]));
     }
 }

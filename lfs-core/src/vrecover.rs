@@ -308,7 +308,9 @@ mod tests {
                     None => assert!(r.is_err(), "block {i} must not read (lose={lose_last})"),
                 }
             }
-            let problems = crate::vcheck::check_maps(&mut again, true).unwrap().problems;
+            let problems = crate::vcheck::check_maps(&mut again, true)
+                .unwrap()
+                .problems;
             assert!(problems.is_empty(), "lose={lose_last}: {problems:?}");
             // Each DUP block applied has both its copies.
             for &v in &vs[40..40 + applied] {
@@ -565,7 +567,9 @@ mod crash {
                 let rec = roll_forward(&mut again, &start).unwrap();
                 let n = ranges.iter().filter(|r| r.1 < rec.plan.next_seq).count();
                 // The counts roll-forward rebuilt are exactly what the maps place.
-                let problems = crate::vcheck::check_maps(&mut again, false).unwrap().problems;
+                let problems = crate::vcheck::check_maps(&mut again, false)
+                    .unwrap()
+                    .problems;
                 assert!(problems.is_empty(), "{}: {problems:?}", cs.description);
                 assert!(
                     n >= owed,

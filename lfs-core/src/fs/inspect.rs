@@ -24,7 +24,9 @@ impl Inner {
         let Inner { inodes, st, .. } = self;
         let i = inodes.get_mut(ino).ok_or(FsError::Stale(ino))?;
         let mut blocks = Vec::new();
-        i.bmap.for_each_block(st, &mut |a, e| blocks.push((a, e)))?;
+        let (ino, version) = (i.d.ino, i.d.version);
+        i.bmap
+            .for_each_block(st, &mut |a, r| blocks.push((a, r.v1_entry(ino, version))))?;
         Ok(InodeInfo {
             entry,
             inode: i.d.clone(),

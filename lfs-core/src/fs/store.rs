@@ -2,12 +2,12 @@
 //! log, the segment usage table and a block cache — behind one struct, so inode code can
 //! borrow it while holding an inode (the bmap `Sink`).
 
-use crate::bmap::Sink;
+use crate::bmap::{NodeId, Sink};
 use crate::cache::BlockCache;
 use crate::device::Device;
 use crate::error::Damage;
 use crate::error::{FsError, Result};
-use crate::format::summary::{BlockKind, SummaryEntry};
+use crate::format::summary::SummaryEntry;
 use crate::format::superblock::Superblock;
 use crate::format::{BlockAddr, SegNo, BLOCK_BYTES, BLOCK_SIZE};
 use crate::log::Log;
@@ -216,12 +216,9 @@ impl Sink for Store {
     fn read_meta(&mut self, addr: BlockAddr) -> Result<Vec<u8>> {
         Ok(self.read_block(addr)?.as_ref().clone())
     }
-    fn append(&mut self, entry: SummaryEntry, data: &[u8]) -> Result<BlockAddr> {
-        let live = match entry.kind {
-            BlockKind::Usage => 0,
-            _ => BLOCK_BYTES,
-        };
-        self.append_counted(entry, data, live)
+    fn write_node(&mut self, id: NodeId, _old: BlockAddr, data: &[u8]) -> Result<BlockAddr> {
+        let entry = SummaryEntry::indirect(id.ino, id.version, id.height, id.first);
+        self.append_counted(entry, data, BLOCK_BYTES)
     }
     fn kill(&mut self, addr: BlockAddr) {
         self.kill_bytes(addr, BLOCK_BYTES);

@@ -191,7 +191,10 @@ impl Inner {
                 );
             }
             let mut blocks = Vec::new();
-            let walked = i.bmap.for_each_block(st, &mut |a, e| blocks.push((a, e)));
+            let version = i.d.version;
+            let walked = i
+                .bmap
+                .for_each_block(st, &mut |a, r| blocks.push((a, r.v1_entry(ino, version))));
             i.bmap.shrink();
             if let Err(e) = walked {
                 c.findings.push(Finding::InodeUnreadable {
