@@ -81,8 +81,9 @@ pub trait Sink<P: Ptr = BlockAddr> {
     /// where it now is. Version 1 appends it at a new address; version 2 keeps its virtual
     /// block number unless a kept checkpoint needs the old version.
     fn write_node(&mut self, id: NodeId, old: P, data: &[u8]) -> Result<P>;
-    /// A block is no longer referenced.
-    fn kill(&mut self, p: P);
+    /// A block is no longer referenced (format 2: its virtual number is freed, which reads
+    /// the DAT and so can fail).
+    fn kill(&mut self, p: P) -> Result<()>;
 }
 
 /// Number of logical blocks covered by a node of height `h`.
@@ -394,7 +395,7 @@ impl<P: Ptr> BlockMap<P> {
         for i in 0..NDIRECT {
             let l = i as u64;
             if l >= from && l < to && !self.direct[i].is_none() {
-                sink.kill(self.direct[i]);
+                sink.kill(self.direct[i])?;
                 self.direct[i] = P::NONE;
                 self.blocks = self.blocks.saturating_sub(1);
             }
@@ -578,7 +579,7 @@ fn free_subtree<P: Ptr>(
     for idx in 0..FANOUT {
         if node.height == 1 {
             if !node.ptrs[idx].is_none() {
-                sink.kill(node.ptrs[idx]);
+                sink.kill(node.ptrs[idx])?;
                 *freed += 1;
             }
         } else if let Some(c) = node.child(sink, idx, false)? {
@@ -586,7 +587,7 @@ fn free_subtree<P: Ptr>(
         }
     }
     if !node.addr.is_none() {
-        sink.kill(node.addr);
+        sink.kill(node.addr)?;
     }
     *freed += 1;
     if node.dirty {
@@ -616,7 +617,7 @@ fn clear_in<P: Ptr>(
         }
         if node.height == 1 {
             if !node.ptrs[idx].is_none() {
-                sink.kill(node.ptrs[idx]);
+                sink.kill(node.ptrs[idx])?;
                 node.ptrs[idx] = P::NONE;
                 *freed += 1;
                 changed = true;
@@ -671,7 +672,7 @@ fn flush_node<P: Ptr>(
     node.dirty = false;
     if node.ptrs.iter().all(|p| p.is_none()) {
         if !node.addr.is_none() {
-            sink.kill(node.addr);
+            sink.kill(node.addr)?;
         }
         node.addr = P::NONE;
         *freed += 1;
@@ -687,7 +688,7 @@ fn flush_node<P: Ptr>(
     };
     let a = sink.write_node(id, node.addr, &data)?;
     if a != node.addr && !node.addr.is_none() {
-        sink.kill(node.addr);
+        sink.kill(node.addr)?;
     }
     node.addr = a;
     *written += 1;
@@ -722,12 +723,13 @@ mod tests {
             self.live.insert(a);
             Ok(a)
         }
-        fn kill(&mut self, addr: BlockAddr) {
+        fn kill(&mut self, addr: BlockAddr) -> Result<()> {
             if !(1000..100_000).contains(&addr.get()) {
                 assert!(self.dead_data.insert(addr), "data block {addr} freed twice");
             } else {
                 assert!(self.live.remove(&addr), "double free of node {addr}");
             }
+            Ok(())
         }
     }
 
@@ -890,11 +892,12 @@ mod tests {
             self.blocks.insert(v, data.to_vec());
             Ok(v)
         }
-        fn kill(&mut self, v: VBlock) {
+        fn kill(&mut self, v: VBlock) -> Result<()> {
             // A node this sink wrote, or a data block (the test's own numbers), once.
             if self.blocks.remove(&v).is_none() {
                 assert!(self.dead_data.insert(v), "{v:?} freed twice");
             }
+            Ok(())
         }
     }
 

@@ -42,6 +42,27 @@ use std::sync::Arc;
 /// something keeps changing them, which is a bug (reported, not looped on).
 const SUFILE_ROUNDS: usize = 8;
 
+/// A file's tree nodes (format 2: virtual blocks, which keep their number when rewritten)
+/// go through the store, on stream 0.
+impl crate::bmap::Sink<VBlock> for VStore {
+    fn read_meta(&mut self, v: VBlock) -> Result<Vec<u8>> {
+        Ok(self.read_virtual(v)?.as_ref().clone())
+    }
+    fn write_node(&mut self, id: crate::bmap::NodeId, old: VBlock, data: &[u8]) -> Result<VBlock> {
+        let owner = Owner {
+            kind: Kind::TreeNode,
+            height: id.height,
+            ino: id.ino,
+            generation: id.version,
+            index: id.first,
+        };
+        self.write_virtual(0, owner, old, data, false)
+    }
+    fn kill(&mut self, v: VBlock) -> Result<()> {
+        self.free_virtual(v)
+    }
+}
+
 /// Where a stream continues: segment, block offset, the stream's next unit number.
 pub type Head = (SegNo, u32, u32);
 

@@ -185,7 +185,8 @@ impl DiskInode {
         FileKind::from_mode(self.mode)
     }
 
-    fn encode_into(&self, s: &mut [u8]) {
+    /// Write this inode into `s` (its 256 bytes: a slot of a block).
+    pub fn encode_into(&self, s: &mut [u8]) {
         put_u64(s, I_INO, self.ino.get());
         put_u32(s, I_VERSION, self.version);
         put_u32(s, I_MODE, self.mode);
@@ -213,7 +214,8 @@ impl DiskInode {
         put_u64(s, I_PARENT, self.parent.get());
     }
 
-    fn decode_from(s: &[u8], slot: usize) -> Result<DiskInode, FormatError> {
+    /// The inode in `s` (its 256 bytes), slot `slot` of its block (for the message).
+    pub fn decode_from(s: &[u8], slot: usize) -> Result<DiskInode, FormatError> {
         const W: &str = "inode";
         let t = |i: usize| Timespec {
             sec: get_u64(s, I_SECS + 8 * i) as i64,

@@ -229,7 +229,7 @@ impl Inner {
             let addr = st.append_counted(SummaryEntry::data(ino, v, l), &buf, BLOCK_BYTES)?;
             let old = i.bmap.set(st, l, addr)?;
             if !old.is_none() {
-                crate::bmap::Sink::kill(st, old);
+                crate::bmap::Sink::kill(st, old)?;
             }
         }
         if let Some(dir) = i.dir.as_mut() {
@@ -247,7 +247,7 @@ impl Inner {
                     st.append_counted(SummaryEntry::data(ino, v, l as u64), &bytes, BLOCK_BYTES)?;
                 let old = i.bmap.set(st, l as u64, addr)?;
                 if !old.is_none() {
-                    crate::bmap::Sink::kill(st, old);
+                    crate::bmap::Sink::kill(st, old)?;
                 }
                 blk.dirty = false;
             }

@@ -220,7 +220,8 @@ impl Sink for Store {
         let entry = SummaryEntry::indirect(id.ino, id.version, id.height, id.first);
         self.append_counted(entry, data, BLOCK_BYTES)
     }
-    fn kill(&mut self, addr: BlockAddr) {
+    fn kill(&mut self, addr: BlockAddr) -> Result<()> {
         self.kill_bytes(addr, BLOCK_BYTES);
+        Ok(())
     }
 }
