@@ -33,6 +33,7 @@ LAYERS = [
     ["vlog"],            # v2's writer of streams and flush groups
     ["vstore"],          # v2's store: log, DAT, segment table, cache, writer
     ["vrecover", "vcheck", "vinodes"],  # v2's roll-forward into the store; fsck's check of its maps; the inode table over the ifile
+    ["vmount"],          # v2's mkfs, mount and checkpoint
     ["vrebuild"],        # v2's maps rebuilt from the log (fsck's repair)
     ["fs"],              # the filesystem: state by layer, operations, Fs
     ["fsck"],            # the checker, over fs

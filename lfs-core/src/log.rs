@@ -51,6 +51,33 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// 16 random bytes (a filesystem's uuid; the source of log ids).
+pub fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut u))
+        .is_ok();
+    if !ok {
+        let seed = now_ns().to_le_bytes();
+        u[..8].copy_from_slice(&seed);
+        u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+    }
+    u
+}
+
+/// A log id for a new mount: random, so that no two mounts (even two attempts to recover
+/// from the same checkpoint) ever write units roll-forward could take for each other's.
+/// A random log id, nonzero and other than `not` (the previous mount's).
+pub fn new_log_id(not: u64) -> u64 {
+    let u = random_uuid();
+    let mut id = u64::from_le_bytes([u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]]);
+    if id == not || id == 0 {
+        id = not.wrapping_add(now_ns()) | 1;
+    }
+    id
+}
+
+/// The geometry `mkfs` would write on a device of `total_bytes` (for dry runs).
 impl Log {
     /// Resume writing at `seg:offset` (a checkpoint's log head). `seg` must already be Active
     /// in `usage`; a successor is chosen now.

@@ -355,7 +355,7 @@ mod tests {
 mod crash {
     use super::*;
     use crate::device::{CrashDevice, CrashStateOptions, Device, MemDevice};
-    use crate::format::v2::checkpoint::{Checkpoint, Head as CpHead};
+    use crate::format::v2::checkpoint::Checkpoint;
     use crate::format::v2::sufile::SEG_IN_USE;
     use crate::format::{BlockAddr, Ino, VBlock};
     use crate::vscan::Geometry;
@@ -390,15 +390,7 @@ mod crash {
             ninodes: 0,
             nblocks_live: 0,
             nblocks_held: 0,
-            heads: start
-                .heads
-                .iter()
-                .map(|&(segment, offset, stream_seq)| CpHead {
-                    segment,
-                    offset,
-                    stream_seq,
-                })
-                .collect(),
+            heads: start.heads.iter().map(|&h| h.into()).collect(),
             dat_root: roots.dat_root,
             dat_height: roots.dat_height,
             sufile_root: roots.sufile_root,

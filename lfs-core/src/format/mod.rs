@@ -69,6 +69,12 @@ pub enum FormatError {
         found: u16,
         supported: u16,
     },
+    #[error("{what}: format version {found} is not supported: this build reads version {supported}; copy the files to a filesystem made by this mkfs-lfs")]
+    OtherVersion {
+        what: &'static str,
+        found: u16,
+        supported: u16,
+    },
     #[error("{what}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     ChecksumMismatch {
         what: &'static str,

@@ -15,7 +15,8 @@ use crate::format::table::{ImapEntry, IMAP_ALLOCATED};
 use crate::format::BlockAddr;
 use crate::format::{SegNo, BLOCK_BYTES, BLOCK_SIZE, ROOT_INO};
 use crate::imap::Imap;
-use crate::log::now_ns;
+pub(super) use crate::log::new_log_id;
+use crate::log::{now_ns, random_uuid};
 use crate::usage::UsageTable;
 use std::sync::Arc;
 
@@ -38,31 +39,6 @@ impl Default for MkfsOptions {
     }
 }
 
-pub(super) fn random_uuid() -> [u8; 16] {
-    let mut u = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut u))
-        .is_ok();
-    if !ok {
-        let seed = now_ns().to_le_bytes();
-        u[..8].copy_from_slice(&seed);
-        u[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
-    }
-    u
-}
-
-/// A log id for a new mount: random, so that no two mounts (even two attempts to recover
-/// from the same checkpoint) ever write units roll-forward could take for each other's.
-pub(super) fn new_log_id(not: u64) -> u64 {
-    let u = random_uuid();
-    let mut id = u64::from_le_bytes([u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]]);
-    if id == not || id == 0 {
-        id = not.wrapping_add(now_ns()) | 1;
-    }
-    id
-}
-
-/// The geometry `mkfs` would write on a device of `total_bytes` (for dry runs).
 pub fn plan(total_bytes: u64, opts: &MkfsOptions) -> Result<Superblock> {
     Superblock::layout(&LayoutRequest {
         total_bytes,

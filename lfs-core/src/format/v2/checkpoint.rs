@@ -47,6 +47,16 @@ pub struct Head {
     pub stream_seq: u32,
 }
 
+impl From<(SegNo, u32, u32)> for Head {
+    fn from((segment, offset, stream_seq): (SegNo, u32, u32)) -> Head {
+        Head {
+            segment,
+            offset,
+            stream_seq,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub flags: u16,

@@ -15,6 +15,7 @@ pub mod ptr;
 pub mod root;
 pub mod sufile;
 pub mod summary;
+pub mod superblock;
 
 use super::{crc, get_u16, get_u32, get_u64, get_u8, put_u16, put_u32, put_u64, put_u8};
 use super::{FormatError, BLOCK_SIZE};
