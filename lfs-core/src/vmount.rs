@@ -406,7 +406,7 @@ mod tests {
         let gen = m.generation;
         let st = &mut m.st;
         st.begin_group().unwrap();
-        let ino = m.inodes.allocate(st, Some(ROOT_INO)).unwrap();
+        let (ino, _) = m.inodes.allocate(st, Some(ROOT_INO)).unwrap();
         let data: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
         let v = st
             .write_virtual(
