@@ -8,7 +8,7 @@
 
 use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::format::summary::data_crc;
+use crate::format::data_crc;
 use crate::format::v2::root::GroupRoot;
 use crate::format::v2::summary::{Entry, Kind, Summary, FLAG_CONT, FLAG_ROOT, MAX_ENTRIES};
 use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};

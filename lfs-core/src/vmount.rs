@@ -54,7 +54,7 @@ fn geometry(sb: &Superblock) -> Geometry {
 }
 
 fn fs_id(sb: &Superblock) -> u32 {
-    crate::format::summary::fs_id(&sb.uuid)
+    crate::format::fs_id(&sb.uuid)
 }
 
 /// Make a filesystem on `dev` (the layout's size is the device's when `total_bytes` is 0).

@@ -5,7 +5,7 @@
 //! step 3).
 
 use crate::device::Device;
-use crate::format::summary::data_crc;
+use crate::format::data_crc;
 use crate::format::v2::root::GroupRoot;
 use crate::format::v2::summary::{self, Kind, Summary, FLAG_ROOT};
 use crate::format::{BlockAddr, Cno, SegNo, BLOCK_SIZE};

@@ -103,6 +103,21 @@ pub fn crc(bytes: &[u8]) -> u32 {
 
 // Little-endian field access. Offsets are named constants inside fixed-size blocks; a read
 // outside the slice yields zero rather than a panic (and then fails validation).
+/// The filesystem id stored in every summary (both versions): the seeded crc32 of the
+/// superblock's uuid.
+pub fn fs_id(uuid: &[u8; 16]) -> u32 {
+    crc(uuid)
+}
+
+/// Checksum of a unit's payload, blocks in order (both versions).
+pub fn data_crc<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(CRC_SEED);
+    for b in blocks {
+        h.update(b);
+    }
+    h.finalize()
+}
+
 pub(crate) fn get_u8(b: &[u8], off: usize) -> u8 {
     b.get(off).copied().unwrap_or(0)
 }

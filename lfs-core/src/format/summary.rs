@@ -3,6 +3,7 @@
 //! next segment) so roll-forward can find and verify everything written after a checkpoint.
 
 use super::*;
+pub use super::{data_crc, fs_id};
 
 const OFF_FLAGS: usize = 6;
 const OFF_SEQ: usize = 8;
@@ -133,11 +134,6 @@ pub struct Summary {
     pub entries: Vec<SummaryEntry>,
 }
 
-/// The filesystem id stored in every summary: the seeded crc32 of the superblock's uuid.
-pub fn fs_id(uuid: &[u8; 16]) -> u32 {
-    crc(uuid)
-}
-
 impl Summary {
     pub fn encode(&self) -> Vec<u8> {
         debug_assert!(!self.entries.is_empty() && self.entries.len() <= SUMMARY_MAX_ENTRIES);
@@ -254,15 +250,6 @@ pub fn peek(b: &[u8]) -> Option<SummaryPeek> {
         nblocks: get_u32(b, OFF_NBLOCKS),
         next_segment: SegNo(get_u64(b, OFF_NEXT_SEG)),
     })
-}
-
-/// Checksum of a unit's payload, blocks in order.
-pub fn data_crc<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(CRC_SEED);
-    for b in blocks {
-        h.update(b);
-    }
-    h.finalize()
 }
 
 #[cfg(test)]
