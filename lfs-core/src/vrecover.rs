@@ -109,6 +109,7 @@ pub fn roll_forward(st: &mut VStore, start: &LogStart) -> Result<Recovered> {
         cpfile_inode: None,
     };
     for &(first, last) in &p.groups {
+        let mut conts = 0u32;
         for seq in first..=last {
             let u = units.get(&seq).ok_or_else(|| FsError::Bug {
                 what: format!("unit {seq} planned but not read"),
@@ -131,12 +132,8 @@ pub fn roll_forward(st: &mut VStore, start: &LogStart) -> Result<Recovered> {
                 match e.kind {
                     Kind::Dat | Kind::Sufile => {}
                     Kind::GroupRoot => {
-                        if s.flags & FLAG_ROOT == 0 || k + 1 != s.entries.len() {
-                            continue;
-                        }
+                        // The unit's checksum held: the block decodes, or the log is damaged.
                         let b = &u.payload[k * BLOCK_SIZE..(k + 1) * BLOCK_SIZE];
-                        // The unit's checksum held and the plan took its range from this
-                        // block: it decodes, or the log is damaged.
                         let root =
                             GroupRoot::decode(b).map_err(FsError::corrupt("group root", addr))?;
                         for &(v, era) in &root.ended {
@@ -146,6 +143,25 @@ pub fn roll_forward(st: &mut VStore, start: &LogStart) -> Result<Recovered> {
                             st.recover_free(v)?;
                         }
                         st.recover_next_vblock(root.next_vblock);
+                        let last = s.flags & FLAG_ROOT != 0 && k + 1 == s.entries.len();
+                        if !last {
+                            // A continuation root: more of the group's lists.
+                            conts += 1;
+                            continue;
+                        }
+                        if root.cont != conts {
+                            return Err(FsError::Corrupt {
+                                what: "group root",
+                                addr,
+                                source: crate::format::FormatError::invalid(
+                                    "group root",
+                                    format!(
+                                        "counts {} continuation roots, the group holds {conts}",
+                                        root.cont
+                                    ),
+                                ),
+                            });
+                        }
                         rec.ifile_inode = Some(root.ifile_inode);
                         rec.cpfile_inode = Some(root.cpfile_inode);
                     }
@@ -319,6 +335,48 @@ mod tests {
             // Stream 1 continues past its last applied unit.
             assert_ne!(rec.heads[1], start.heads[1]);
         }
+    }
+
+    /// A group freeing more virtual blocks than one root lists: continuation roots carry
+    /// the rest, and roll-forward frees them all.
+    #[test]
+    fn a_large_delete_is_replayed_whole_through_continuation_roots() {
+        let dev = Arc::new(MemDevice::new(
+            (16 + G.nsegs * u64::from(G.seg_blocks) + 16) * BLOCK_SIZE as u64,
+        ));
+        let mut st = VStore::open(G, dev.clone(), &empty_roots(), 64);
+        st.recover_head(0, SegNo(0)).unwrap();
+        st.open_log(&[(SegNo(0), 0, 1)], 100, 5, 6).unwrap();
+        st.begin_group().unwrap();
+        let vs: Vec<VBlock> = (0..1000)
+            .map(|i| {
+                st.write_virtual(0, owner(Kind::Data, i), VBlock::NONE, &block(i), false)
+                    .unwrap()
+            })
+            .collect();
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        let (roots, start) = checkpoint(&mut st, Cno(2));
+        st.begin_group().unwrap();
+        for &v in &vs {
+            st.free_virtual(v).unwrap();
+        }
+        st.end_group(&[9; 256], &[0; 256]).unwrap();
+        st.sync().unwrap();
+        st.close_log();
+        let mut again = VStore::open(G, dev, &roots, 64);
+        let rec = roll_forward(&mut again, &start).unwrap();
+        assert_eq!(rec.plan.groups.len(), 1);
+        assert_eq!(rec.ifile_inode, Some(vec![9; 256]));
+        for &v in &vs {
+            assert!(
+                again.dat_entry(v).unwrap().is_free(),
+                "{v:?} still allocated"
+            );
+        }
+        let problems = crate::vcheck::check_maps(&mut again, false)
+            .unwrap()
+            .problems;
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]

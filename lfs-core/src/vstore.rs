@@ -26,7 +26,7 @@ use crate::cache::BlockCache;
 use crate::device::Device;
 use crate::error::{Damage, FsError, Result};
 use crate::format::v2::ptr::PhysPtr;
-use crate::format::v2::root::GroupRoot;
+use crate::format::v2::root::{self, GroupRoot};
 use crate::format::v2::summary::{Entry, Kind, ENTRY_DUP};
 use crate::format::{BlockAddr, Cno, Ino, SegNo, VBlock, BLOCK_SIZE};
 use crate::radix::BlockStore;
@@ -543,31 +543,60 @@ impl VStore {
     /// checkpoint list's inodes after it), and hand its units to the writer. Returns the
     /// group's sequence range.
     pub fn end_group(&mut self, ifile_inode: &[u8], cpfile_inode: &[u8]) -> Result<(u64, u64)> {
-        let lists = std::mem::take(&mut self.group);
+        let GroupLists {
+            mut ended,
+            mut freed,
+        } = std::mem::take(&mut self.group);
         self.in_group = false;
+        self.refill(2)?;
+        // Lists longer than one root holds go first, in continuation root blocks (a large
+        // delete frees many virtual blocks in one group).
+        let mut conts = 0u32;
+        while !GroupRoot::fits(ended.len(), freed.len()) {
+            let e: Vec<_> = ended
+                .drain(..ended.len().min(root::LIST_BYTES / root::ENDED_SIZE))
+                .collect();
+            let room = (root::LIST_BYTES - e.len() * root::ENDED_SIZE) / root::FREED_SIZE;
+            let f: Vec<_> = freed.drain(..freed.len().min(room)).collect();
+            let block = GroupRoot {
+                seq_first: 0,
+                seq_last: 0,
+                era: self.era,
+                next_vblock: self.dat.next_vblock(),
+                cont: 0,
+                ifile_inode: vec![0; root::INODE_BYTES],
+                cpfile_inode: vec![0; root::INODE_BYTES],
+                ended: e,
+                freed: f,
+            }
+            .encode();
+            let entry = Entry {
+                kind: Kind::GroupRoot,
+                height: 0,
+                flags: 0,
+                crc: crate::format::v2::block_crc(&block),
+                generation: 0,
+                ino: Ino(0),
+                index: u64::from(conts) + 1,
+                vblock: VBlock::NONE,
+                start: Cno(0),
+            };
+            // Never counted live, as the group's root.
+            self.io
+                .with_log(|log, src| log.append(src, 0, entry, &block))?;
+            conts += 1;
+        }
         let root = GroupRoot {
             seq_first: 0,
             seq_last: 0,
             era: self.era,
             next_vblock: self.dat.next_vblock(),
-            cont: 0,
+            cont: conts,
             ifile_inode: ifile_inode.to_vec(),
             cpfile_inode: cpfile_inode.to_vec(),
-            ended: lists.ended,
-            freed: lists.freed,
+            ended,
+            freed,
         };
-        if !GroupRoot::fits(root.ended.len(), root.freed.len()) {
-            // The engine cuts deletions into chunks that fit (docs/FORMAT-V2.md §7).
-            return Err(FsError::Bug {
-                what: format!(
-                    "a flush group ended {} and freed {} virtual blocks, more than its root holds",
-                    root.ended.len(),
-                    root.freed.len()
-                ),
-                source: crate::format::FormatError::invalid("group root", "lists too long"),
-            });
-        }
-        self.refill(2)?;
         let range = self.io.with_log(|log, src| log.end_group(src, root))?;
         self.submit()?;
         self.settle()?;

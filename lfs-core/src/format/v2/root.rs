@@ -21,8 +21,9 @@ const OFF_CONT: usize = 48;
 const OFF_IFILE: usize = 64;
 const OFF_CPFILE: usize = OFF_IFILE + INODE_BYTES;
 const OFF_LISTS: usize = OFF_CPFILE + INODE_BYTES;
-const ENDED_SIZE: usize = 16;
-const FREED_SIZE: usize = 8;
+/// Bytes of one `ended` and one `freed` entry.
+pub const ENDED_SIZE: usize = 16;
+pub const FREED_SIZE: usize = 8;
 /// List room in one block, in bytes.
 pub const LIST_BYTES: usize = BLOCK_SIZE - OFF_LISTS;
 
