@@ -341,12 +341,8 @@ mod tests {
     /// the rest, and roll-forward frees them all.
     #[test]
     fn a_large_delete_is_replayed_whole_through_continuation_roots() {
-        let dev = Arc::new(MemDevice::new(
-            (16 + G.nsegs * u64::from(G.seg_blocks) + 16) * BLOCK_SIZE as u64,
-        ));
-        let mut st = VStore::open(G, dev.clone(), &empty_roots(), 64);
-        st.recover_head(0, SegNo(0)).unwrap();
-        st.open_log(&[(SegNo(0), 0, 1)], 100, 5, 6).unwrap();
+        let dev = crate::vstore::testutil::device();
+        let mut st = crate::vstore::testutil::fresh(&dev);
         st.begin_group().unwrap();
         let vs: Vec<VBlock> = (0..1000)
             .map(|i| {
@@ -381,12 +377,8 @@ mod tests {
 
     #[test]
     fn nothing_after_the_checkpoint_changes_nothing() {
-        let dev = Arc::new(MemDevice::new(
-            (16 + G.nsegs * u64::from(G.seg_blocks) + 16) * BLOCK_SIZE as u64,
-        ));
-        let mut st = VStore::open(G, dev.clone(), &empty_roots(), 64);
-        st.recover_head(0, SegNo(0)).unwrap();
-        st.open_log(&[(SegNo(0), 0, 1)], 100, 5, 6).unwrap();
+        let dev = crate::vstore::testutil::device();
+        let mut st = crate::vstore::testutil::fresh(&dev);
         st.begin_group().unwrap();
         let v = st
             .write_virtual(0, owner(Kind::Data, 0), VBlock::NONE, &block(9), false)
