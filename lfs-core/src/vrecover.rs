@@ -357,6 +357,12 @@ mod tests {
             st.free_virtual(v).unwrap();
         }
         st.end_group(&[9; 256], &[0; 256]).unwrap();
+        for &v in &vs {
+            assert!(
+                st.dat_entry(v).unwrap().is_free(),
+                "{v:?} still allocated in memory"
+            );
+        }
         st.sync().unwrap();
         st.close_log();
         let mut again = VStore::open(G, dev, &roots, 64);

@@ -518,24 +518,26 @@ impl VStore {
     /// `v` is no longer part of the current state: freed, or ended if a kept checkpoint
     /// still reaches it.
     pub fn free_virtual(&mut self, v: VBlock) -> Result<()> {
+        // Freed already, waiting for its group to be written.
+        if self.group.freed.contains(&v) {
+            return Ok(());
+        }
         let e = self.dat.get(&mut self.io, v)?;
         if e.is_free() {
             return Ok(());
         }
-        if !e.is_current() {
-            // Ended earlier (its places already counted dead): no kept checkpoint needs it.
-            self.dat.free(&mut self.io, v)?;
-            self.group.freed.push(v);
-            return Ok(());
+        if e.is_current() {
+            self.kill_places(e.addr, e.addr2);
+            if must_preserve(e.start, self.era, &self.kept) {
+                self.dat.end(&mut self.io, v, self.era)?;
+                self.group.ended.push((v, self.era));
+                return Ok(());
+            }
         }
-        self.kill_places(e.addr, e.addr2);
-        if must_preserve(e.start, self.era, &self.kept) {
-            self.dat.end(&mut self.io, v, self.era)?;
-            self.group.ended.push((v, self.era));
-        } else {
-            self.dat.free(&mut self.io, v)?;
-            self.group.freed.push(v);
-        }
+        // The entry itself is freed once the group's root is written (`end_group`): until
+        // then the number cannot be handed out again, so no group both frees and reuses it
+        // (roll-forward applies a group's writes before its root's frees).
+        self.group.freed.push(v);
         Ok(())
     }
 
@@ -548,6 +550,8 @@ impl VStore {
             mut freed,
         } = std::mem::take(&mut self.group);
         self.in_group = false;
+        // Freed in the DAT once the root (and its continuations) carry them.
+        let all_freed = freed.clone();
         self.refill(2)?;
         // Lists longer than one root holds go first, in continuation root blocks (a large
         // delete frees many virtual blocks in one group).
@@ -598,6 +602,9 @@ impl VStore {
             freed,
         };
         let range = self.io.with_log(|log, src| log.end_group(src, root))?;
+        for v in all_freed {
+            self.dat.free(&mut self.io, v)?;
+        }
         self.submit()?;
         self.settle()?;
         Ok(range)
@@ -1073,6 +1080,27 @@ mod tests {
         );
         assert_eq!(*st.read_virtual(v3).unwrap(), block(3));
         st.close_log();
+    }
+
+    /// A number freed is not handed out again before the group that frees it is written:
+    /// roll-forward applies a group's writes before its root's frees, so reuse inside the
+    /// group would free the new block.
+    #[test]
+    fn a_freed_number_waits_for_its_group() {
+        let dev = device();
+        let mut st = fresh(&dev);
+        let v = group(&mut st, &[(data(20, 0), VBlock::NONE, 1)], false)[0];
+        st.begin_group().unwrap();
+        st.free_virtual(v).unwrap();
+        st.free_virtual(v).unwrap(); // twice: once counted
+        let w = st
+            .write_virtual(0, data(21, 0), VBlock::NONE, &block(2), false)
+            .unwrap();
+        assert_ne!(w, v, "reused inside the group that frees it");
+        st.end_group(&[0; 256], &[0; 256]).unwrap();
+        assert!(st.dat_entry(v).unwrap().is_free(), "freed with its group");
+        let problems = crate::vcheck::check_maps(&mut st, false).unwrap().problems;
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]
