@@ -241,6 +241,8 @@ pub struct Cleaned {
 struct GroupLists {
     ended: Vec<(VBlock, Cno)>,
     freed: Vec<VBlock>,
+    /// `freed` as a set (a large delete frees many).
+    freeing: std::collections::HashSet<VBlock>,
 }
 
 pub struct VStore {
@@ -519,7 +521,7 @@ impl VStore {
     /// still reaches it.
     pub fn free_virtual(&mut self, v: VBlock) -> Result<()> {
         // Freed already, waiting for its group to be written.
-        if self.group.freed.contains(&v) {
+        if self.group.freeing.contains(&v) {
             return Ok(());
         }
         let e = self.dat.get(&mut self.io, v)?;
@@ -538,6 +540,7 @@ impl VStore {
         // then the number cannot be handed out again, so no group both frees and reuses it
         // (roll-forward applies a group's writes before its root's frees).
         self.group.freed.push(v);
+        self.group.freeing.insert(v);
         Ok(())
     }
 
@@ -548,6 +551,7 @@ impl VStore {
         let GroupLists {
             mut ended,
             mut freed,
+            ..
         } = std::mem::take(&mut self.group);
         self.in_group = false;
         // Freed in the DAT once the root (and its continuations) carry them.
