@@ -535,6 +535,9 @@ impl VStore {
                 self.group.ended.push((v, self.era));
                 return Ok(());
             }
+        } else if must_preserve(e.start, e.end, &self.kept) {
+            // Ended, and a kept checkpoint in its lifetime still reaches it.
+            return Ok(());
         }
         // The entry itself is freed once the group's root is written (`end_group`): until
         // then the number cannot be handed out again, so no group both frees and reuses it
