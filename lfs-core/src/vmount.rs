@@ -245,54 +245,97 @@ pub fn mount(dev: Arc<dyn Device>, write: bool, cache_blocks: usize) -> Result<M
     Ok(m)
 }
 
+/// What a checkpoint records besides the store's maps and heads.
+pub struct CheckpointState<'a> {
+    /// The checkpoint in force (the new one gets `generation + 1`, `cno + 1`).
+    pub generation: u64,
+    pub cno: Cno,
+    pub log_id: u64,
+    pub cpfile_inode: &'a [u8],
+    pub clean: bool,
+}
+
+/// Write a checkpoint (docs/FORMAT-V2.md §9; step 1, the group of everything dirty, is the
+/// caller's): the inode table's changes in a group of their own, the maps, the heads, `F`,
+/// the older region, `F`. Returns the new generation and number.
+pub fn write_checkpoint(
+    sb: &Superblock,
+    st: &mut VStore,
+    itable: &mut InodeTable,
+    at: CheckpointState<'_>,
+) -> Result<(u64, Cno)> {
+    let cno = Cno(at.cno.get() + 1);
+    if itable.changed_blocks() > 0 {
+        st.begin_group()?;
+        let ifile = itable.flush(st)?;
+        st.end_group(&ifile, at.cpfile_inode)?;
+    }
+    let ifile = itable.inode_bytes();
+    let roots = st.flush_maps(&ifile, at.cpfile_inode, cno)?;
+    let (heads, next_seq) = st.checkpoint_heads()?;
+    st.sync()?;
+    let generation = at.generation + 1;
+    let c = Checkpoint {
+        flags: if at.clean { FLAG_CLEAN } else { 0 },
+        generation,
+        cno,
+        timestamp_ns: crate::log::now_ns(),
+        next_seq,
+        log_id: at.log_id,
+        next_vblock: roots.next_vblock,
+        nclean: roots.nclean,
+        ninodes: 0,
+        nblocks_live: 0,
+        nblocks_held: 0,
+        heads: heads.iter().map(|&h| h.into()).collect(),
+        dat_root: roots.dat_root,
+        dat_height: roots.dat_height,
+        sufile_root: roots.sufile_root,
+        sufile_height: roots.sufile_height,
+        cpfile_inode: at.cpfile_inode.to_vec(),
+        ifile_inode: ifile,
+    };
+    let region = if generation % 2 == 1 {
+        sb.cp_a
+    } else {
+        sb.cp_b
+    };
+    let dev = st.device().clone();
+    dev.write_at(&c.encode(), region.byte_offset())?;
+    dev.flush()?;
+    st.checkpointed(cno)?;
+    Ok((generation, cno))
+}
+
 impl Mounted {
-    /// Write a checkpoint (docs/FORMAT-V2.md §9; step 1, the group of everything dirty, is
-    /// the caller's): the inode table's changes in a group, the maps, the heads, `F`, the
-    /// older region, `F`.
+    /// Write a checkpoint (see [`write_checkpoint`]).
     pub fn checkpoint(&mut self, clean: bool) -> Result<()> {
-        let cno = Cno(self.cno.get() + 1);
-        if self.inodes.changed_blocks() > 0 {
-            self.st.begin_group()?;
-            let ifile = self.inodes.flush(&mut self.st)?;
-            self.st.end_group(&ifile, &self.cpfile_inode)?;
-        }
-        let ifile = self.inodes.inode_bytes();
-        let roots = self.st.flush_maps(&ifile, &self.cpfile_inode, cno)?;
-        let (heads, next_seq) = self.st.checkpoint_heads()?;
-        self.st.sync()?;
-        let generation = self.generation + 1;
-        let c = Checkpoint {
-            flags: if clean { FLAG_CLEAN } else { 0 },
-            generation,
-            cno,
-            timestamp_ns: crate::log::now_ns(),
-            next_seq,
+        let at = CheckpointState {
+            generation: self.generation,
+            cno: self.cno,
             log_id: self.log_id,
-            next_vblock: roots.next_vblock,
-            nclean: roots.nclean,
-            ninodes: 0,
-            nblocks_live: 0,
-            nblocks_held: 0,
-            heads: heads.iter().map(|&h| h.into()).collect(),
-            dat_root: roots.dat_root,
-            dat_height: roots.dat_height,
-            sufile_root: roots.sufile_root,
-            sufile_height: roots.sufile_height,
-            cpfile_inode: self.cpfile_inode.clone(),
-            ifile_inode: ifile,
+            cpfile_inode: &self.cpfile_inode,
+            clean,
         };
-        let at = if generation % 2 == 1 {
-            self.sb.cp_a
-        } else {
-            self.sb.cp_b
-        };
-        let dev = self.st.device().clone();
-        dev.write_at(&c.encode(), at.byte_offset())?;
-        dev.flush()?;
-        self.st.checkpointed(cno)?;
-        self.generation = generation;
-        self.cno = cno;
+        (self.generation, self.cno) =
+            write_checkpoint(&self.sb, &mut self.st, &mut self.inodes, at)?;
         Ok(())
+    }
+
+    /// The checkpoint list's inode in force.
+    pub fn cpfile_inode(&self) -> &[u8] {
+        &self.cpfile_inode
+    }
+
+    /// Open the log where roll-forward left it (a new log id), so the mount writes.
+    pub fn open_log(&mut self) -> Result<()> {
+        let rec = self
+            .recovered
+            .as_ref()
+            .map(|r| (r.heads.clone(), r.plan.next_seq));
+        let (heads, next_seq) = rec.unwrap_or_default();
+        let fs = fs_id(&self.sb);
+        self.st.open_log(&heads, next_seq, self.log_id, fs)
     }
 }
 
