@@ -200,8 +200,10 @@ impl<C: LeafCodec> RadixTree<C> {
             if new_height > crate::format::v2::checkpoint::MAX_HEIGHT {
                 return Err(FsError::NoSpace);
             }
-            if self.height >= 1 && !self.root.is_none() {
-                // The old root becomes child 0 of a new root node.
+            if self.height >= 1 {
+                // The old root becomes child 0 of a new root node. The node is made even when
+                // the old root is only in memory (no pointer yet: a tree grown twice before a
+                // flush), so the chain from the top to what is in memory is never broken.
                 let mut ptrs = vec![PhysPtr::default(); FANOUT];
                 ptrs[0] = self.root;
                 self.nodes
@@ -581,6 +583,37 @@ mod tests {
         assert_eq!(t2.get(&mut s, far).unwrap(), entry(far));
         assert_eq!(t2.get(&mut s, far - 1).unwrap(), dat::DatEntry::FREE);
         assert_eq!(t2.get(&mut s, 7).unwrap(), dat::DatEntry::FREE);
+    }
+
+    /// A tree on disk that grows two levels at once (a key far past it) keeps what it held
+    /// and frees its old blocks when they are rewritten: found in the engine, where the
+    /// DAT's first leaf was lost from the tree (its old copy never freed).
+    #[test]
+    fn growing_two_levels_at_once_keeps_the_old_tree() {
+        let mut s = MemStore::default();
+        let mut t: RadixTree<DatCodec> = RadixTree::open(DatCodec, PhysPtr::default(), 0);
+        for k in 0..300u64 {
+            t.set(&mut s, k, entry(k)).unwrap();
+        }
+        let (root, height) = t.flush(&mut s).unwrap();
+        assert_eq!(height, 2);
+        let mut t: RadixTree<DatCodec> = RadixTree::open(DatCodec, root, height);
+        // Far enough for two more levels, and a change to the first leaf.
+        let far = 102 * 255 * 255 + 5;
+        t.set(&mut s, far, entry(far)).unwrap();
+        t.set(&mut s, 3, entry(1000)).unwrap();
+        let before = s.live.clone();
+        let (root, height) = t.flush(&mut s).unwrap();
+        assert_eq!(height, 4);
+        let mut t2: RadixTree<DatCodec> = RadixTree::open(DatCodec, root, height);
+        for k in (0..300u64).filter(|&k| k != 3) {
+            assert_eq!(t2.get(&mut s, k).unwrap(), entry(k), "key {k}");
+        }
+        assert_eq!(t2.get(&mut s, 3).unwrap(), entry(1000));
+        assert_eq!(t2.get(&mut s, far).unwrap(), entry(far));
+        // The first leaf's old copy and the old root were freed (rewritten elsewhere).
+        let freed = before.difference(&s.live).count();
+        assert_eq!(freed, 2, "the old first leaf and the old root");
     }
 
     #[test]
