@@ -504,6 +504,33 @@ fn attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a freed inode for a reply that must succeed: no links, no data, the
+/// times asked for.
+fn gone(ino: u64, mtime: Option<TimeOrNow>, ctime: Option<SystemTime>) -> FileAttr {
+    let at = |t: Option<TimeOrNow>| match t {
+        Some(TimeOrNow::SpecificTime(t)) => t,
+        _ => SystemTime::now(),
+    };
+    let mtime = at(mtime);
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: mtime,
+        mtime,
+        ctime: ctime.unwrap_or(mtime),
+        crtime: mtime,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: lfs_core::format::BLOCK_SIZE as u32,
+        flags: 0,
+    }
+}
+
 /// The caller, and the umask the engine applies to what it creates (unless a default ACL
 /// takes its place).
 fn creds(req: &Request<'_>, umask: u32) -> Creds {
@@ -697,8 +724,19 @@ impl Filesystem for Adapter {
         if size.is_some() {
             self.refresh_gate();
         }
+        let times_only = (mode, uid, gid, size, atime) == (None, None, None, None, None)
+            && mtime.is_some()
+            && ctime.is_some();
         match r {
             Ok(a) => reply.attr(&self.ttl(), &attr(&a)),
+            // The kernel writing back the times it cached for a file already deleted (its
+            // last name gone and no handle open, so the engine freed it; the kernel still
+            // holds the inode until it forgets it): nothing to keep, and nothing went wrong
+            // — an error here came back from the next sync(1) as "Stale file handle". The
+            // kernel does not look at the attributes of this reply (fuse_flush_times).
+            Err(lfs_core::FsError::Stale(_)) if times_only => {
+                reply.attr(&self.ttl(), &gone(ino, mtime, ctime))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -342,6 +342,26 @@ fn sync_of_the_mountpoint_and_the_commit_interval_make_data_durable() {
     }
 }
 
+#[test]
+fn sync_after_deleting_a_file_just_written_succeeds() {
+    // The kernel writes back the times it cached for the file after the unlink freed it;
+    // that SETATTR failed, and `sync -f` reported "Stale file handle".
+    let (_d, img, mnt) = setup("64M");
+    let m = Mounted::new(&img, &mnt, &[]);
+    for i in 0..3 {
+        let f = mnt.join(format!("f{i}"));
+        std::fs::write(&f, pattern(5000 + i)).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        let out = Command::new("sync").arg("-f").arg(&mnt).output().unwrap();
+        assert!(
+            out.status.success(),
+            "sync -f after rm: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    m.stop();
+}
+
 /// `fallocate -l 8M f`, fill the disk with another file through the cache until ENOSPC,
 /// then write f's whole range: no ENOSPC (posix_fallocate's promise), and all of it is
 /// there after a remount.
